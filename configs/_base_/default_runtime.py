@@ -1,0 +1,10 @@
+checkpoint_config = dict(interval=1)  # epochs between checkpoints
+log_config = dict(interval=50)  # iterations between log lines / TensorBoard points
+evaluation = dict(interval=0, metric='segm')  # interval 0: evaluate once, at the end of training
+seed = None
+work_dir = None  # default: work_dirs/<config name>
+load_from = None
+resume_from = None
+max_iters = None  # optional cap on the total number of iterations (smoke runs)
+accumulate_steps = 1  # gradient accumulation
+sync_bn = False  # convert BatchNorm to SyncBatchNorm for distributed training

@@ -1,0 +1,32 @@
+# SOLOv2 light: ResNet-50, FPN, 2 stacked convs of 256 channels per branch, 128-dim dynamic kernels.
+model = dict(
+    type='SOLOv2',
+    pretrained=None,  # local path of torchvision ImageNet weights, e.g. 'checkpoints/resnet50-0676ba61.pth'
+    backbone=dict(type='ResNet', depth=50, frozen_stages=1, norm_eval=True),
+    neck=dict(type='FPN', in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=5),
+    mask_feat_head=dict(type='MaskFeatHead', in_channels=256, out_channels=128, start_level=0, end_level=3,
+                        num_classes=128),
+    bbox_head=dict(
+        type='SOLOv2Head',
+        num_classes=80,
+        in_channels=256,
+        stacked_convs=2,
+        seg_feat_channels=256,
+        strides=[8, 8, 16, 32, 32],
+        scale_ranges=((1, 56), (28, 112), (56, 224), (112, 448), (224, 896)),
+        sigma=0.2,
+        num_grids=[40, 36, 24, 16, 12],
+        ins_out_channels=128,
+        kernel_size=1,
+        loss_cate=dict(alpha=0.25, gamma=2.0, loss_weight=1.0),
+        loss_ins_weight=3.0),
+    # Resize / normalize / pad happen inside the model. Scales are (long side, short side) limits.
+    transform=dict(
+        train_scales=[(768, 352), (768, 384), (768, 416), (768, 448), (768, 480), (768, 512)],
+        test_scale=(768, 448),
+        mean=(123.675, 116.28, 103.53),
+        std=(58.395, 57.12, 57.375),
+        size_divisor=32),
+    test_cfg=dict(nms_pre=500, score_thr=0.1, mask_thr=0.5, update_thr=0.05, kernel='gaussian', sigma=2.0,
+                  max_per_img=100),
+)

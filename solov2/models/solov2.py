@@ -1,0 +1,117 @@
+"""The SOLOv2 detector: ResNet + FPN + mask feature branch + dynamic-kernel head."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..losses import solov2_losses
+from ..postprocess import TestConfig, points_nms, postprocess_single
+from ..targets import build_targets
+from .mask_feat_head import MaskFeatHead
+from .solov2_head import SOLOv2Head, dynamic_masks
+from .transform import ImageList, ImageTransform
+
+
+class SOLOv2(nn.Module):
+    """SOLOv2 (Wang et al., NeurIPS 2020).
+
+    ``model(images, targets)`` in training mode returns ``{"loss_ins": Tensor, "loss_cate": Tensor}``;
+    ``model(images)`` in eval mode returns one dict per image with ``masks`` ``(N, H, W)`` bool at the
+    image's own size, ``labels`` ``(N,)`` int64 in ``[0, num_classes)`` and ``scores`` ``(N,)`` float32.
+
+    Args (of ``forward``):
+        images: list of ``(3, H, W)`` RGB tensors, uint8 or float on the 0..255 scale, any sizes, or a
+            ``(B, 3, H, W)`` tensor. Resizing, normalization and padding happen inside (``self.transform``).
+        targets: training only; per image ``{"masks": (N, H, W) bool, "labels": (N,) int64}``.
+
+    Example::
+
+        >>> from solov2 import build_model, load_config
+        >>> model = build_model(load_config("configs/solov2/coco/solov2_light_448_r18_fpn_3x.py")).eval()
+        >>> results = model([torch.randint(0, 255, (3, 300, 400), dtype=torch.uint8)])
+    """
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module, mask_feat_head: MaskFeatHead, bbox_head: SOLOv2Head,
+                 transform: ImageTransform | None = None, test_cfg: TestConfig | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.mask_feat_head = mask_feat_head
+        self.bbox_head = bbox_head
+        self.transform = transform or ImageTransform()
+        self.test_cfg = test_cfg or TestConfig()
+
+    @property
+    def num_classes(self) -> int:
+        return self.bbox_head.num_classes
+
+    def forward(self, images, targets: list[dict] | None = None):
+        if self.training:
+            if targets is None:
+                raise ValueError("SOLOv2: targets are required in training mode")
+            return self.forward_train(images, targets)
+        return self.inference(images)
+
+    def forward_features(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """Padded, normalized ``(B, 3, Hp, Wp)`` -> (category logits per level, kernels per level, mask features)."""
+        feats = self.neck(self.backbone(batch))
+        mask_feats = self.mask_feat_head(feats[self.mask_feat_head.start_level: self.mask_feat_head.end_level + 1])
+        cate_preds, kernel_preds = self.bbox_head(feats)
+        return cate_preds, kernel_preds, mask_feats
+
+    def forward_train(self, images, targets: list[dict]) -> dict[str, Tensor]:
+        check_targets(targets, images, self.num_classes)
+        image_list, targets = self.transform(images, targets, training=True)
+        cate_preds, kernel_preds, mask_feats = self.forward_features(image_list.tensors)
+        pad_h, pad_w = image_list.tensors.shape[-2:]
+        gt_masks = [_pad_masks(t["masks"], (pad_h, pad_w)) for t in targets]
+        head = self.bbox_head
+        tg = build_targets(gt_masks, [t["labels"] for t in targets], (pad_h, pad_w), head.num_grids,
+                           head.scale_ranges, head.sigma, head.num_classes)
+        kernels = head.flatten_kernels(kernel_preds)[tg.pos_image, tg.pos_cell]  # (P, E*k*k)
+        mask_preds = [dynamic_masks(mask_feats[b], kernels[tg.pos_image == b], head.kernel_size)
+                      for b in range(len(targets))]
+        mask_preds = torch.cat(mask_preds) if mask_preds else mask_feats.new_zeros((0, *mask_feats.shape[-2:]))
+        return solov2_losses(cate_preds, mask_preds, tg, head.num_classes, head.loss_cate, head.loss_ins_weight)
+
+    @torch.no_grad()
+    def inference(self, images) -> list[dict[str, Tensor]]:
+        image_list = self.transform(images, training=False)[0]
+        cate_preds, kernel_preds, mask_feats = self.forward_features(image_list.tensors)
+        return self.postprocess(cate_preds, kernel_preds, mask_feats, image_list)
+
+    def postprocess(self, cate_preds: list[Tensor], kernel_preds: list[Tensor], mask_feats: Tensor,
+                    image_list: ImageList) -> list[dict[str, Tensor]]:
+        head = self.bbox_head
+        scores = torch.cat([points_nms(p.float().sigmoid()).permute(0, 2, 3, 1).flatten(1, 2) for p in cate_preds],
+                           dim=1)  # (B, M, C)
+        kernels = head.flatten_kernels(kernel_preds)  # (B, M, D)
+        strides = head.cell_strides(mask_feats.device)
+        return [postprocess_single(scores[b], kernels[b], mask_feats[b], strides, image_list.image_sizes[b],
+                                   image_list.original_sizes[b], self.test_cfg, head.kernel_size)
+                for b in range(len(image_list.image_sizes))]
+
+
+def _pad_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    out = masks.new_zeros((masks.shape[0], *size))
+    out[:, : masks.shape[1], : masks.shape[2]] = masks
+    return out
+
+
+def check_targets(targets: list[dict], images, num_classes: int) -> None:
+    """One clear error for malformed targets instead of a shape error deep in target assignment."""
+    if len(targets) != len(images):
+        raise ValueError(f"targets: got {len(targets)} targets for {len(images)} images")
+    for i, t in enumerate(targets):
+        if "masks" not in t or "labels" not in t:
+            raise ValueError(f"targets[{i}]: needs 'masks' (N, H, W) and 'labels' (N,), got keys {sorted(t)}")
+        masks, labels = t["masks"], t["labels"]
+        if masks.dim() != 3:
+            raise ValueError(f"targets[{i}]: masks must be (N, H, W), got shape {tuple(masks.shape)}")
+        if tuple(masks.shape[-2:]) != tuple(images[i].shape[-2:]):
+            raise ValueError(f"targets[{i}]: masks are {tuple(masks.shape[-2:])} but the image is "
+                             f"{tuple(images[i].shape[-2:])}")
+        if masks.shape[0] != labels.shape[0]:
+            raise ValueError(f"targets[{i}]: {masks.shape[0]} masks but {labels.shape[0]} labels")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"targets[{i}]: labels must be in [0, {num_classes}), got {labels.tolist()}")

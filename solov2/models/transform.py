@@ -1,0 +1,103 @@
+"""Image batching done inside the model: resize (keeping the aspect ratio), normalize, pad to a multiple of 32.
+
+Like torchvision's ``GeneralizedRCNNTransform`` this is what lets ``model(images)`` take images of any
+size and return masks at that size. It is a plain object, not an ``nn.Module``, so it adds nothing to
+``print(model)`` or to the state_dict.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class ImageList:
+    """A padded batch. ``tensors``: ``(B, 3, Hp, Wp)`` float; ``image_sizes``: resized (h, w) per image;
+    ``original_sizes``: (H, W) per image as given."""
+
+    tensors: Tensor
+    image_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+
+
+def rescale_size(h: int, w: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """mmcv's ``keep_ratio`` rule: the largest size with long side <= max(scale) and short side <= min(scale)."""
+    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+@dataclass
+class ImageTransform:
+    """Args:
+        train_scales: ``(long, short)`` sizes; training picks one at random per image (multi-scale).
+        test_scale: the ``(long, short)`` size at inference.
+        mean, std: RGB normalization, on the 0..255 scale.
+        size_divisor: padding multiple.
+    """
+
+    train_scales: list[tuple[int, int]] = field(default_factory=lambda: [(1333, 800)])
+    test_scale: tuple[int, int] = (1333, 800)
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    size_divisor: int = 32
+
+    def __call__(self, images: list[Tensor] | Tensor, targets: list[dict] | None = None, training: bool = False
+                 ) -> tuple[ImageList, list[dict] | None]:
+        """Images ``(3, H, W)`` uint8 or float on the 0..255 scale, RGB -> padded batch; target masks follow."""
+        check_images(images)
+        out_images, sizes, new_targets = [], [], [] if targets is not None else None
+        for i, img in enumerate(images):
+            scale = random.choice(self.train_scales) if training else self.test_scale
+            h, w = rescale_size(img.shape[-2], img.shape[-1], scale)
+            out_images.append(self._resize_normalize(img, (h, w)))
+            sizes.append((h, w))
+            if targets is not None:
+                new_targets.append(resize_target(targets[i], (h, w)))
+        max_h = max(s[0] for s in sizes)
+        max_w = max(s[1] for s in sizes)
+        d = self.size_divisor
+        pad_h, pad_w = (max_h + d - 1) // d * d, (max_w + d - 1) // d * d
+        batch = out_images[0].new_zeros((len(images), 3, pad_h, pad_w))
+        for b, img in zip(batch, out_images):
+            b[:, : img.shape[1], : img.shape[2]].copy_(img)
+        originals = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        return ImageList(batch, sizes, originals), new_targets
+
+    def _resize_normalize(self, img: Tensor, size: tuple[int, int]) -> Tensor:
+        x = img.float()
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+        mean = torch.tensor(self.mean, device=x.device).view(3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(3, 1, 1)
+        return (x - mean) / std
+
+
+def resize_target(target: dict, size: tuple[int, int]) -> dict:
+    """Resize a target's ``masks`` (N, H, W) to ``size`` with nearest neighbour; labels are kept."""
+    masks = target["masks"]
+    if tuple(masks.shape[-2:]) != size and masks.shape[0] > 0:
+        masks = F.interpolate(masks[None].float(), size=size, mode="nearest")[0] > 0.5
+    elif masks.shape[0] == 0:
+        masks = masks.new_zeros((0, *size), dtype=torch.bool)
+    return {**target, "masks": masks.bool()}
+
+
+def check_images(images) -> None:
+    if isinstance(images, Tensor):
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images: expected a list of (3, H, W) tensors or a (B, 3, H, W) tensor, "
+                             f"got shape {tuple(images.shape)}")
+    elif not isinstance(images, (list, tuple)) or len(images) == 0:
+        raise ValueError("images: expected a non-empty list of (3, H, W) tensors")
+    for img in images:
+        if not isinstance(img, Tensor) or img.dim() != 3 or img.shape[0] != 3:
+            shape = tuple(img.shape) if isinstance(img, Tensor) else type(img).__name__
+            raise ValueError(f"images: each image must be a (3, H, W) RGB tensor, got {shape}")
+        if not (img.dtype == torch.uint8 or img.is_floating_point()):
+            raise ValueError(f"images: dtype must be uint8 or floating point (0..255), got {img.dtype}")
+        if min(img.shape[-2:]) < 1:
+            raise ValueError(f"images: empty image of shape {tuple(img.shape)}")

@@ -1,0 +1,88 @@
+"""From head outputs to instances: score threshold, dynamic masks, maskness, Matrix NMS, resize back."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .models.solov2_head import dynamic_masks
+from .ops.matrix_nms import matrix_nms
+
+
+@dataclass
+class TestConfig:
+    """Post-processing settings (the official ``test_cfg``)."""
+
+    nms_pre: int = 500
+    score_thr: float = 0.1
+    mask_thr: float = 0.5
+    update_thr: float = 0.05
+    kernel: str = "gaussian"
+    sigma: float = 2.0
+    max_per_img: int = 100
+
+
+def points_nms(heat: Tensor, kernel: int = 2) -> Tensor:
+    """Keep a cell's score only where it is the max of its 2x2 neighbourhood (up-left): ``(B, C, S, S)``."""
+    hmax = F.max_pool2d(heat, (kernel, kernel), stride=1, padding=1)
+    return heat * (hmax[:, :, :-1, :-1] == heat)
+
+
+def empty_result(size: tuple[int, int], device: torch.device) -> dict[str, Tensor]:
+    return {"masks": torch.zeros((0, *size), dtype=torch.bool, device=device),
+            "labels": torch.zeros(0, dtype=torch.int64, device=device),
+            "scores": torch.zeros(0, dtype=torch.float32, device=device)}
+
+
+def postprocess_single(cate_scores: Tensor, kernels: Tensor, mask_feat: Tensor, cell_strides: Tensor,
+                       image_size: tuple[int, int], original_size: tuple[int, int], cfg: TestConfig,
+                       kernel_size: int = 1) -> dict[str, Tensor]:
+    """Instances of one image.
+
+    Args:
+        cate_scores: ``(M, C)`` per-cell class probabilities after :func:`points_nms`, M = sum S^2.
+        kernels: ``(M, E*k*k)`` dynamic kernels.
+        mask_feat: ``(E, Hp/4, Wp/4)`` the mask feature of the padded input.
+        cell_strides: ``(M,)`` stride of each cell's level.
+        image_size: (h, w) of the resized image inside the padded input.
+        original_size: (H, W) of the image as given to the model.
+    Returns: ``{"masks": (N, H, W) bool, "labels": (N,) int64, "scores": (N,) float32}``.
+    """
+    device = mask_feat.device
+    inds = torch.nonzero(cate_scores > cfg.score_thr)
+    if inds.numel() == 0:
+        return empty_result(original_size, device)
+    scores = cate_scores[inds[:, 0], inds[:, 1]].float()
+    labels = inds[:, 1]
+    # Kernel matmuls are the costliest step here: keep only the nms_pre best candidates before them.
+    if scores.numel() > cfg.nms_pre * 2:
+        top = scores.topk(cfg.nms_pre * 2).indices
+        inds, scores, labels = inds[top], scores[top], labels[top]
+    seg_preds = dynamic_masks(mask_feat, kernels[inds[:, 0]], kernel_size).float().sigmoid()
+    seg_masks = seg_preds > cfg.mask_thr
+    sum_masks = seg_masks.sum((1, 2)).float()
+    keep = sum_masks > cell_strides[inds[:, 0]]  # drop masks smaller than the level's stride
+    if not keep.any():
+        return empty_result(original_size, device)
+    seg_preds, seg_masks, sum_masks = seg_preds[keep], seg_masks[keep], sum_masks[keep]
+    scores, labels = scores[keep], labels[keep]
+    # Maskness (paper, Sec. 4.2): rescore by the mean probability inside the binary mask.
+    scores = scores * (seg_preds * seg_masks).sum((1, 2)) / sum_masks
+    order = scores.argsort(descending=True)[: cfg.nms_pre]
+    seg_preds, seg_masks, sum_masks = seg_preds[order], seg_masks[order], sum_masks[order]
+    scores, labels = scores[order], labels[order]
+    scores = matrix_nms(seg_masks, labels, scores, kernel=cfg.kernel, sigma=cfg.sigma, sum_masks=sum_masks)
+    keep = scores >= cfg.update_thr
+    if not keep.any():
+        return empty_result(original_size, device)
+    seg_preds, scores, labels = seg_preds[keep], scores[keep], labels[keep]
+    order = scores.argsort(descending=True)[: cfg.max_per_img]
+    seg_preds, scores, labels = seg_preds[order], scores[order], labels[order]
+    # Only the survivors are upsampled: to the padded input, cropped to the image, then to its original size.
+    h, w = image_size
+    pad_size = (mask_feat.shape[-2] * 4, mask_feat.shape[-1] * 4)
+    seg_preds = F.interpolate(seg_preds[None], size=pad_size, mode="bilinear", align_corners=False)[:, :, :h, :w]
+    seg_preds = F.interpolate(seg_preds, size=original_size, mode="bilinear", align_corners=False)[0]
+    return {"masks": seg_preds > cfg.mask_thr, "labels": labels, "scores": scores}

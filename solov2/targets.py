@@ -1,0 +1,145 @@
+"""SOLO target assignment: which grid cells of which FPN level are responsible for which instance.
+
+For every instance (Sec. 3 of SOLO / SOLOv2):
+1. its level is chosen by ``sqrt(w * h)`` of its box falling in the level's ``scale_range`` (ranges overlap,
+   so an instance can be trained on two levels);
+2. its *center region* is its mass center +- ``sigma`` times half its box size, in grid cells, clipped to
+   the 3x3 cells around the cell holding the mass center;
+3. every cell of the center region is positive, with the instance's class and its mask, downsampled to
+   the mask feature's 1/4 resolution, as the mask target.
+
+Where center regions of two instances overlap in a cell, the official code gives that cell the later
+instance's class but trains both masks on it; here the later instance owns the cell for both, so every
+positive cell has exactly one class and one mask target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class SOLOv2Targets:
+    """Targets of a batch, laid out like the flattened predictions.
+
+    Attributes:
+        cate_labels: ``(sum_l B * S_l^2,)`` int64, level-major, then image, then row-major cell;
+            ``num_classes`` marks background.
+        pos_image: ``(P,)`` int64 image index of each positive cell.
+        pos_cell: ``(P,)`` int64 index of the cell among all levels' cells of that image
+            (``offset_l + row * S_l + col``), matching ``SOLOv2Head.flatten_kernels``.
+        mask_targets: ``(P, H/4, W/4)`` uint8 mask targets of the positive cells.
+    """
+
+    cate_labels: Tensor
+    pos_image: Tensor
+    pos_cell: Tensor
+    mask_targets: Tensor
+
+
+def masks_to_boxes_and_centers(masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(N, H, W)`` bool -> boxes ``(N, 4)`` x1y1x2y2 (x2, y2 exclusive), mass centers ``(N, 2)`` (x, y),
+    and ``(N,)`` bool valid (non-empty) flags. Float32."""
+    n, h, w = masks.shape
+    m = masks.float()
+    cols, rows = m.sum(1), m.sum(2)  # (N, W), (N, H)
+    area = cols.sum(1)
+    valid = area > 0
+    xs = torch.arange(w, device=masks.device, dtype=torch.float32)
+    ys = torch.arange(h, device=masks.device, dtype=torch.float32)
+    cx = (cols * xs).sum(1) / area.clamp(min=1)
+    cy = (rows * ys).sum(1) / area.clamp(min=1)
+    has_col, has_row = cols > 0, rows > 0
+    x1 = torch.where(has_col, xs, torch.full_like(xs, w)).amin(1)
+    x2 = torch.where(has_col, xs + 1, torch.zeros_like(xs)).amax(1)
+    y1 = torch.where(has_row, ys, torch.full_like(ys, h)).amin(1)
+    y2 = torch.where(has_row, ys + 1, torch.zeros_like(ys)).amax(1)
+    return torch.stack([x1, y1, x2, y2], 1), torch.stack([cx, cy], 1), valid
+
+
+def center_regions(boxes: Tensor, centers: Tensor, image_size: tuple[int, int], num_grid: int,
+                   sigma: float) -> Tensor:
+    """Grid-cell rectangles ``(K, 4)`` int64 (top, bottom, left, right, inclusive) of K instances' center regions.
+
+    ``image_size`` is the padded input's (H, W): the grid spans the whole padded image, as the head's features do.
+    """
+    h, w = image_size
+    half_w = 0.5 * (boxes[:, 2] - boxes[:, 0]) * sigma
+    half_h = 0.5 * (boxes[:, 3] - boxes[:, 1]) * sigma
+    cx, cy = centers[:, 0], centers[:, 1]
+
+    def cell(v: Tensor, size: int) -> Tensor:
+        return torch.floor(v / size * num_grid).long()
+
+    coord_w, coord_h = cell(cx, w), cell(cy, h)
+    top = torch.maximum(cell(cy - half_h, h).clamp(min=0), coord_h - 1)
+    bottom = torch.minimum(cell(cy + half_h, h).clamp(max=num_grid - 1), coord_h + 1)
+    left = torch.maximum(cell(cx - half_w, w).clamp(min=0), coord_w - 1)
+    right = torch.minimum(cell(cx + half_w, w).clamp(max=num_grid - 1), coord_w + 1)
+    return torch.stack([top, bottom, left, right], 1)
+
+
+def _assign_level(regions: Tensor, num_grid: int) -> Tensor:
+    """``(K, 4)`` regions -> ``(S, S)`` int64 owner index per cell (-1: none); a later instance wins a cell."""
+    k = regions.shape[0]
+    r = torch.arange(num_grid, device=regions.device)
+    inside_rows = (r[None] >= regions[:, 0:1]) & (r[None] <= regions[:, 1:2])  # (K, S)
+    inside_cols = (r[None] >= regions[:, 2:3]) & (r[None] <= regions[:, 3:4])
+    cover = inside_rows[:, :, None] & inside_cols[:, None, :]  # (K, S, S)
+    ids = torch.arange(k, device=regions.device)[:, None, None].expand_as(cover)
+    return torch.where(cover, ids, torch.full_like(ids, -1)).amax(0) if k else r.new_full((num_grid, num_grid), -1)
+
+
+def build_targets_single(masks: Tensor, labels: Tensor, image_size: tuple[int, int], num_grids: list[int],
+                         scale_ranges: list[tuple[float, float]], sigma: float, num_classes: int
+                         ) -> tuple[list[Tensor], Tensor, Tensor]:
+    """Targets of one image.
+
+    Args:
+        masks: ``(N, H, W)`` bool instance masks at the padded input size ``image_size`` (H, W multiples of 4).
+        labels: ``(N,)`` int64 in ``[0, num_classes)``.
+    Returns:
+        per-level ``(S_l, S_l)`` category labels (``num_classes`` = background), ``(P,)`` positive cell
+        indices over all levels, ``(P, H/4, W/4)`` uint8 mask targets.
+    """
+    h, w = image_size
+    device = masks.device
+    boxes, centers, valid = masks_to_boxes_and_centers(masks)
+    scales = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    if masks.shape[0]:
+        small = F.interpolate(masks[None].float(), size=(h // 4, w // 4), mode="bilinear", align_corners=False)[0]
+        small = (small >= 0.5).to(torch.uint8)
+    else:
+        small = masks.new_zeros((0, h // 4, w // 4), dtype=torch.uint8)
+    cate_levels, pos_cells, mask_targets = [], [], []
+    offset = 0
+    for num_grid, (lo, hi) in zip(num_grids, scale_ranges):
+        hit = torch.nonzero(valid & (scales >= lo) & (scales <= hi)).flatten()
+        owner = _assign_level(center_regions(boxes[hit], centers[hit], (h, w), num_grid, sigma), num_grid)
+        owner = owner.flatten()
+        pos = torch.nonzero(owner >= 0).flatten()
+        inst = hit[owner[pos]]
+        cate = torch.full((num_grid * num_grid,), num_classes, dtype=torch.int64, device=device)
+        cate[pos] = labels[inst]
+        cate_levels.append(cate.view(num_grid, num_grid))
+        pos_cells.append(pos + offset)
+        mask_targets.append(small[inst])
+        offset += num_grid * num_grid
+    return cate_levels, torch.cat(pos_cells), torch.cat(mask_targets)
+
+
+def build_targets(gt_masks: list[Tensor], gt_labels: list[Tensor], image_size: tuple[int, int],
+                  num_grids: list[int], scale_ranges: list[tuple[float, float]], sigma: float = 0.2,
+                  num_classes: int = 80) -> SOLOv2Targets:
+    """Targets of a batch whose masks are all padded to ``image_size`` (H, W); see :class:`SOLOv2Targets`."""
+    per_image = [build_targets_single(m, l, image_size, num_grids, scale_ranges, sigma, num_classes)
+                 for m, l in zip(gt_masks, gt_labels)]
+    cate_labels = torch.cat([torch.stack([img[0][lvl] for img in per_image]).flatten()
+                             for lvl in range(len(num_grids))])
+    pos_image = torch.cat([torch.full_like(img[1], i) for i, img in enumerate(per_image)])
+    return SOLOv2Targets(cate_labels=cate_labels, pos_image=pos_image,
+                         pos_cell=torch.cat([img[1] for img in per_image]),
+                         mask_targets=torch.cat([img[2] for img in per_image]))
