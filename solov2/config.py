@@ -84,7 +84,7 @@ OPTIONAL_TOP_LEVEL = {"max_iters", "load_from", "resume_from", "work_dir", "eval
 def _has(node: Any, part: str) -> bool:
     if isinstance(node, list):
         return part.isdigit() and int(part) < len(node)
-    return isinstance(node, dict) and part in node
+    return isinstance(node, (dict, Config)) and part in node
 
 
 def _child(node: Any, part: str, path: str, key: str) -> Any:

@@ -1,0 +1,30 @@
+# The README's demo: a small SOLOv2 light (ResNet-18, narrow FPN and head) trained from scratch on CPU
+# on the built-in synthetic shapes (written as COCO folders by `solov2 demo` / `solov2 make-shapes`).
+_base_ = ['../_base_/models/solov2_light_r50_fpn.py', '../_base_/default_runtime.py']
+
+model = dict(
+    backbone=dict(depth=18, frozen_stages=-1, norm_eval=False),  # no ImageNet weights: train every BN
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
+    mask_feat_head=dict(in_channels=64, out_channels=64, num_classes=64),
+    bbox_head=dict(num_classes=5, in_channels=64, seg_feat_channels=128, ins_out_channels=64,
+                   num_grids=[24, 20, 16, 12, 8],
+                   scale_ranges=((1, 32), (16, 64), (32, 128), (64, 256), (128, 512))),
+    transform=dict(train_scales=[(256, 224), (256, 256), (288, 288)], test_scale=(256, 256)),
+)
+data = dict(
+    imgs_per_gpu=8,
+    workers_per_gpu=1,
+    train=dict(type='CocoDataset', ann_file='runs/demo/data/train/annotations.json',
+               img_prefix='runs/demo/data/train/images', flip_prob=0.5),
+    val=dict(type='CocoDataset', ann_file='runs/demo/data/val/annotations.json',
+             img_prefix='runs/demo/data/val/images', filter_empty_gt=False),
+    test=dict(type='CocoDataset', ann_file='runs/demo/data/val/annotations.json',
+              img_prefix='runs/demo/data/val/images', filter_empty_gt=False),
+)
+optimizer = dict(type='AdamW', lr=0.002, weight_decay=0.0001)
+grad_clip = dict(max_norm=35, norm_type=2)
+lr_config = dict(policy='step', warmup='linear', warmup_iters=50, warmup_ratio=0.1, step=[10])
+total_epochs = 12
+checkpoint_config = dict(interval=1)
+log_config = dict(interval=20)
+evaluation = dict(interval=0, metric='segm')

@@ -1,0 +1,2 @@
+_base_ = './solov2_light_512_r50_fpn_3x.py'
+model = dict(backbone=dict(depth=18), neck=dict(in_channels=[64, 128, 256, 512]))

@@ -1,0 +1,93 @@
+"""Process groups for multi-GPU (one process per GPU, NCCL) and multi-CPU (gloo) training.
+
+``--gpus N`` spawns N local workers; under ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK in the
+environment) each process joins the group torchrun set up, which also covers multi-node runs.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+
+def in_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def backend_for(device: str) -> str:
+    return "nccl" if device == "cuda" else "gloo"
+
+
+def init_process_group(rank: int, world_size: int, device: str) -> None:
+    """Join the group (env:// rendezvous: MASTER_ADDR / MASTER_PORT are set by the launcher)."""
+    if device == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    dist.init_process_group(backend_for(device), rank=rank, world_size=world_size)
+
+
+def spawn(fn: Callable[..., Any], nprocs: int, args: tuple) -> None:
+    """Start ``nprocs`` local workers running ``fn(rank, *args)`` with a fresh rendezvous port."""
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ["MASTER_PORT"] = str(free_port())
+    torch.multiprocessing.spawn(fn, args=args, nprocs=nprocs, join=True)
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def reduce_mean(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Average scalar losses over processes, for logging."""
+    names = sorted(values)
+    stacked = torch.stack([values[k].detach().float() for k in names])
+    if is_distributed():
+        dist.all_reduce(stacked)
+        stacked /= get_world_size()
+    return {k: float(v) for k, v in zip(names, stacked)}
+
+
+def broadcast_object(obj: Any) -> Any:
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()

@@ -1,0 +1,86 @@
+"""Inference over a data set (split across processes) and its metrics."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from tqdm import tqdm
+
+from . import distributed as du
+
+
+def encode_result(result: dict[str, torch.Tensor]) -> dict:
+    """Masks to COCO RLE so thousands of full-size results fit in memory and cross process boundaries."""
+    masks = result["masks"].cpu().numpy()
+    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))) if len(masks) else []
+    return {"rles": rles, "size": tuple(masks.shape[-2:]), "labels": result["labels"].cpu(),
+            "scores": result["scores"].cpu()}
+
+
+def decode_result(encoded: dict) -> dict[str, torch.Tensor]:
+    h, w = encoded["size"]
+    if len(encoded["rles"]):
+        masks = torch.from_numpy(mask_util.decode(encoded["rles"])).permute(2, 0, 1).bool()
+    else:
+        masks = torch.zeros((0, h, w), dtype=torch.bool)
+    return {"masks": masks, "labels": encoded["labels"], "scores": encoded["scores"]}
+
+
+class DecodedResults(Sequence):
+    """A list of per-image results that decodes each image's masks only when it is read."""
+
+    def __init__(self, encoded: list[dict]):
+        self.encoded = encoded
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, i):
+        return decode_result(self.encoded[i])
+
+
+@torch.no_grad()
+def inference_on_dataset(model, dataset, device: str = "cpu", desc: str = "eval") -> list[dict]:
+    """Run ``model`` (eval mode) on every image; each process takes every world_size-th image.
+
+    Returns, on every process, the encoded results of all images in dataset order.
+    """
+    was_training = model.training
+    model.eval()
+    rank, world = du.get_rank(), du.get_world_size()
+    indices = list(range(rank, len(dataset), world))
+    local = {}
+    for i in tqdm(indices, desc=desc, disable=rank != 0, dynamic_ncols=True):
+        image, _ = dataset[i]
+        local[i] = encode_result(model([image.to(device)])[0])
+    merged = {}
+    for part in du.all_gather_object(local):
+        merged.update(part)
+    model.train(was_training)
+    return [merged[i] for i in range(len(dataset))]
+
+
+def evaluate(dataset, encoded: list[dict], metric: str, out_dir: str, log=print) -> dict:
+    """``metric``: ``"segm"`` (COCO mask AP) or ``"cityscapes"`` (official instance-level AP)."""
+    if metric == "segm":
+        from ..evaluation.coco import evaluate_coco, results_to_coco
+        coco_results = []
+        for image_id, enc in zip(_image_ids(dataset), encoded):
+            coco_results += results_to_coco(decode_result(enc), image_id, dataset.cat_ids)
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "segm_results.json"), "w") as f:
+            json.dump(coco_results, f)
+        return evaluate_coco(dataset.coco, coco_results, log=log)
+    if metric == "cityscapes":
+        from ..evaluation.cityscapes import evaluate_cityscapes
+        return evaluate_cityscapes(dataset, DecodedResults(encoded), os.path.join(out_dir, "cityscapes_results"),
+                                   log=log)
+    raise ValueError(f"unknown metric {metric!r}; expected 'segm' or 'cityscapes'")
+
+
+def _image_ids(dataset) -> list[int]:
+    return [int(i) for i in dataset.img_ids]

@@ -1,0 +1,86 @@
+"""``Predictor``: a trained SOLOv2 behind one call, for use in your own programs."""
+from __future__ import annotations
+
+import os
+from typing import Union
+
+import numpy as np
+import torch
+
+from .config import Config, load_config
+from .engine.checkpoint import load_weights
+from .models import build_model
+
+ImageLike = Union[str, os.PathLike, np.ndarray]
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB; one-line ``ValueError`` naming the file if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: image not found")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path}: cannot read image ({exc.__class__.__name__})") from None
+
+
+class Predictor:
+    """Load a config and a checkpoint once, then predict on images.
+
+    Example::
+
+        >>> predictor = Predictor("configs/demo/solov2_light_r18_shapes.py", "runs/demo/latest.pth")
+        >>> result = predictor("photo.jpg")          # or an (H, W, 3) uint8 RGB array, or a list of them
+        >>> result["masks"].shape, result["class_names"]
+        >>> picture = predictor.draw("photo.jpg", result)
+
+    Each result holds ``masks`` ``(N, H, W)`` bool at the image's size, ``labels`` ``(N,)`` int64,
+    ``scores`` ``(N,)`` float32 (NumPy arrays, best first, above ``score_thr``) and ``class_names`` (N names).
+    """
+
+    def __init__(self, config: str | Config, checkpoint: str | None, device: str = "cpu", score_thr: float = 0.3,
+                 batch_size: int = 4):
+        self.cfg = load_config(config) if not isinstance(config, Config) else config
+        self.device, self.score_thr, self.batch_size = device, score_thr, batch_size
+        self.model = build_model(self.cfg)
+        meta = load_weights(self.model, checkpoint)["meta"] if checkpoint else {}
+        self.model.to(device).eval()
+        n = self.model.num_classes
+        self.class_names = list(meta.get("classes") or []) or [f"class_{i}" for i in range(n)]
+        if len(self.class_names) != n:
+            raise ValueError(f"{checkpoint}: checkpoint names {len(self.class_names)} classes, the config {n}")
+
+    def __call__(self, images: ImageLike | list[ImageLike]):
+        single = not isinstance(images, (list, tuple))
+        arrays = [self._as_array(im) for im in ([images] if single else images)]
+        results = []
+        for start in range(0, len(arrays), self.batch_size):
+            batch = [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).to(self.device)
+                     for a in arrays[start: start + self.batch_size]]
+            with torch.inference_mode():
+                results += [self._to_numpy(r) for r in self.model(batch)]
+        return results[0] if single else results
+
+    def _as_array(self, image: ImageLike) -> np.ndarray:
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(image)
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+            desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise ValueError(f"Predictor: expected a path or an (H, W, 3) uint8 RGB array, got {desc}")
+        return image
+
+    def _to_numpy(self, result: dict) -> dict:
+        keep = result["scores"] >= self.score_thr
+        labels = result["labels"][keep].cpu().numpy()
+        return {"masks": result["masks"][keep].cpu().numpy(), "labels": labels,
+                "scores": result["scores"][keep].cpu().numpy(),
+                "class_names": [self.class_names[i] for i in labels]}
+
+    def draw(self, image: ImageLike, result: dict) -> np.ndarray:
+        """The image with coloured masks, class names and scores drawn over it, ``(H, W, 3)`` uint8 RGB."""
+        from .visualize import draw_instances
+        return draw_instances(self._as_array(image), result["masks"], result["labels"], result["scores"],
+                              self.class_names)

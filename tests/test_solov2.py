@@ -1,0 +1,93 @@
+"""The detector end to end on tiny inputs: training lowers the loss, eval returns well-formed results."""
+import pytest
+import torch
+
+from helpers import image_with, rect_masks, tiny_model
+
+
+def batch():
+    masks_a = rect_masks((120, 100), [(10, 10, 50, 60), (55, 70, 95, 115)])
+    masks_b = rect_masks((96, 128), [(30, 20, 100, 80)])
+    images = [image_with(masks_a, 0), image_with(masks_b, 1)]
+    targets = [{"masks": masks_a, "labels": torch.tensor([0, 2])}, {"masks": masks_b, "labels": torch.tensor([1])}]
+    return images, targets
+
+
+def test_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    model = tiny_model().train()
+    images, targets = batch()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(8):
+        out = model(images, targets)
+        assert set(out) == {"loss_ins", "loss_cate"}
+        loss = sum(out.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_all_background_batch_gives_zero_mask_loss_and_gradients_everywhere():
+    model = tiny_model().train()
+    images = [torch.zeros(3, 64, 64, dtype=torch.uint8)]
+    targets = [{"masks": torch.zeros(0, 64, 64, dtype=torch.bool), "labels": torch.zeros(0, dtype=torch.long)}]
+    out = model(images, targets)
+    assert out["loss_ins"].item() == 0.0
+    assert torch.isfinite(out["loss_cate"])
+    sum(out.values()).backward()
+    assert model.bbox_head.solo_kernel.weight.grad is not None  # DDP needs every parameter in the graph
+
+
+def test_bf16_autocast_forward_is_finite():
+    model = tiny_model().train()
+    images, targets = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(images, targets)
+    assert all(torch.isfinite(v) for v in out.values())
+
+
+def test_eval_without_detections_returns_empty_tensors():
+    model = tiny_model().eval()
+    model.test_cfg.score_thr = 1.1  # nothing can pass
+    results = model([torch.zeros(3, 70, 90, dtype=torch.uint8), torch.zeros(3, 50, 40)])
+    assert [tuple(r["masks"].shape) for r in results] == [(0, 70, 90), (0, 50, 40)]
+    for r in results:
+        assert r["masks"].dtype == torch.bool and r["labels"].dtype == torch.int64
+        assert r["scores"].dtype == torch.float32 and r["labels"].shape == r["scores"].shape == (0,)
+
+
+def test_eval_results_are_at_original_size_and_sorted():
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    with torch.no_grad():  # force confident category predictions so that post-processing has work to do
+        model.bbox_head.solo_cate.bias.fill_(3.0)
+    result = model([torch.randint(0, 255, (3, 77, 133), dtype=torch.uint8)])[0]
+    n = result["labels"].shape[0]
+    assert n > 0 and tuple(result["masks"].shape) == (n, 77, 133)
+    assert (result["scores"][:-1] >= result["scores"][1:]).all()
+    assert n <= model.test_cfg.max_per_img
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.zeros(64, 64), "(3, H, W)"),
+    (torch.zeros(1, 64, 64), "(3, H, W)"),
+    (torch.zeros(3, 64, 64, dtype=torch.int32), "dtype"),
+])
+def test_bad_images_are_named(bad, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        tiny_model().eval()([bad])
+
+
+def test_bad_targets_are_named():
+    model = tiny_model().train()
+    images, targets = batch()
+    targets[0]["labels"] = torch.tensor([0])
+    with pytest.raises(ValueError, match="2 masks but 1 labels"):
+        model(images, targets)
+    images, targets = batch()
+    targets[1]["labels"] = torch.tensor([7])
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        model(images, targets)

@@ -1,0 +1,77 @@
+"""Target assignment on hand-built images; the expected cells are worked out by hand in the comments."""
+import torch
+
+from helpers import rect_masks
+
+from solov2.targets import build_targets, center_regions, masks_to_boxes_and_centers
+
+GRIDS = [40, 36, 24, 16, 12]
+RANGES = [(1, 56), (28, 112), (56, 224), (112, 448), (224, 896)]  # light-448
+
+
+def test_boxes_and_mass_centers():
+    masks = rect_masks((128, 128), [(20, 40, 52, 72)])
+    boxes, centers, valid = masks_to_boxes_and_centers(masks)
+    assert boxes.tolist() == [[20, 40, 52, 72]]
+    assert centers.tolist() == [[35.5, 55.5]]
+    assert valid.tolist() == [True]
+
+
+def test_single_square_instance():
+    # A 32x32 square at x 20..51, y 40..71 of a 128x128 image: sqrt(area) = 32 -> levels 0 (1..56) and 1 (28..112).
+    # Mass center (35.5, 55.5); half region = 0.5 * 32 * 0.2 = 3.2 px.
+    # Level 0, S=40: center cell (row floor(55.5*40/128)=17, col floor(35.5*40/128)=11); region rows
+    #   floor(52.3*40/128)=16 .. floor(58.7*40/128)=18, cols floor(32.3*40/128)=10 .. floor(38.7*40/128)=12.
+    # Level 1, S=36: center (15, 9); rows 14..16, cols max(9-1, floor(32.3*36/128)=9)=9 .. floor(38.7*36/128)=10.
+    masks = rect_masks((128, 128), [(20, 40, 52, 72)])
+    t = build_targets([masks], [torch.tensor([2])], (128, 128), GRIDS, RANGES, sigma=0.2, num_classes=5)
+    sizes = [s * s for s in GRIDS]
+    levels = torch.split(t.cate_labels, sizes)
+    l0, l1 = levels[0].view(40, 40), levels[1].view(36, 36)
+    expected0 = torch.full((40, 40), 5)
+    expected0[16:19, 10:13] = 2
+    expected1 = torch.full((36, 36), 5)
+    expected1[14:17, 9:11] = 2
+    assert torch.equal(l0, expected0)
+    assert torch.equal(l1, expected1)
+    assert all((lv == 5).all() for lv in levels[2:])
+    cells0 = [r * 40 + c for r in range(16, 19) for c in range(10, 13)]
+    cells1 = [1600 + r * 36 + c for r in range(14, 17) for c in range(9, 11)]
+    assert t.pos_cell.tolist() == cells0 + cells1
+    assert t.pos_image.tolist() == [0] * 15
+    # Mask target at 1/4: the square covers rows 10..17 and cols 5..12 of the 32x32 map.
+    expected_mask = torch.zeros(32, 32, dtype=torch.uint8)
+    expected_mask[10:18, 5:13] = 1
+    assert t.mask_targets.shape == (15, 32, 32)
+    assert all(torch.equal(m, expected_mask) for m in t.mask_targets)
+
+
+def test_region_is_limited_to_3x3_around_center():
+    # A huge box with sigma 1 would cover many cells; the region is clipped to the center cell +- 1.
+    boxes = torch.tensor([[0.0, 0.0, 128.0, 128.0]])
+    centers = torch.tensor([[64.0, 64.0]])
+    region = center_regions(boxes, centers, (128, 128), 12, sigma=1.0)
+    assert region.tolist() == [[5, 7, 5, 7]]
+
+
+def test_later_instance_owns_shared_cells_and_batch_layout():
+    # Two identical-size squares whose regions overlap at level 0: the second owns the shared cells.
+    masks = rect_masks((128, 128), [(20, 40, 52, 72), (24, 40, 56, 72)])
+    labels = torch.tensor([0, 1])
+    empty = torch.zeros((0, 128, 128), dtype=torch.bool)
+    t = build_targets([empty, masks], [torch.zeros(0, dtype=torch.long), labels], (128, 128), GRIDS, RANGES,
+                      0.2, 5)
+    assert t.cate_labels.shape == (2 * sum(s * s for s in GRIDS),)
+    assert set(t.pos_image.tolist()) == {1}
+    level0_img1 = t.cate_labels[1600:3200].view(40, 40)
+    # Second square: center x 39.5 -> col floor(39.5*40/128)=12, cols 11..13; first: cols 10..12.
+    assert level0_img1[16, 10] == 0 and level0_img1[16, 11] == 1 and level0_img1[16, 13] == 1
+    # One mask target per positive cell, never two.
+    assert len(t.pos_cell) == len(set(zip(t.pos_image.tolist(), t.pos_cell.tolist())))
+
+
+def test_empty_and_degenerate_instances():
+    masks = torch.zeros((1, 64, 64), dtype=torch.bool)  # zero-area mask: dropped, no crash
+    t = build_targets([masks], [torch.tensor([1])], (64, 64), GRIDS, RANGES, 0.2, 5)
+    assert (t.cate_labels == 5).all()
+    assert t.mask_targets.shape == (0, 16, 16)

@@ -1,0 +1,31 @@
+"""MMDetection-style entry point: python tools/test.py CONFIG CHECKPOINT --eval segm|cityscapes [--out FILE]"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from solov2.cli import main as solov2_main  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="Evaluate SOLOv2 (wrapper over `solov2 eval`)")
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    p.add_argument("--eval", choices=["segm", "cityscapes"], default="segm")
+    p.add_argument("--out", help="metrics JSON file")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--cfg-options", "--cfg_options", dest="cfg_options", nargs="+")
+    a = p.parse_args()
+    argv = ["eval", a.config, a.checkpoint, "--metric", a.eval]
+    if a.out:
+        argv += ["--metrics-out", a.out]
+    if a.device:
+        argv += ["--device", a.device]
+    if a.cfg_options:
+        argv += ["--cfg-options", *a.cfg_options]
+    return solov2_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""MMDetection-style entry point: python tools/train.py CONFIG [--gpus N] [--work_dir DIR] [--resume_from CKPT]"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from solov2.cli import main as solov2_main  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="Train SOLOv2 (wrapper over `solov2 train`)")
+    p.add_argument("config")
+    p.add_argument("--gpus", type=int, default=1)
+    p.add_argument("--work_dir", "--work-dir", dest="work_dir")
+    p.add_argument("--resume_from", "--resume-from", dest="resume_from")
+    p.add_argument("--launcher", choices=["auto", "none", "torchrun", "pytorch"], default="auto")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--cfg-options", "--cfg_options", dest="cfg_options", nargs="+")
+    a = p.parse_args()
+    argv = ["train", a.config, "--gpus", str(a.gpus),
+            "--launcher", "torchrun" if a.launcher == "pytorch" else a.launcher]
+    for flag, value in (("--work-dir", a.work_dir), ("--resume", a.resume_from), ("--seed", a.seed),
+                        ("--device", a.device)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--deterministic"] * a.deterministic + ["--amp"] * a.amp
+    if a.cfg_options:
+        argv += ["--cfg-options", *a.cfg_options]
+    return solov2_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
