@@ -1,0 +1,82 @@
+"""Data sets and loaders. A config's ``type='CocoDataset'`` is looked up in one plain dict, :data:`DATASETS`."""
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+from ..config import ConfigError
+from .coco import CocoDataset, read_image
+from .errors import DataError
+from .synthetic import SyntheticShapes, write_shapes_coco
+from .transforms import hflip
+
+__all__ = ["build_dataset", "build_dataloader", "collate", "CocoDataset", "SyntheticShapes", "write_shapes_coco",
+           "DataError", "hflip", "read_image", "DATASETS"]
+
+# "CityscapesDataset" is imported on first use (see _dataset_class) so that `import solov2.data` does not
+# need the Cityscapes scripts.
+DATASETS = {"CocoDataset": CocoDataset, "SyntheticShapes": SyntheticShapes, "CityscapesDataset": None}
+
+
+def _dataset_class(name: str):
+    if name not in DATASETS:
+        raise ConfigError(f"dataset type {name!r} is unknown; known: {sorted(DATASETS)}")
+    if DATASETS[name] is None and name == "CityscapesDataset":
+        from .cityscapes import CityscapesDataset
+        DATASETS[name] = CityscapesDataset
+    return DATASETS[name]
+
+
+def build_dataset(cfg: dict, default_args: dict | None = None) -> torch.utils.data.Dataset:
+    """Build a data set from ``{"type": name, **constructor keyword arguments}``.
+
+    ``default_args`` fill in arguments that ``cfg`` leaves out, and only where the class takes them (so a
+    caller can pass e.g. ``skip_bad_images=True`` to every kind of data set). An unknown ``type``, an unknown
+    key in ``cfg`` or a missing required argument raises :class:`ConfigError`.
+    """
+    cfg = dict(cfg)
+    if "type" not in cfg:
+        raise ConfigError(f"dataset config has no 'type'; known types: {sorted(DATASETS)}")
+    name = cfg.pop("type")
+    cls = _dataset_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    unknown = sorted(k for k in cfg if k not in params or k == "self")
+    if unknown:
+        allowed = sorted(k for k in params if k != "self")
+        raise ConfigError(f"dataset {name}: unknown key(s) {unknown}; allowed: {allowed}")
+    for key, value in (default_args or {}).items():
+        if key in params:
+            cfg.setdefault(key, value)
+    missing = [k for k, p in params.items() if k != "self" and p.default is p.empty and k not in cfg]
+    if missing:
+        raise ConfigError(f"dataset {name}: missing required key(s) {missing}")
+    return cls(**cfg)
+
+
+def collate(batch: list[tuple[Tensor, dict]]) -> tuple[list[Tensor], list[dict]]:
+    """``[(image, target), ...]`` -> ``([image, ...], [target, ...])``; images keep their own sizes."""
+    return [item[0] for item in batch], [item[1] for item in batch]
+
+
+def build_dataloader(dataset, imgs_per_gpu: int, workers_per_gpu: int, shuffle: bool, distributed: bool = False,
+                     seed: int = 0) -> DataLoader:
+    """A loader of ``imgs_per_gpu`` images per batch for one process.
+
+    With ``distributed`` each process reads its own shard through a ``DistributedSampler`` (call
+    ``loader.sampler.set_epoch(epoch)`` every epoch to reshuffle). Otherwise the shuffling order comes from a
+    generator seeded with ``seed``: reproducible, and a new permutation every epoch.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+    elif shuffle:
+        sampler = RandomSampler(dataset, generator=generator)
+    else:
+        sampler = SequentialSampler(dataset)
+    # The generator also seeds the workers' torch RNG (random flips), so runs are repeatable.
+    return DataLoader(dataset, batch_size=imgs_per_gpu, sampler=sampler, num_workers=workers_per_gpu,
+                      collate_fn=collate, generator=generator, persistent_workers=workers_per_gpu > 0)

@@ -1,0 +1,86 @@
+"""COCO mask AP with ``pycocotools``: convert model results to the COCO results format, then run COCOeval."""
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Callable, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+__all__ = ["results_to_coco", "evaluate_coco", "METRIC_NAMES"]
+
+# Keys of evaluate_coco's result, in the order of COCOeval.stats[0:6].
+METRIC_NAMES = ("mask_AP", "mask_AP50", "mask_AP75", "mask_AP_small", "mask_AP_medium", "mask_AP_large")
+
+
+def results_to_coco(result: dict, image_id: int, cat_ids: Sequence[int]) -> list[dict]:
+    """One image's model output -> COCO result entries.
+
+    Args:
+        result: ``{"masks": (N, H, W) bool, "labels": (N,) int64, "scores": (N,) float}`` tensors (or arrays)
+            at the image's original size.
+        image_id: the COCO image id.
+        cat_ids: category id of each label (``dataset.cat_ids``).
+
+    Returns:
+        ``[{"image_id", "category_id", "segmentation": RLE with str counts, "bbox": [x, y, w, h], "score"}]``.
+    """
+    masks = np.asarray(_numpy(result["masks"]), dtype=np.uint8)
+    if masks.shape[0] == 0:
+        return []
+    labels, scores = _numpy(result["labels"]).tolist(), _numpy(result["scores"]).tolist()
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))  # wants (H, W, N) Fortran order
+    boxes = mask_utils.toBbox(rles).tolist()
+    return [{"image_id": int(image_id), "category_id": int(cat_ids[label]),
+             "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},  # JSON needs str
+             "bbox": box, "score": float(score)}
+            for rle, label, score, box in zip(rles, labels, scores, boxes)]
+
+
+def evaluate_coco(coco_gt: COCO, coco_results: list[dict], log: Callable[[str], None] = print,
+                  img_ids: Sequence[int] | None = None) -> dict[str, float]:
+    """Mask AP of ``coco_results`` against ``coco_gt`` (COCOeval, ``iouType="segm"``), logged as a short table.
+
+    Args:
+        coco_gt: the ground truth (``dataset.coco``).
+        coco_results: entries from :func:`results_to_coco`.
+        log: where the table goes.
+        img_ids: evaluate these images only (e.g. when only part of a data set was run); default: all.
+
+    Returns:
+        ``{name: value}`` for :data:`METRIC_NAMES`, fractions in [0, 1]. No results gives all 0.0; an area
+        range with no ground truth (COCOeval's -1) is also reported as 0.0.
+    """
+    if not coco_results:
+        log("mask AP: no detections, all metrics are 0")
+        return {name: 0.0 for name in METRIC_NAMES}
+    known = set(coco_gt.getImgIds())
+    stray = sorted({r["image_id"] for r in coco_results} - known)
+    if stray:
+        raise ValueError(f"evaluate_coco: results for image ids not in the ground truth: {stray[:10]}")
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and its own 12-line table
+        coco_dt = coco_gt.loadRes(coco_results)
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="segm")
+        if img_ids is not None:
+            evaluator.params.imgIds = sorted(img_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = evaluator.stats[: len(METRIC_NAMES)]
+    log(_table(stats))
+    return {name: max(float(v), 0.0) for name, v in zip(METRIC_NAMES, stats)}
+
+
+def _table(stats) -> str:
+    header = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+    cells = [f"{100 * v:.1f}" if v >= 0 else "-" for v in stats]  # "-": no ground truth in that area range
+    widths = [max(len(h), len(c)) for h, c in zip(header, cells)]
+    return ("mask | " + " | ".join(h.rjust(w) for h, w in zip(header, widths)) + "\n"
+            + "     | " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)))
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
