@@ -1,4 +1,4 @@
-checkpoint_config = dict(interval=1)  # epochs between checkpoints
+checkpoint_config = dict(interval=1, latest_iters=200)  # epoch_N.pth every interval epochs; latest.pth also every latest_iters iterations
 log_config = dict(interval=50)  # iterations between log lines / TensorBoard points
 evaluation = dict(interval=0, metric='segm')  # interval 0: evaluate once, at the end of training
 seed = None

@@ -5,7 +5,6 @@ import inspect
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from ..config import ConfigError
 from .coco import CocoDataset, read_image
@@ -13,7 +12,7 @@ from .errors import DataError
 from .synthetic import SyntheticShapes, write_shapes_coco
 from .transforms import hflip
 
-__all__ = ["build_dataset", "build_dataloader", "collate", "CocoDataset", "SyntheticShapes", "write_shapes_coco",
+__all__ = ["build_dataset", "collate", "CocoDataset", "SyntheticShapes", "write_shapes_coco",
            "DataError", "hflip", "read_image", "DATASETS"]
 
 # "CityscapesDataset" is imported on first use (see _dataset_class) so that `import solov2.data` does not
@@ -59,24 +58,3 @@ def build_dataset(cfg: dict, default_args: dict | None = None) -> torch.utils.da
 def collate(batch: list[tuple[Tensor, dict]]) -> tuple[list[Tensor], list[dict]]:
     """``[(image, target), ...]`` -> ``([image, ...], [target, ...])``; images keep their own sizes."""
     return [item[0] for item in batch], [item[1] for item in batch]
-
-
-def build_dataloader(dataset, imgs_per_gpu: int, workers_per_gpu: int, shuffle: bool, distributed: bool = False,
-                     seed: int = 0) -> DataLoader:
-    """A loader of ``imgs_per_gpu`` images per batch for one process.
-
-    With ``distributed`` each process reads its own shard through a ``DistributedSampler`` (call
-    ``loader.sampler.set_epoch(epoch)`` every epoch to reshuffle). Otherwise the shuffling order comes from a
-    generator seeded with ``seed``: reproducible, and a new permutation every epoch.
-    """
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed)
-    elif shuffle:
-        sampler = RandomSampler(dataset, generator=generator)
-    else:
-        sampler = SequentialSampler(dataset)
-    # The generator also seeds the workers' torch RNG (random flips), so runs are repeatable.
-    return DataLoader(dataset, batch_size=imgs_per_gpu, sampler=sampler, num_workers=workers_per_gpu,
-                      collate_fn=collate, generator=generator, persistent_workers=workers_per_gpu > 0)

@@ -51,18 +51,13 @@ def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer.type: unknown optimizer {kind!r} (expected 'SGD' or 'AdamW')")
 
 
-def _collate(batch):
-    images, targets = zip(*batch)
-    return list(images), list(targets)
-
-
 def _build_train_loader(cfg: Config, seed: int):
-    from ..data import build_dataset
+    from ..data import build_dataset, collate
     dataset = build_dataset(cfg.data.train, {"skip_bad_images": cfg.data.get("skip_bad_images", False)})
     sampler = TrainSampler(len(dataset), shuffle=True, seed=seed, rank=du.get_rank(),
                            world_size=du.get_world_size())
     loader = DataLoader(dataset, batch_size=cfg.data.imgs_per_gpu, sampler=sampler,
-                        num_workers=cfg.data.workers_per_gpu, collate_fn=_collate,
+                        num_workers=cfg.data.workers_per_gpu, collate_fn=collate,
                         persistent_workers=False, pin_memory=False)
     return dataset, sampler, loader
 

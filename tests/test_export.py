@@ -1,0 +1,132 @@
+"""ONNX / TorchScript export: the exported file gives the PyTorch model's instances (same post-processing)."""
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from solov2 import build_model, load_config  # noqa: E402
+from solov2.export import (ExportError, export_onnx, export_torchscript, load_exported,  # noqa: E402
+                           preprocess_for_export)
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
+TEST_SCALE = (384, 224)  # (long, short): a quarter of the config's pixels keeps the test fast
+INPUT_SIZE = (224, 384)
+# TEST_SCALE resizes 300x512 to 224x382: the export input is padded on the right, and masks come back
+# at 300x512, so cropping and both resizes of the post-processing are exercised.
+IMAGE_SIZE = (300, 512)
+# (grid S, row, col, class, logit): cells planted as confident detections, spread over all five levels.
+PLANTED = [(40, 5, 8, 0, 3.0), (40, 22, 30, 2, 2.5), (36, 18, 10, 0, 2.0), (24, 12, 12, 5, 1.5),
+           (24, 3, 20, 1, 2.2), (16, 8, 4, 0, 1.0), (12, 6, 6, 7, 2.8)]
+
+
+def _plant_detections(model):
+    """Every cell scores sigmoid(-10) except PLANTED, which score sigmoid(logit): real, well separated detections.
+
+    A forward hook adds a fixed per-cell offset to ``solo_cate``'s output, so the exported graph (traced
+    through the hook) and the PyTorch model see the same logits. The kernels stay the randomly initialised,
+    position-dependent ones (CoordConv), so each planted cell gets its own mask.
+    """
+    head = model.bbox_head
+    torch.nn.init.zeros_(head.solo_cate.weight)
+    torch.nn.init.constant_(head.solo_cate.bias, -10.0)
+    offsets = {s: torch.zeros(1, head.num_classes, s, s) for s in head.num_grids}
+    for s, row, col, cls, logit in PLANTED:
+        offsets[s][0, cls, row, col] = 10.0 + logit
+    head.solo_cate.register_forward_hook(lambda module, args, out: out + offsets[int(out.shape[-1])])
+
+
+@pytest.fixture(scope="module")
+def model():
+    # ResNet-18 keeps the test fast; its C2..C5 have 64..512 channels.
+    cfg = load_config(CONFIG, {"model.backbone.depth": 18, "model.neck.in_channels": [64, 128, 256, 512],
+                               "model.transform.test_scale": TEST_SCALE})
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    _plant_detections(model)
+    return model
+
+
+def _image(size, seed=0):
+    """A smooth random RGB image (blobs rather than pixel noise, so masks are regions)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, size[0] // 32, size[1] // 32, generator=g)
+    return (F.interpolate(low, size=size, mode="bilinear", align_corners=False)[0] * 255).to(torch.uint8)
+
+
+def _mask_iou(a, b):
+    inter = (a & b).sum().item()
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else inter / union
+
+
+def _assert_same_instances(got, ref):
+    assert ref["scores"].numel() > 0, "the planted detections did not survive post-processing"
+    assert got["masks"].shape == ref["masks"].shape
+    assert torch.equal(got["labels"], ref["labels"])
+    torch.testing.assert_close(got["scores"], ref["scores"], atol=1e-3, rtol=0)
+    for g, r in zip(got["masks"], ref["masks"]):
+        assert _mask_iou(g, r) >= 0.99
+
+
+@pytest.fixture(scope="module")
+def reference(model):
+    image = _image(IMAGE_SIZE)
+    with torch.no_grad():
+        return image, model([image])[0]
+
+
+def test_preprocess_matches_model_transform(model, reference):
+    image, _ = reference
+    tensor, meta = preprocess_for_export(model, image, INPUT_SIZE)
+    image_list = model.transform([image])[0]
+    assert torch.equal(tensor, image_list.tensors)
+    assert meta == {"image_size": image_list.image_sizes[0], "original_size": IMAGE_SIZE, "input_size": INPUT_SIZE}
+
+
+def test_planted_detections(reference):
+    _, ref = reference
+    assert ref["masks"].shape[1:] == IMAGE_SIZE
+    assert ref["scores"].numel() >= 3
+    assert ref["masks"].flatten(1).any(1).all()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_matches_pytorch(model, reference, tmp_path, fmt):
+    image, ref = reference
+    if fmt == "onnx":
+        path = export_onnx(model, str(tmp_path / "solov2.onnx"), input_size=INPUT_SIZE)
+    else:
+        path = export_torchscript(model, str(tmp_path / "solov2.pt"), input_size=INPUT_SIZE)
+    exported = load_exported(path)
+    _assert_same_instances(exported([image])[0], ref)
+
+    # The raw graph outputs agree with the network's too, not only after thresholds.
+    tensor, _ = preprocess_for_export(model, image, INPUT_SIZE)
+    cate_scores, kernels, mask_feat = exported.run(tensor)
+    with torch.no_grad():
+        cate_preds, kernel_preds, mask_feats = model.forward_features(tensor)
+    assert cate_scores.shape == (sum(s * s for s in model.bbox_head.num_grids), model.num_classes)
+    torch.testing.assert_close(kernels, model.bbox_head.flatten_kernels(kernel_preds)[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mask_feat, mask_feats[0], atol=1e-4, rtol=1e-4)
+
+    with pytest.raises(ExportError, match=r"solov2\.(onnx|pt).*224x384.*got 256x384"):
+        exported.run(torch.zeros(1, 3, 256, 384))
+
+
+def test_dynamic_onnx_other_size(model, tmp_path):
+    # Portrait: resized to 373x224 and padded to 384x224, a shape the graph was not traced with.
+    image = _image((400, 240), seed=1)
+    with torch.no_grad():
+        ref = model([image])[0]
+    exported = load_exported(export_onnx(model, str(tmp_path / "dyn.onnx"), input_size=INPUT_SIZE, dynamic=True))
+    assert exported.input_size is None
+    _assert_same_instances(exported([image])[0], ref)
+
+
+def test_bad_input_size_at_export(model, tmp_path):
+    with pytest.raises(ValueError, match="multiples of 32"):
+        export_onnx(model, str(tmp_path / "bad.onnx"), input_size=(230, 384))
