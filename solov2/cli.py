@@ -61,6 +61,10 @@ def train_main(config: str, work_dir: str | None = None, resume: str | None = No
 
 def _spawned_worker(rank: int, world: int, opts: dict) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    if opts["device"] == "cpu":
+        # N processes x the default thread count oversubscribe the cores, and OpenMP then slows to a crawl.
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     _train_worker(rank, world, opts)
 
 

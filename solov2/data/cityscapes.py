@@ -203,6 +203,11 @@ class CityscapesDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def img_ids(self) -> list[int]:
+        """The COCO image id of each item, in data set order (as ``CocoDataset.img_ids``)."""
+        return [image.image_id for image in self.images]
+
     def __getitem__(self, index: int) -> tuple[Tensor, dict]:
         if not self.skip_bad_images:
             return self.load(index)

@@ -69,18 +69,15 @@ def evaluate(dataset, encoded: list[dict], metric: str, out_dir: str, log=print)
     if metric == "segm":
         from ..evaluation.coco import evaluate_coco, results_to_coco
         coco_results = []
-        for image_id, enc in zip(_image_ids(dataset), encoded):
+        img_ids = [int(i) for i in dataset.img_ids]
+        for image_id, enc in zip(img_ids, encoded):
             coco_results += results_to_coco(decode_result(enc), image_id, dataset.cat_ids)
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "segm_results.json"), "w") as f:
             json.dump(coco_results, f)
-        return evaluate_coco(dataset.coco, coco_results, log=log)
+        return evaluate_coco(dataset.coco, coco_results, log=log, img_ids=img_ids)
     if metric == "cityscapes":
         from ..evaluation.cityscapes import evaluate_cityscapes
         return evaluate_cityscapes(dataset, DecodedResults(encoded), os.path.join(out_dir, "cityscapes_results"),
                                    log=log)
     raise ValueError(f"unknown metric {metric!r}; expected 'segm' or 'cityscapes'")
-
-
-def _image_ids(dataset) -> list[int]:
-    return [int(i) for i in dataset.img_ids]

@@ -156,6 +156,8 @@ class Trainer:
                 metrics = self.evaluate()
         bar.close()
         self.save("latest.pth")
+        if self.world > 1:
+            self._check_replicas_in_sync()
         if self.cfg.data.get("val") is not None and eval_cfg.get("interval", 0) >= 0:
             metrics = self.evaluate()
         if self.writer:
@@ -204,10 +206,10 @@ class Trainer:
 
     def _check_finite(self, loss: torch.Tensor, losses: dict) -> None:
         if not torch.isfinite(loss):
-            parts = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+            parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
             latest = os.path.join(self.work_dir, "latest.pth")
             kept = f"; the last good checkpoint is {latest}" if os.path.exists(latest) else ""
-            raise TrainingError(f"iteration {self.iter + 1}: loss is {float(loss)} ({parts}); training stopped{kept}")
+            raise TrainingError(f"iteration {self.iter + 1}: loss is {float(loss.detach())} ({parts}); training stopped{kept}")
 
     def _log(self, logged: dict) -> None:
         elapsed = time.time() - self.start_time
@@ -220,6 +222,18 @@ class Trainer:
         for k, v in logged.items():
             self.writer.add_scalar(f"train/{k}", v, self.iter)
         self.writer.add_scalar("train/lr", lr, self.iter)
+
+    def _check_replicas_in_sync(self) -> None:
+        """DDP keeps every process's weights equal; verify it once, cheaply, from one number per process."""
+        with torch.no_grad():
+            fingerprint = float(sum(p.double().sum() for p in self.model.state_dict().values()
+                                    if p.is_floating_point()))
+        prints = du.all_gather_object(fingerprint)
+        if self.rank == 0:
+            logger.info("weights of the %d processes after training: %s", self.world,
+                        ", ".join(f"{p:.10e}" for p in prints))
+        if len(set(prints)) != 1:
+            raise TrainingError(f"the {self.world} processes ended with different weights: {prints}")
 
     def evaluate(self) -> dict:
         from ..data import build_dataset
