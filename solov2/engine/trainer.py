@@ -2,6 +2,7 @@
 atomic checkpoints, exact resume, TensorBoard, evaluation, and DistributedDataParallel."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..models import build_model
 from . import distributed as du
 from .checkpoint import load_weights, read_checkpoint, save_checkpoint
@@ -43,12 +44,14 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
 def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     cfg = dict(cfg)
     kind = cfg.pop("type", "SGD")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if kind == "SGD":
-        return torch.optim.SGD(params, **cfg)
-    if kind == "AdamW":
-        return torch.optim.AdamW(params, **cfg)
-    raise ValueError(f"optimizer.type: unknown optimizer {kind!r} (expected 'SGD' or 'AdamW')")
+    optimizers = {"SGD": torch.optim.SGD, "AdamW": torch.optim.AdamW}
+    if kind not in optimizers:
+        raise ConfigError(f"optimizer.type: unknown optimizer {kind!r} (expected one of {sorted(optimizers)})")
+    allowed = set(inspect.signature(optimizers[kind].__init__).parameters) - {"self", "params"}
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise ConfigError(f"optimizer: unknown key(s) {unknown} for {kind}; allowed: {sorted(allowed)}")
+    return optimizers[kind]([p for p in model.parameters() if p.requires_grad], **cfg)
 
 
 def _build_train_loader(cfg: Config, seed: int):
@@ -152,7 +155,7 @@ class Trainer:
             if epoch_finished and self.epoch % ckpt_cfg.get("interval", 1) == 0:
                 self.save(f"epoch_{self.epoch}.pth")
             interval = eval_cfg.get("interval", 0)
-            if interval and epoch_finished and self.epoch % interval == 0 and self.iter < self.max_iters:
+            if interval > 0 and epoch_finished and self.epoch % interval == 0 and self.iter < self.max_iters:
                 metrics = self.evaluate()
         bar.close()
         self.save("latest.pth")

@@ -1,0 +1,97 @@
+"""End to end through the command line: train on built-in data, eval (COCO and Cityscapes), predict, export."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import ROOT, SEED_CONFIG
+
+from solov2.cli import main
+
+TINY = str(ROOT / "tests/data/tiny_shapes.py")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tiny config trained on 8 images, evaluated on the same 8 images, and the untrained model's metrics.
+
+    Evaluating on the training images keeps this fast: it proves that the whole pipeline (data, targets,
+    losses, optimizer, post-processing, COCO evaluation) learns; `make demo` measures generalization.
+    """
+    work = tmp_path_factory.mktemp("train")
+    data = {"image_size": 128, "num_images": 8, "seed": 0, "type": "SyntheticShapes"}
+    common = ["--cfg-options", f"data.train={data}", f"data.val={data}", f"data.test={data}",
+              "data.imgs_per_gpu=8", "model.transform.train_scales=[(128, 128)]",
+              "model.transform.test_scale=(128, 128)", "evaluation.interval=-1"]
+    assert main(["train", TINY, "--work-dir", str(work / "untrained"), "--device", "cpu",
+                 *common, "max_iters=1", "optimizer.lr=0.0"]) == 0
+    assert main(["eval", TINY, str(work / "untrained/latest.pth"), "--metrics-out", str(work / "m0.json"),
+                 *common]) == 0
+    assert main(["train", TINY, "--work-dir", str(work / "run"), "--device", "cpu", *common, "max_iters=70",
+                 "optimizer={'type': 'AdamW', 'lr': 0.002, 'weight_decay': 0.0001}", "lr_config.step=[1000]",
+                 "total_epochs=1000", "lr_config.warmup_iters=10"]) == 0
+    assert main(["eval", TINY, str(work / "run/latest.pth"), "--metrics-out", str(work / "m1.json"), *common]) == 0
+    return work
+
+
+def test_training_beats_the_untrained_model(trained):
+    before = json.loads((trained / "m0.json").read_text())
+    after = json.loads((trained / "m1.json").read_text())
+    assert {"mask_AP", "mask_AP50", "mask_AP75"} <= set(after)
+    assert all(0.0 <= after[k] <= 1.0 for k in ("mask_AP", "mask_AP50", "mask_AP75"))
+    assert after["mask_AP50"] > before["mask_AP50"] + 0.2, (before, after)
+    assert after["mask_AP"] > before["mask_AP"] + 0.1, (before, after)
+
+
+def test_predict_writes_pictures_and_coco_json(trained, tmp_path):
+    folder = tmp_path / "in" / "nested"
+    folder.mkdir(parents=True)
+    from solov2.data import SyntheticShapes
+    image = SyntheticShapes(num_images=1, seed=0, image_size=128)[0][0].permute(1, 2, 0).numpy()
+    Image.fromarray(image).save(folder / "a.png")
+    out = tmp_path / "out"
+    assert main(["predict", TINY, str(trained / "run/latest.pth"), str(tmp_path / "in"), "--out", str(out),
+                 "--score-thr", "0.2", "--save-masks"]) == 0
+    picture = np.asarray(Image.open(out / "a_pred.png"))
+    assert picture.shape == image.shape and not np.array_equal(picture, image)
+    results = json.loads((out / "results.json").read_text())
+    assert results and {"segmentation", "score", "category_name"} <= set(results[0])
+    assert len(list((out / "a_masks").glob("*.png"))) == len(results)
+
+
+def test_predict_bad_inputs_one_line(trained, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", TINY, str(trained / "run/latest.pth"), str(empty)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {empty}: folder has no images or videos"
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG broken")
+    assert main(["predict", TINY, str(trained / "run/latest.pth"), str(bad)]) == 1
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert last_line.startswith(f"error: {bad}: cannot read image")
+
+
+def test_checkpoint_of_another_architecture_is_named(trained, capsys):
+    assert main(["eval", str(SEED_CONFIG), str(trained / "run/latest.pth")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "does not match the model built from the config" in err and "\n" not in err
+
+
+def test_cityscapes_eval_through_tools_test(tiny_cityscapes, tmp_path):
+    import subprocess
+    import sys
+    work = tmp_path / "cs"
+    opts = [f"data.train.root={tiny_cityscapes}", f"data.val.root={tiny_cityscapes}",
+            f"data.test.root={tiny_cityscapes}", "model.backbone.depth=18", "model.neck.in_channels=[64,128,256,512]",
+            "model.transform.train_scales=[(256, 128)]", "model.transform.test_scale=(256, 128)",
+            "data.imgs_per_gpu=1", "data.workers_per_gpu=0", "evaluation.interval=-1", "max_iters=1"]
+    assert main(["train", str(SEED_CONFIG), "--work-dir", str(work), "--device", "cpu", "--cfg-options", *opts]) == 0
+    out = tmp_path / "metrics.json"
+    done = subprocess.run([sys.executable, "tools/test.py", str(SEED_CONFIG), str(work / "latest.pth"),
+                           "--eval", "cityscapes", "--out", str(out), "--cfg-options", *opts], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads(out.read_text())
+    assert {"mask_AP", "mask_AP50", "AP_person", "AP_car"} <= set(metrics)
