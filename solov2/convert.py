@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -34,7 +33,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .engine.checkpoint import CheckpointError
+from .engine.checkpoint import CheckpointError, atomic_save
 
 __all__ = ["SOURCES", "convert_state_dict", "convert_to_source", "convert_checkpoint", "main"]
 
@@ -241,20 +240,6 @@ def _classes_of(ckpt: dict) -> list[str] | None:
     return [str(c) for c in classes] if classes else None
 
 
-def _save_atomic(obj: dict, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def convert_checkpoint(in_path: str, out_path: str, source: str, strict: bool = False,
                        allow_pickle: bool = False) -> list[str]:
     """Read ``in_path`` (a ``source`` checkpoint), write ``out_path`` in our checkpoint format.
@@ -280,7 +265,7 @@ def convert_checkpoint(in_path: str, out_path: str, source: str, strict: bool = 
     classes = _classes_of(ckpt)
     if classes:
         meta["classes"] = classes
-    _save_atomic({"state_dict": converted, "meta": meta}, out_path)
+    atomic_save({"state_dict": converted, "meta": meta}, out_path)
     return unmapped
 
 
