@@ -187,22 +187,24 @@ def _save_masks(result: dict, folder: str) -> None:
 
 def _predict_video(predictor, path: str, target: str) -> str:
     import cv2
+    from tqdm import tqdm
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         raise ValueError(f"{path}: cannot open video")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer = None
-    frames = 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        drawn = predictor.draw(rgb, predictor(rgb))
-        if writer is None:
-            writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"), fps, (rgb.shape[1], rgb.shape[0]))
-        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-        frames += 1
+    with tqdm(total=frames, desc=os.path.basename(path), unit="frame", dynamic_ncols=True, leave=False) as bar:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            drawn = predictor.draw(rgb, predictor(rgb))
+            if writer is None:
+                writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"), fps, (rgb.shape[1], rgb.shape[0]))
+            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            bar.update(1)
     cap.release()
     if writer is None:
         raise ValueError(f"{path}: video has no readable frames")
@@ -211,7 +213,7 @@ def _predict_video(predictor, path: str, target: str) -> str:
 
 
 # ----------------------------------------------------------------------------- demo
-def demo_main(out: str = "runs/demo", train_images: int = 600, val_images: int = 100,
+def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int = 100, image_size: int = 128,
               cfg_options=None) -> dict:
     """Built-in data -> train a small SOLOv2 on CPU -> mask AP on the val split -> pictures in ``out``."""
     from .data.synthetic import write_shapes_coco
@@ -219,7 +221,7 @@ def demo_main(out: str = "runs/demo", train_images: int = 600, val_images: int =
     data_dir = os.path.join(out, "data")
     for split, n, seed in (("train", train_images, 0), ("val", val_images, 1)):
         if not os.path.exists(os.path.join(data_dir, split, "annotations.json")):
-            write_shapes_coco(os.path.join(data_dir, split), num_images=n, seed=seed, image_size=(256, 256))
+            write_shapes_coco(os.path.join(data_dir, split), num_images=n, seed=seed, image_size=image_size)
     options = {"data.train.ann_file": f"{data_dir}/train/annotations.json",
                "data.train.img_prefix": f"{data_dir}/train/images",
                "data.val.ann_file": f"{data_dir}/val/annotations.json",
@@ -281,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="built-in data -> train on CPU -> mask AP -> pictures")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--train-images", type=int, default=600)
+    d.add_argument("--train-images", type=int, default=1000)
     d.add_argument("--val-images", type=int, default=100)
+    d.add_argument("--image-size", type=int, default=128)
     d.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
 
     m = sub.add_parser("make-shapes", help="write the built-in synthetic data set as a COCO folder")
@@ -309,15 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("input")
     cv.add_argument("output")
 
-    b = sub.add_parser("benchmark", help="latency, throughput and memory")
-    b.add_argument("config")
-    b.add_argument("checkpoint", nargs="?")
-    b.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    b.add_argument("--input-size", type=int, nargs=2, default=[448, 768], metavar=("H", "W"))
-    b.add_argument("--batch", type=int, default=1)
-    b.add_argument("--iters", type=int, default=20)
-    b.add_argument("--fp16", action="store_true")
-    b.add_argument("--optimize", action="store_true", help="fold BatchNorm, channels_last")
+    from .benchmark import add_arguments as add_benchmark_arguments
+    add_benchmark_arguments(sub.add_parser("benchmark", help="latency, throughput and memory"))
     return p
 
 
@@ -334,7 +330,7 @@ def run(args: argparse.Namespace) -> None:
                                args.save_json, args.save_masks)
         print(f"wrote {len(written)} result(s) to {args.out}")
     elif args.command == "demo":
-        demo_main(args.out, args.train_images, args.val_images, opts)
+        demo_main(args.out, args.train_images, args.val_images, args.image_size, opts)
     elif args.command == "make-shapes":
         from .data.synthetic import write_shapes_coco
         path = write_shapes_coco(args.out, num_images=args.num_images, seed=args.seed,
@@ -351,9 +347,9 @@ def run(args: argparse.Namespace) -> None:
         convert_checkpoint(args.input, args.output, args.source)
         print(f"wrote {args.output}")
     elif args.command == "benchmark":
-        from .benchmark import run_benchmark
-        run_benchmark(args.config, args.checkpoint, device=args.device, input_size=tuple(args.input_size),
-                      batch=args.batch, iters=args.iters, fp16=args.fp16, optimize=args.optimize)
+        from .benchmark import run_from_args
+        if run_from_args(args) != 0:
+            raise SystemExit(2)
 
 
 def _export(args) -> None:

@@ -22,7 +22,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: image not found")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # a writable copy (torch.from_numpy needs one)
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: cannot read image ({exc.__class__.__name__})") from None
 
@@ -80,7 +80,8 @@ class Predictor:
                 "class_names": [self.class_names[i] for i in labels]}
 
     def draw(self, image: ImageLike, result: dict) -> np.ndarray:
-        """The image with coloured masks, class names and scores drawn over it, ``(H, W, 3)`` uint8 RGB."""
+        """The image with coloured masks, class names and scores drawn over it, ``(H', W', 3)`` uint8 RGB
+        (the image's size, or an integer multiple of it for images under 256 pixels, to keep captions legible)."""
         from .visualize import draw_instances
         return draw_instances(self._as_array(image), result["masks"], result["labels"], result["scores"],
-                              self.class_names)
+                              self.class_names, min_side=256)

@@ -20,7 +20,7 @@ def instance_color(index: int) -> tuple[int, int, int]:
 
 
 def draw_instances(image: np.ndarray, masks, labels, scores, class_names: Sequence[str], score_thr: float = 0.0,
-                   alpha: float = 0.5) -> np.ndarray:
+                   alpha: float = 0.5, min_side: int = 0) -> np.ndarray:
     """Overlay instances on an image.
 
     Args:
@@ -31,10 +31,12 @@ def draw_instances(image: np.ndarray, masks, labels, scores, class_names: Sequen
         class_names: names by label.
         score_thr: instances scoring below this are not drawn.
         alpha: opacity of the mask colour.
+        min_side: an image whose shorter side is below this is first enlarged by an integer factor (nearest
+            neighbour), so that the captions stay legible on small images; 0 never enlarges.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB with translucent masks, their contours and a "class score" caption each.
-        Instance ``i`` always gets :func:`instance_color` ``(i)``.
+        Instance ``i`` always gets :func:`instance_color` ``(i)``. Enlarged as ``min_side`` says.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"draw_instances: image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
@@ -43,6 +45,10 @@ def draw_instances(image: np.ndarray, masks, labels, scores, class_names: Sequen
     scores = None if scores is None else _numpy(scores).astype(np.float64)
     if masks.shape[1:] != image.shape[:2]:
         raise ValueError(f"draw_instances: masks are {masks.shape[1:]} but the image is {image.shape[:2]}")
+    factor = max(1, -(-min_side // min(image.shape[:2])))
+    if factor > 1:
+        image = image.repeat(factor, 0).repeat(factor, 1)
+        masks = masks.repeat(factor, 1).repeat(factor, 2)
     out = np.ascontiguousarray(image, dtype=np.float32)  # cv2 draws only on C-contiguous arrays
     keep = [i for i in range(len(masks)) if scores is None or scores[i] >= score_thr]
     for i in keep:

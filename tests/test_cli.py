@@ -55,7 +55,8 @@ def test_predict_writes_pictures_and_coco_json(trained, tmp_path):
     assert main(["predict", TINY, str(trained / "run/latest.pth"), str(tmp_path / "in"), "--out", str(out),
                  "--score-thr", "0.2", "--save-masks"]) == 0
     picture = np.asarray(Image.open(out / "a_pred.png"))
-    assert picture.shape == image.shape and not np.array_equal(picture, image)
+    assert picture.shape == (256, 256, 3)  # a 128 px image is drawn at twice its size
+    assert not np.array_equal(picture[::2, ::2], image)
     results = json.loads((out / "results.json").read_text())
     assert results and {"segmentation", "score", "category_name"} <= set(results[0])
     assert len(list((out / "a_masks").glob("*.png"))) == len(results)
@@ -95,3 +96,23 @@ def test_cityscapes_eval_through_tools_test(tiny_cityscapes, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads(out.read_text())
     assert {"mask_AP", "mask_AP50", "AP_person", "AP_car"} <= set(metrics)
+
+
+def test_predict_on_a_video_and_a_broken_one(trained, tmp_path, capsys):
+    import cv2
+    from solov2.data import SyntheticShapes
+    frames = [SyntheticShapes(num_images=3, seed=0, image_size=128)[i][0].permute(1, 2, 0).numpy()
+              for i in range(3)]
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (128, 128))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "out"
+    assert main(["predict", TINY, str(trained / "run/latest.pth"), str(video), "--out", str(out)]) == 0
+    result = cv2.VideoCapture(str(out / "clip_pred.mp4"))
+    assert int(result.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    assert main(["predict", TINY, str(trained / "run/latest.pth"), str(broken), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {broken}: cannot open video"

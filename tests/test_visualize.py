@@ -69,3 +69,11 @@ def test_save_image_round_trip(tmp_path):
     path = tmp_path / "sub" / "vis.png"
     save_image(str(path), out)
     assert np.array_equal(np.array(Image.open(path)), out)
+
+
+def test_small_images_are_enlarged_when_asked():
+    image, masks, labels, scores = _scene()
+    out = draw_instances(image, masks, labels, scores, ["disc", "star"], min_side=256)
+    assert out.shape == (60 * 5, 80 * 5, 3)  # smallest integer factor that makes 60 px at least 256
+    expected = np.round(0.5 * 100 + 0.5 * np.array(instance_color(0))).astype(np.uint8)
+    assert np.array_equal(out[35 * 5 + 2, 35 * 5 + 2], expected)

@@ -99,6 +99,7 @@ class Trainer:
         max_iters = cfg.get("max_iters")
         self.max_iters = min(self.total_epochs * self.iters_per_epoch, max_iters or math.inf)
         self.epoch, self.iter = 0, 0
+        self._latest_iter = -1  # iteration that latest.pth holds, so it is not written twice
         if cfg.get("load_from") and not resume:
             load_weights(self.model, cfg.load_from)
         if resume:
@@ -128,8 +129,9 @@ class Trainer:
             logger.info("resumed from %s at epoch %d, iteration %d", path, self.epoch, self.iter)
 
     def save(self, name: str) -> None:
-        if self.rank != 0:
+        if self.rank != 0 or (name == "latest.pth" and self._latest_iter == self.iter):
             return
+        self._latest_iter = self.iter
         meta = {"epoch": self.epoch, "iter": self.iter, "classes": self.classes, "config": self.cfg.pretty_text}
         path = os.path.join(self.work_dir, name)
         save_checkpoint(path, self.model, self.optimizer, meta, self.scaler if self.scaler.is_enabled() else None)

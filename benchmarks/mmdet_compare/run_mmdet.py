@@ -1,0 +1,219 @@
+"""MMDetection 3.3 SOLOv2 light R50-FPN (8 classes, random weights) on CPU, beside ours in the same process.
+
+Run it with the interpreter of the separate venv made by ``setup.sh`` (torch comes from our venv, so both
+models use the very same torch build)::
+
+    /tmp/mmdet-venv/bin/python benchmarks/mmdet_compare/run_mmdet.py --threads 2 --sizes 448 --iters 10
+
+With ``--with-ours`` (the default) our ``solov2`` (imported from this checkout) is timed in the same loop,
+interleaved, on the same image. Unless ``--random-mmdet`` is given, MMDetection's model gets *our* random
+weights (the parameter names map one to one), so both produce the same detections; the script prints the
+largest difference of the network outputs as a check that the two are the same network.
+
+Measured per model, like ``benchmarks/model_speed.py``:
+
+* network: MMDetection ``model._forward(batch_inputs)`` (backbone, FPN, ``SOLOV2Head.forward``) on the
+  batch its data preprocessor makes; ours ``forward_features`` on the batch our transform makes.
+* e2e: MMDetection's test pipeline (``Resize`` keep-ratio, ``PackDetInputs``) + ``model.test_step``
+  (preprocessor, network, ``predict_by_feat``, masks rescaled to the input), i.e. ``inference_detector``
+  without its per-call module scan; ours ``model([image])``. Both as initialised (no detections) and with
+  the category bias set to 0 (``e2e_100det``: every cell a candidate, 100 detections out).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+import torch
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+CONFIG = os.path.join(REPO, "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py")
+
+
+def mmdet_model_cfg(num_classes: int = 8) -> dict:
+    """SOLOv2 light R50-FPN in MMDetection 3.x terms (as its solov2-light_r50_fpn_ms-3x_coco config)."""
+    gn = dict(type="GN", num_groups=32, requires_grad=True)
+    return dict(
+        type="SOLOv2",
+        data_preprocessor=dict(type="DetDataPreprocessor", mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32),
+        backbone=dict(type="ResNet", depth=50, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,
+                      style="pytorch", init_cfg=None),  # random weights, nothing downloaded
+        neck=dict(type="FPN", in_channels=[256, 512, 1024, 2048], out_channels=256, start_level=0, num_outs=5),
+        mask_head=dict(
+            type="SOLOV2Head", num_classes=num_classes, in_channels=256, feat_channels=256, stacked_convs=2,
+            strides=[8, 8, 16, 32, 32], scale_ranges=((1, 56), (28, 112), (56, 224), (112, 448), (224, 896)),
+            pos_scale=0.2, num_grids=[40, 36, 24, 16, 12], cls_down_index=0, norm_cfg=gn,
+            mask_feature_head=dict(feat_channels=128, start_level=0, end_level=3, out_channels=128,
+                                   mask_stride=4, norm_cfg=gn),
+            loss_mask=dict(type="DiceLoss", use_sigmoid=True, loss_weight=3.0),
+            loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0)),
+        test_cfg=dict(nms_pre=500, score_thr=0.1, mask_thr=0.5, filter_thr=0.05, kernel="gaussian", sigma=2.0,
+                      max_per_img=100))
+
+
+def build_mmdet(num_classes: int = 8):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.logging import MMLogger
+    register_all_modules()
+    from mmengine.config import ConfigDict
+    model = MODELS.build(ConfigDict(mmdet_model_cfg(num_classes)))  # the head reads test_cfg.score_thr
+    MMLogger.get_current_instance().setLevel(logging.WARNING)  # init_weights logs every parameter
+    model.init_weights()
+    return model.eval()
+
+
+def build_pipeline(h: int, w: int):
+    from mmcv.transforms import Compose
+    return Compose([dict(type="mmdet.LoadImageFromNDArray"),
+                    dict(type="mmdet.Resize", scale=(w, h), keep_ratio=True),
+                    dict(type="mmdet.PackDetInputs",
+                         meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"))])
+
+
+# Our parameter names -> MMDetection's: the same modules under other attribute paths.
+RENAMES = [("mask_feat_head.conv_pred.0.", "mask_head.mask_feature_head.conv_pred."),
+           ("mask_feat_head.", "mask_head.mask_feature_head."), ("bbox_head.cate_convs.", "mask_head.cls_convs."),
+           ("bbox_head.kernel_convs.", "mask_head.kernel_convs."), ("bbox_head.solo_cate.", "mask_head.conv_cls."),
+           ("bbox_head.solo_kernel.", "mask_head.conv_kernel.")]
+
+
+def copy_our_weights(ours: torch.nn.Module, mmdet: torch.nn.Module) -> None:
+    state = {}
+    for key, value in ours.state_dict().items():
+        for old, new in RENAMES:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        state[key] = value
+    mmdet.load_state_dict(state, strict=True)
+
+
+def build_ours(config: str):
+    sys.path.insert(0, REPO)
+    from solov2 import build_model, load_config
+    torch.manual_seed(0)
+    return build_model(load_config(config)).eval()
+
+
+def check_same_network(ours, mmdet, padded: torch.Tensor) -> float:
+    """Largest |difference| between the two networks' outputs on the same padded batch."""
+    cate, kern, feat = ours.forward_features(padded)
+    mm_kern, mm_cate, mm_feat = mmdet._forward(padded)[0]
+    pairs = list(zip(cate, mm_cate)) + list(zip(kern, mm_kern)) + [(feat, mm_feat)]
+    return max((a - b).abs().max().item() for a, b in pairs)
+
+
+def measure_size(short: int, args, mm, mm_100, ours, ours_100) -> dict:
+    from solov2.benchmark import summarize, time_interleaved  # noqa: F401  (ours is on sys.path)
+    h, w = short, int(round(short * 768 / 448))
+    rgb = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(h))
+    bgr = np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()[:, :, ::-1])  # what mmdet reads from a file
+    pipeline = build_pipeline(h, w)
+    data = pipeline(dict(img=bgr, img_id=0))
+    batch = mm.data_preprocessor(dict(inputs=[data["inputs"]], data_samples=[data["data_samples"]]), False)
+    dets = {}
+
+    def mm_e2e(model, name):
+        def run():
+            d = pipeline(dict(img=bgr, img_id=0))
+            out = model.test_step(dict(inputs=[d["inputs"]], data_samples=[d["data_samples"]]))
+            dets[name] = len(out[0].pred_instances)
+        return run
+
+    fns = {"mmdet_network": lambda: mm._forward(batch["inputs"]),
+           "mmdet_e2e": mm_e2e(mm, "mmdet_e2e"), "mmdet_e2e_100det": mm_e2e(mm_100, "mmdet_e2e_100det")}
+    out = {"network_input": list(batch["inputs"].shape)}
+    if ours is not None:
+        for m in (ours, ours_100):
+            m.transform.test_scale = (w, h)
+        padded = ours.transform([rgb])[0].tensors
+
+        def ours_e2e(model, name):
+            def run():
+                image = torch.from_numpy(bgr[:, :, ::-1].copy()).permute(2, 0, 1)  # same input as mmdet's
+                dets[name] = len(model([image])[0]["scores"])
+            return run
+
+        fns.update({"ours_network": lambda: ours.forward_features(padded), "ours_e2e": ours_e2e(ours, "ours_e2e"),
+                    "ours_e2e_100det": ours_e2e(ours_100, "ours_e2e_100det")})
+        if not args.random_mmdet:
+            with torch.inference_mode():
+                out["max_abs_diff_network"] = check_same_network(ours, mm, padded)
+    with torch.inference_mode():
+        times = time_interleaved(fns, args.iters, args.warmup)
+    for name, t in times.items():
+        out[name] = summarize(t)
+        if name in dets:
+            out[name]["detections"] = dets[name]
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[448], help="short sides (long = short x 768/448)")
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-ours", dest="with_ours", action="store_false", help="time MMDetection only")
+    parser.add_argument("--random-mmdet", action="store_true", help="keep MMDetection's own random init")
+    parser.add_argument("--config", default=CONFIG, help="our config (for --with-ours)")
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args(argv)
+    import mmcv
+    import mmdet
+    sys.path.insert(0, REPO)  # solov2.benchmark's timing helpers, and our model
+    mm = build_mmdet()
+    ours = ours_100 = None
+    if args.with_ours:
+        ours = build_ours(args.config)
+        ours_100 = copy.deepcopy(ours)
+        torch.nn.init.zeros_(ours_100.bbox_head.solo_cate.bias)
+    if not args.random_mmdet:
+        if ours is None:
+            ours = build_ours(args.config)
+        copy_our_weights(ours, mm)
+        if not args.with_ours:
+            ours = None
+    mm_100 = copy.deepcopy(mm)
+    torch.nn.init.zeros_(mm_100.mask_head.conv_cls.bias)
+    torch.set_num_threads(args.threads)  # after the imports: mmengine/cv2 may change threading on import
+    load = os.getloadavg()[0]
+    print(f"mmdet {mmdet.__version__}, mmcv {mmcv.__version__}, torch {torch.__version__}, {args.threads} threads, "
+          f"iters {args.iters} (+{args.warmup} warm-up), 1-min load before: {load:.2f}")
+    results = {"threads": args.threads, "iters": args.iters, "warmup": args.warmup, "torch": torch.__version__,
+               "mmdet": mmdet.__version__, "mmcv": mmcv.__version__, "load_before": load, "sizes": {}}
+    for short in args.sizes:
+        r = measure_size(short, args, mm, mm_100, ours, ours_100)
+        # model_speed.py's plot reads these names
+        r["network"], r["e2e"], r["e2e_100det"] = r["mmdet_network"], r["mmdet_e2e"], r["mmdet_e2e_100det"]
+        results["sizes"][str(short)] = r
+        print(f"\ninput {short}x{int(round(short * 768 / 448))} (network input "
+              f"{'x'.join(map(str, r['network_input']))})")
+        if "max_abs_diff_network" in r:
+            print(f"  same weights: max |ours - mmdet| over network outputs = {r['max_abs_diff_network']:.2e}")
+        for name in ("mmdet_network", "ours_network", "mmdet_e2e", "ours_e2e", "mmdet_e2e_100det", "ours_e2e_100det"):
+            if name in r:
+                s = r[name]
+                dets = f"   {s['detections']} dets" if "detections" in s else ""
+                print(f"  {name:<18}{s['median_ms']:>9.1f} ms median {s['p90_ms']:>9.1f} ms p90{dets}")
+        if ours is not None:
+            for kind in ("network", "e2e", "e2e_100det"):
+                ratio = r["mmdet_" + kind]["median_ms"] / r["ours_" + kind]["median_ms"]
+                print(f"  {kind:<12} mmdet / ours = {ratio:.2f}x")
+    results["load_after"] = os.getloadavg()[0]
+    print(f"\n1-min load after: {results['load_after']:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""solov2.benchmark: a tiny CPU run returns every figure, all positive."""
+import json
+
+import pytest
+
+from solov2.benchmark import main, run_benchmark, summarize, time_interleaved
+
+CONFIG = "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
+# ResNet-18 and a 128x160 test scale keep the run to a few seconds.
+TINY = {"model.backbone.depth": 18, "model.neck.in_channels": [64, 128, 256, 512],
+        "model.transform.test_scale": (160, 128)}
+STAT_KEYS = {"median_ms", "p90_ms", "mean_ms", "images_per_s", "peak_memory_mb"}
+
+
+def test_run_benchmark_cpu_tiny():
+    report = run_benchmark(CONFIG, input_size=(128, 160), batch=2, iters=2, warmup=1, overrides=TINY,
+                           num_threads=1, verbose=False)
+    assert {"config", "device", "input_size", "network_input", "batch", "iters", "results"} <= set(report)
+    assert report["network_input"] == [2, 3, 128, 160]
+    assert set(report["results"]) == {"network_fp32", "end_to_end_fp32"}
+    for mode, stats in report["results"].items():
+        assert STAT_KEYS <= set(stats), mode
+        assert all(stats[k] > 0 for k in STAT_KEYS), (mode, stats)
+        assert stats["p90_ms"] >= stats["median_ms"]
+    assert report["results"]["end_to_end_fp32"]["detections_per_image"] >= 0
+
+
+def test_run_benchmark_optimized():
+    report = run_benchmark(CONFIG, input_size=(128, 160), iters=1, warmup=0, overrides=TINY, optimize=True,
+                           verbose=False)
+    assert report["optimize"] is True
+    assert report["results"]["network_fp32"]["median_ms"] > 0
+
+
+def test_fp16_needs_cuda():
+    with pytest.raises(ValueError, match="CUDA"):
+        run_benchmark(CONFIG, fp16=True, overrides=TINY, verbose=False)
+
+
+def test_main_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main([CONFIG, "--input-size", "128", "160", "--iters", "1", "--warmup", "0", "--json", str(out),
+               "--cfg-options", "model.backbone.depth=18", "model.neck.in_channels=[64,128,256,512]",
+               "model.transform.test_scale=(160,128)"])
+    assert rc == 0
+    assert "end_to_end_fp32" in capsys.readouterr().out
+    assert json.loads(out.read_text())["results"]["network_fp32"]["images_per_s"] > 0
+
+
+def test_main_reports_bad_config(capsys):
+    assert main(["does/not/exist.py"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_time_interleaved_and_summarize():
+    calls = []
+    times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, iters=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then rotating order
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    stats = summarize([0.1, 0.2, 0.3, 0.4, 1.0], images_per_call=2)
+    assert stats["median_ms"] == pytest.approx(300)
+    assert stats["p90_ms"] == pytest.approx(1000)
+    assert stats["images_per_s"] == pytest.approx(2 / 0.3)
