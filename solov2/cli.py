@@ -202,7 +202,8 @@ def _predict_video(predictor, path: str, target: str) -> str:
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             drawn = predictor.draw(rgb, predictor(rgb))
             if writer is None:
-                writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"), fps, (rgb.shape[1], rgb.shape[0]))
+                h, w = drawn.shape[:2]  # pictures of small frames are enlarged
+                writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
             writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
             bar.update(1)
     cap.release()
