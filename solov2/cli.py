@@ -379,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError
     from .engine.checkpoint import CheckpointError
-    expected = (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError)
+    from .engine.trainer import TrainingError
+    # Errors about the user's input (DataError, ExportError, ... are ValueErrors); anything else is a bug
+    # and keeps its traceback.
+    expected = (ConfigError, CheckpointError, FileNotFoundError, ValueError, TrainingError)
     try:
         run(args)
     except KeyboardInterrupt:
@@ -388,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     except expected as exc:
         if os.environ.get("SOLOV2_DEBUG"):
             raise
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)  # SOLOV2_DEBUG=1 shows the traceback
         return 1
     return 0
 

@@ -24,7 +24,8 @@ def trained(tmp_path_factory):
     data = {"image_size": 128, "num_images": 8, "seed": 0, "type": "SyntheticShapes"}
     common = ["--cfg-options", f"data.train={data}", f"data.val={data}", f"data.test={data}",
               "data.imgs_per_gpu=8", "model.transform.train_scales=[(128, 128)]",
-              "model.transform.test_scale=(128, 128)", "evaluation.interval=-1"]
+              "model.transform.test_scale=(128, 128)", "evaluation.interval=-1",
+              "checkpoint_config.interval=1000"]  # 1 iteration per epoch: no checkpoint per epoch
     assert main(["train", TINY, "--work-dir", str(work / "untrained"), "--device", "cpu",
                  *common, "max_iters=1", "optimizer.lr=0.0"]) == 0
     assert main(["eval", TINY, str(work / "untrained/latest.pth"), "--metrics-out", str(work / "m0.json"),

@@ -106,3 +106,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err == f"error: {tmp_path / 'missing.pth'}: checkpoint not found"
     assert main(["train", str(tmp_path / "nope.py")]) == 1
     assert "nope.py: config file not found" in capsys.readouterr().err
+
+
+def test_only_the_newest_epoch_checkpoints_are_kept(tmp_path):
+    # 4 images / 2 per batch = 2 iterations per epoch; 8 iterations = 4 epochs; max_keep_ckpts = 2.
+    train_main(TINY, str(tmp_path), device="cpu", cfg_options={
+        "data.train.num_images": 4, "max_iters": 8, "evaluation.interval": -1, "checkpoint_config.latest_iters": 0})
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["epoch_3.pth", "epoch_4.pth", "latest.pth"]

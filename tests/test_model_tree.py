@@ -42,8 +42,16 @@ def test_official_key_names_and_count():
     assert not [k for k in state if not re.match(r"^(backbone|neck|mask_feat_head|bbox_head)\.", k)]
 
 
-def test_official_style_state_dict_loads_strict():
-    model = build_model(load_config(SEED_CONFIG))
-    # A checkpoint as the official code saves it: {"meta": ..., "state_dict": ...}; reload strictly.
-    other = build_model(load_config(SEED_CONFIG))
-    other.load_state_dict(model.state_dict(), strict=True)
+def test_checkpoint_in_the_official_file_layout_loads_strictly(tmp_path):
+    # mmdet 1.x saves {"meta": {...}, "state_dict": {...}, "optimizer": {...}}; our loader reads that layout
+    # with weights_only=True and checks every key against the model.
+    import torch
+    from solov2.engine.checkpoint import load_weights
+    source = build_model(load_config(SEED_CONFIG))
+    torch.nn.init.constant_(source.bbox_head.solo_kernel.bias, 0.25)
+    path = tmp_path / "official_layout.pth"
+    torch.save({"meta": {"mmdet_version": "1.0.0", "config": "...", "epoch": 36},
+                "state_dict": source.state_dict(), "optimizer": {"state": {}, "param_groups": []}}, path)
+    target = build_model(load_config(SEED_CONFIG))
+    load_weights(target, str(path), strict=True)
+    assert torch.equal(target.bbox_head.solo_kernel.bias, source.bbox_head.solo_kernel.bias)

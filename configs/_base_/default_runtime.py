@@ -1,4 +1,6 @@
-checkpoint_config = dict(interval=1, latest_iters=200)  # epoch_N.pth every interval epochs; latest.pth also every latest_iters iterations
+# epoch_N.pth every `interval` epochs, only the newest `max_keep_ckpts` kept (-1: all);
+# latest.pth (what --resume reads) also every `latest_iters` iterations.
+checkpoint_config = dict(interval=1, latest_iters=200, max_keep_ckpts=3)
 log_config = dict(interval=50)  # iterations between log lines / TensorBoard points
 evaluation = dict(interval=0, metric='segm')  # interval 0: evaluate once, at the end of training
 seed = None

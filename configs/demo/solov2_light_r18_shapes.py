@@ -26,6 +26,6 @@ optimizer = dict(type='AdamW', lr=0.002, weight_decay=0.0001)
 grad_clip = dict(max_norm=35, norm_type=2)
 lr_config = dict(policy='step', warmup='linear', warmup_iters=50, warmup_ratio=0.1, step=[5])
 total_epochs = 6
-checkpoint_config = dict(interval=1, latest_iters=200)
+checkpoint_config = dict(interval=1, latest_iters=200, max_keep_ckpts=3)
 log_config = dict(interval=20)
 evaluation = dict(interval=0, metric='segm')

@@ -138,6 +138,17 @@ class Trainer:
         if name != "latest.pth":
             save_checkpoint(os.path.join(self.work_dir, "latest.pth"), self.model, self.optimizer, meta,
                             self.scaler if self.scaler.is_enabled() else None)
+            self._remove_old_epoch_checkpoints()
+
+    def _remove_old_epoch_checkpoints(self) -> None:
+        """Keep the newest ``checkpoint_config.max_keep_ckpts`` ``epoch_N.pth`` files (all if < 1)."""
+        keep = self.cfg.get("checkpoint_config", {}).get("max_keep_ckpts", -1)
+        if keep is None or keep < 1:
+            return
+        epochs = sorted(int(f[len("epoch_"):-len(".pth")]) for f in os.listdir(self.work_dir)
+                        if f.startswith("epoch_") and f.endswith(".pth") and f[6:-4].isdigit())
+        for epoch in epochs[:-keep]:
+            os.remove(os.path.join(self.work_dir, f"epoch_{epoch}.pth"))
 
     # ----------------------------------------------------------------- loop
     def run(self) -> dict:

@@ -169,7 +169,7 @@ def run_official_evaluation(pred_files: list[Path], gt_files: list[Path], pred_d
             aps = cs_eval.evaluateMatches(matches, args)
             result = cs_eval.prepareJSONDataForResults(cs_eval.computeAverages(aps, args), aps, args)
     except SystemExit as e:  # the official printError() prints the reason, then exits
-        raise RuntimeError("Cityscapes evaluation failed (see the message above)") from e
+        raise ValueError("Cityscapes evaluation failed (see the message above)") from e
     cs_eval.writeDict2JSON(result, args.exportFile)
     return result
 

@@ -11,6 +11,6 @@ data = dict(
 optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001)
 lr_config = dict(policy='step', warmup='linear', warmup_iters=4, warmup_ratio=0.1, step=[3])
 total_epochs = 4
-checkpoint_config = dict(interval=1, latest_iters=2)
+checkpoint_config = dict(interval=1, latest_iters=2, max_keep_ckpts=2)
 log_config = dict(interval=2)
 evaluation = dict(interval=0, metric='segm')
