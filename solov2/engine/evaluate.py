@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,7 +25,9 @@ def encode_result(result: dict[str, torch.Tensor]) -> dict:
 def decode_result(encoded: dict) -> dict[str, torch.Tensor]:
     h, w = encoded["size"]
     if len(encoded["rles"]):
-        masks = torch.from_numpy(mask_util.decode(encoded["rles"])).permute(2, 0, 1).bool()
+        with warnings.catch_warnings():  # pycocotools' decode trips a numpy 2 DeprecationWarning; harmless
+            warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+            masks = torch.from_numpy(mask_util.decode(encoded["rles"])).permute(2, 0, 1).bool()
     else:
         masks = torch.zeros((0, h, w), dtype=torch.bool)
     return {"masks": masks, "labels": encoded["labels"], "scores": encoded["scores"]}
@@ -67,11 +70,11 @@ def inference_on_dataset(model, dataset, device: str = "cpu", desc: str = "eval"
 def evaluate(dataset, encoded: list[dict], metric: str, out_dir: str, log=print) -> dict:
     """``metric``: ``"segm"`` (COCO mask AP) or ``"cityscapes"`` (official instance-level AP)."""
     if metric == "segm":
-        from ..evaluation.coco import evaluate_coco, results_to_coco
+        from ..evaluation.coco import evaluate_coco, rles_to_coco
         coco_results = []
         img_ids = [int(i) for i in dataset.img_ids]
         for image_id, enc in zip(img_ids, encoded):
-            coco_results += results_to_coco(decode_result(enc), image_id, dataset.cat_ids)
+            coco_results += rles_to_coco(enc["rles"], enc["labels"], enc["scores"], image_id, dataset.cat_ids)
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "segm_results.json"), "w") as f:
             json.dump(coco_results, f)

@@ -10,7 +10,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-__all__ = ["results_to_coco", "evaluate_coco", "METRIC_NAMES"]
+__all__ = ["results_to_coco", "rles_to_coco", "evaluate_coco", "METRIC_NAMES"]
 
 # Keys of evaluate_coco's result, in the order of COCOeval.stats[0:6].
 METRIC_NAMES = ("mask_AP", "mask_AP50", "mask_AP75", "mask_AP_small", "mask_AP_medium", "mask_AP_large")
@@ -31,8 +31,15 @@ def results_to_coco(result: dict, image_id: int, cat_ids: Sequence[int]) -> list
     masks = np.asarray(_numpy(result["masks"]), dtype=np.uint8)
     if masks.shape[0] == 0:
         return []
-    labels, scores = _numpy(result["labels"]).tolist(), _numpy(result["scores"]).tolist()
     rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))  # wants (H, W, N) Fortran order
+    return rles_to_coco(rles, result["labels"], result["scores"], image_id, cat_ids)
+
+
+def rles_to_coco(rles: list[dict], labels, scores, image_id: int, cat_ids: Sequence[int]) -> list[dict]:
+    """Like :func:`results_to_coco` for masks already encoded as pycocotools RLEs (bytes counts)."""
+    if len(rles) == 0:
+        return []
+    labels, scores = _numpy(labels).tolist(), _numpy(scores).tolist()
     boxes = mask_utils.toBbox(rles).tolist()
     return [{"image_id": int(image_id), "category_id": int(cat_ids[label]),
              "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},  # JSON needs str
