@@ -151,7 +151,6 @@ def predict_main(config: str, checkpoint: str, inputs: list[str], out: str = "ru
     from .evaluation.coco import results_to_coco
     from .predictor import Predictor, read_image
     from .visualize import save_image
-    import torch
     paths = collect_inputs(inputs)
     predictor = Predictor(config, checkpoint, device=device or _default_device(), score_thr=score_thr)
     os.makedirs(out, exist_ok=True)
@@ -168,9 +167,7 @@ def predict_main(config: str, checkpoint: str, inputs: list[str], out: str = "ru
         written.append(target)
         if save_masks:
             _save_masks(result, os.path.join(out, f"{stem}_masks"))
-        tensors = {"masks": torch.from_numpy(result["masks"]), "labels": torch.from_numpy(result["labels"]),
-                   "scores": torch.from_numpy(result["scores"])}
-        for r in results_to_coco(tensors, i, list(range(len(predictor.class_names)))):
+        for r in results_to_coco(result, i, list(range(len(predictor.class_names)))):
             coco.append({**r, "file_name": path, "category_name": predictor.class_names[r["category_id"]]})
     if save_json:
         with open(os.path.join(out, "results.json"), "w") as f:
