@@ -8,10 +8,14 @@ loop, interleaved, median of ``--iters`` after ``--warmup``:
     inference_mode+fuse           BatchNorm folded into the convs (fuse_conv_bn)
     inference_mode+channels_last  NHWC weights (to_channels_last), NCHW input as the transform makes it
     inference_mode+fuse+cl        both
+    inference_mode+fuse+winograd  fused, the wide 3x3 convs on NNPACK's Winograd (use_winograd), NCHW
+    inference_mode+fuse+cl+wino   all three: optimize_for_inference(), what solov2.Predictor runs by default
+    bf16 fuse+cl+wino             that under torch.autocast("cpu", bfloat16) (Winograd steps aside: fp32 only)
     inference_mode+fuse+compile   torch.compile(forward_features) of the fused model, if it compiles within
                                   --compile-timeout seconds (otherwise skipped with a note)
 
-and end to end (``model([image])``, post-processing included) without and with ``optimize_for_inference``.
+and end to end (``model([image])``, post-processing included) without and with ``optimize_for_inference``,
+and with it in bf16. Each variant's largest output difference from the model as built is printed first.
 
     .venv/bin/python benchmarks/inference_speedups.py --iters 10
 """
@@ -31,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from solov2 import build_model, load_config  # noqa: E402
 from solov2.benchmark import summarize, time_interleaved  # noqa: E402
-from solov2.optimize import fuse_conv_bn, optimize_for_inference, to_channels_last  # noqa: E402
+from solov2.optimize import fuse_conv_bn, optimize_for_inference, to_channels_last, use_winograd  # noqa: E402
 
 CONFIG = "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
 
@@ -66,6 +70,26 @@ def in_mode(mode, fn):
     return run
 
 
+@contextlib.contextmanager
+def bf16_inference():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        yield
+
+
+def print_differences(fns: dict, base, x: torch.Tensor) -> None:
+    """Largest |output - reference| / max |reference| of each network variant (reference: the model as built)."""
+    with torch.inference_mode():
+        ref = _flat(base.forward_features(x))
+    for name, fn in fns.items():
+        err = max(((o.float() - r).abs().max() / r.abs().max()).item() for o, r in zip(_flat(fn()), ref))
+        print(f"  {name:<32} max relative difference {err:.1e}")
+
+
+def _flat(outputs) -> list[torch.Tensor]:
+    cate, kernels, feats = outputs
+    return [*cate, *kernels, feats]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=CONFIG)
@@ -86,6 +110,8 @@ def main(argv=None) -> int:
     fused = fuse_conv_bn(base)
     cl = to_channels_last(copy.deepcopy(base))
     fused_cl = to_channels_last(fuse_conv_bn(base))
+    fused_wino = use_winograd(fuse_conv_bn(base))
+    optimized = optimize_for_inference(base)  # fuse + channels_last + winograd
     print(f"torch {torch.__version__}, {args.threads} threads, network input {tuple(x.shape)}, "
           f"iters {args.iters} (+{args.warmup} warm-up), 1-min load before: {os.getloadavg()[0]:.2f}")
 
@@ -96,7 +122,11 @@ def main(argv=None) -> int:
         "inference_mode+fuse": in_mode(im, lambda: fused.forward_features(x)),
         "inference_mode+channels_last": in_mode(im, lambda: cl.forward_features(x)),
         "inference_mode+fuse+cl": in_mode(im, lambda: fused_cl.forward_features(x)),
+        "inference_mode+fuse+winograd": in_mode(im, lambda: fused_wino.forward_features(x)),
+        "inference_mode+fuse+cl+wino": in_mode(im, lambda: optimized.forward_features(x)),
+        "bf16 fuse+cl+wino": in_mode(bf16_inference, lambda: optimized.forward_features(x)),
     }
+    print_differences(fns, base, x)
     notes = []
     if args.compile_timeout > 0:
         compiled, seconds, reason = try_compile(fused, x, args.compile_timeout)
@@ -108,9 +138,9 @@ def main(argv=None) -> int:
     else:
         notes.append("torch.compile skipped (--compile-timeout 0)")
     if args.e2e:
-        optimized = optimize_for_inference(base)
         fns["e2e no_grad (model as built)"] = in_mode(contextlib.nullcontext, lambda: base([image]))
         fns["e2e inference_mode+optimize"] = in_mode(im, lambda: optimized([image]))
+        fns["e2e bf16+optimize"] = in_mode(bf16_inference, lambda: optimized([image]))
 
     times = time_interleaved(fns, args.iters, args.warmup)
     stats = {name: summarize(t) for name, t in times.items()}

@@ -86,7 +86,7 @@ def _load_model(config_path: str, checkpoint: str | None, overrides: dict | None
     model.eval()
     if optimize:
         from .optimize import optimize_for_inference
-        model = optimize_for_inference(model, fuse=True)
+        model = optimize_for_inference(model)
     return model.to(device)
 
 
@@ -101,7 +101,7 @@ def _measure(fn: Callable[[], Any], iters: int, warmup: int, device: torch.devic
 
 def run_benchmark(config_path: str, checkpoint: str | None = None, device: str = "cpu",
                   input_size: tuple[int, int] = (448, 768), batch: int = 1, iters: int = 20, warmup: int = 3,
-                  fp16: bool = False, optimize: bool = False, overrides: dict[str, Any] | None = None,
+                  fp16: bool = False, bf16: bool = False, optimize: bool = False, overrides: dict[str, Any] | None = None,
                   num_threads: int | None = None, verbose: bool = True, seed: int = 0) -> dict[str, Any]:
     """Measure latency, throughput and peak memory of a config's model on random images.
 
@@ -114,13 +114,15 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
         batch: images per call.
         iters, warmup: timed and untimed calls per mode.
         fp16: also measure under ``torch.autocast(dtype=float16)``; CUDA only.
-        optimize: benchmark :func:`solov2.optimize.optimize_for_inference` (BatchNorm fused) of the model.
+        bf16: also measure under ``torch.autocast(dtype=bfloat16)`` (CPU or CUDA).
+        optimize: benchmark :func:`solov2.optimize.optimize_for_inference` of the model (BatchNorm folded,
+            channels_last, Winograd on CPU), as :class:`solov2.Predictor` runs it by default.
         num_threads: ``torch.set_num_threads`` for the run (CPU), or None to keep the current setting.
         verbose: print the table.
 
     Returns: ``{"config", "device", "num_threads", "input_size", "network_input", "batch", "iters",
     "warmup", "optimize", "torch", "memory", "results"}``; ``results`` maps each mode (``"network_fp32"``,
-    ``"end_to_end_fp32"``, and with fp16 ``"network_fp16"``, ``"end_to_end_fp16"``) to ``{"median_ms",
+    ``"end_to_end_fp32"``, and likewise ``_fp16`` / ``_bf16``) to ``{"median_ms",
     "p90_ms", "mean_ms", "images_per_s", "peak_memory_mb"}``, end-to-end modes also ``"detections_per_image"``.
     """
     dev = torch.device(device)
@@ -139,6 +141,8 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
     precisions = [("fp32", contextlib.nullcontext)]
     if fp16:
         precisions.append(("fp16", lambda: torch.autocast(dev.type, dtype=torch.float16)))
+    if bf16:
+        precisions.append(("bf16", lambda: torch.autocast(dev.type, dtype=torch.bfloat16)))
     results: dict[str, dict] = {}
     detections: list[int] = []
 
@@ -194,7 +198,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--iters", type=int, default=20, help="timed calls per mode (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per mode first (default 3)")
     parser.add_argument("--fp16", action="store_true", help="also measure autocast float16 (CUDA only)")
-    parser.add_argument("--optimize", action="store_true", help="fuse BatchNorm into convs first")
+    parser.add_argument("--bf16", action="store_true", help="also measure autocast bfloat16 (CPU or CUDA)")
+    parser.add_argument("--optimize", action="store_true",
+                        help="solov2.optimize.optimize_for_inference first (BatchNorm folded, channels_last, "
+                             "Winograd on CPU), as the Predictor runs it")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                         help="config overrides, e.g. model.backbone.depth=18")
@@ -218,7 +225,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         report = run_benchmark(args.config, args.checkpoint, device=args.device, input_size=tuple(args.input_size),
                                batch=args.batch, iters=args.iters, warmup=max(args.warmup, 0), fp16=args.fp16,
-                               optimize=args.optimize, num_threads=args.threads,
+                               bf16=args.bf16, optimize=args.optimize, num_threads=args.threads,
                                overrides=parse_overrides(args.cfg_options) if args.cfg_options else None)
     except ValueError as exc:  # ConfigError, CheckpointError, bad device or fp16 on CPU: one line, no traceback
         print(f"solov2 benchmark: error: {exc}", file=sys.stderr)

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from .models.transform import ImageTransform, check_images, rescale_size
-from .postprocess import TestConfig, points_nms, postprocess_single
+from .postprocess import TestConfig, cell_scores, postprocess_single
 
 __all__ = ["ExportError", "SOLOv2ExportWrapper", "ExportedSOLOv2", "export_onnx", "export_torchscript",
            "preprocess_for_export", "postprocess_exported", "load_exported"]
@@ -59,8 +59,7 @@ class SOLOv2ExportWrapper(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         cate_preds, kernel_preds, mask_feats = self.model.forward_features(x)
-        scores = torch.cat([points_nms(p.float().sigmoid()).permute(0, 2, 3, 1).flatten(1, 2) for p in cate_preds],
-                           dim=1)  # (1, M, C)
+        scores = torch.cat([cell_scores(p) for p in cate_preds], dim=1)  # (1, M, C)
         kernels = self.model.bbox_head.flatten_kernels(kernel_preds)  # (1, M, D)
         return scores[0], kernels[0], mask_feats[0]
 

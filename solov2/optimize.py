@@ -4,6 +4,8 @@
   and ``ConvModule(norm="BN")`` if a config uses one). GroupNorm, used by the light heads, depends on the
   input's statistics and cannot be folded.
 * :func:`to_channels_last` stores conv weights NHWC, so that oneDNN / cuDNN run NHWC kernels.
+* :func:`use_winograd` runs the large 3x3 convolutions on CPU with NNPACK's Winograd algorithm, which needs
+  about a fifth of the multiplications of oneDNN's direct convolution (differences ~1e-5 relative).
 * :func:`optimize_for_inference` applies them (and optionally ``torch.compile``) to a copy of the model.
 
 The returned model is for inference only: its parameters do not require gradients, its BatchNorms are gone
@@ -23,12 +25,14 @@ Example::
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fuse_conv_bn", "to_channels_last", "optimize_for_inference", "count_batchnorms"]
+__all__ = ["fuse_conv_bn", "to_channels_last", "use_winograd", "WinogradConv2d", "optimize_for_inference",
+           "count_batchnorms", "nnpack_available"]
 
 
 def _conv_feeding(parent: nn.Module, bn_name: str, children: dict[str, nn.Module]) -> str | None:
@@ -92,17 +96,79 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: bool = False,
-                           compile: bool = False) -> nn.Module:
+@functools.lru_cache(maxsize=None)
+def nnpack_available() -> bool:
+    """Whether this PyTorch build has NNPACK and it initialises on this CPU.
+
+    ``torch._nnpack_available()`` also initialises NNPACK; until it has been called once,
+    ``torch._nnpack_spatial_convolution`` fails, so every Winograd call goes through this check first.
+    """
+    try:
+        return bool(torch._nnpack_available())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class WinogradConv2d(nn.Conv2d):
+    """A 3x3, stride-1 ``Conv2d`` that runs on NNPACK's Winograd F(6x6, 3x3) when that is faster.
+
+    That is: CPU, float32, no autograd, no autocast, and a feature map of at least ``min_pixels`` pixels.
+    On small maps (SOLOv2's head grids, the backbone's deeper stages) the per-call weight transform costs
+    more than it saves, and everything else (CUDA, bf16, training) runs the ordinary ``Conv2d``. Winograd
+    reorders the arithmetic, so outputs differ from the direct convolution by float rounding (~1e-5
+    relative on SOLOv2's outputs). The output is NCHW-contiguous whatever the input's memory format.
+    """
+
+    min_pixels = 56 * 96
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or torch.is_grad_enabled()
+                or torch.is_autocast_enabled("cpu") or x.shape[-2] * x.shape[-1] < self.min_pixels
+                or torch.jit.is_tracing() or torch.compiler.is_compiling() or not nnpack_available()):
+            # Tracing (ONNX / TorchScript export) and torch.compile get the portable convolution.
+            return super().forward(x)
+        return torch._nnpack_spatial_convolution(x.contiguous(), self.weight.contiguous(), self.bias,
+                                                 list(self.padding), [1, 1])
+
+
+def _winograd_eligible(conv: nn.Module, min_in_channels: int) -> bool:
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+            and conv.padding == (1, 1) and conv.in_channels >= min_in_channels)
+
+
+def use_winograd(model: nn.Module, min_in_channels: int = 256) -> nn.Module:
+    """Replace, in place, every 3x3 stride-1 ``Conv2d`` with at least ``min_in_channels`` inputs by a
+    :class:`WinogradConv2d` sharing its parameters; returns ``model``.
+
+    In SOLOv2 light R50 at 448x768 that is the FPN's and the mask branch's convs on the 1/4 and 1/8
+    maps: measured in the network on this project's 2-core CPU, the FPN's 1/4-scale conv went from 112 to
+    60 ms and the network from 704 to ~620 ms (``benchmarks/inference_speedups.py``). Narrower convs
+    (ResNet's 64/128-channel 3x3s) were slower with Winograd in the same measurement, hence the default.
+    """
+    for parent in list(model.modules()):
+        for name, conv in list(parent.named_children()):
+            if not _winograd_eligible(conv, min_in_channels):
+                continue
+            new = WinogradConv2d(conv.in_channels, conv.out_channels, 3, padding=1, bias=conv.bias is not None,
+                                 device=conv.weight.device, dtype=conv.weight.dtype)
+            new.weight, new.bias = conv.weight, conv.bias
+            setattr(parent, name, new)
+    return model
+
+
+def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: bool = True,
+                           winograd: bool = True, compile: bool = False) -> nn.Module:
     """A copy of ``model`` in eval mode with the chosen speedups; ``model`` itself is not modified.
 
     Args:
         fuse: fold BatchNorm into convs (:func:`fuse_conv_bn`): 53 fewer passes over the backbone's
             feature maps, a few percent on CPU.
-        channels_last: NHWC weights (:func:`to_channels_last`). Off by default: on the shared 2-core CPU it
-            gave no consistent gain (``docs/benchmarks.md``); on GPUs with tensor cores it usually helps.
-        compile: ``torch.compile`` the network part (``forward_features``) of a SOLOv2, or the whole
-            module otherwise. Post-processing has data-dependent shapes and stays eager. The first call
+        channels_last: NHWC weights (:func:`to_channels_last`): oneDNN's NHWC kernels were 1.08x faster
+            for the whole network on the idle 2-core CPU (``docs/benchmarks.md``); cuDNN's with tensor cores.
+        winograd: :func:`use_winograd` (only acts on CPU in float32 without autograd).
+        compile: ``torch.compile`` the backbone, FPN and mask branch of a SOLOv2, or the whole module
+            otherwise. Post-processing has data-dependent shapes and stays eager. The first call
             with each new input size compiles (tens of seconds to minutes on CPU; needs a C++ compiler).
 
     Run the returned model under ``torch.inference_mode()`` for the last bit of speed.
@@ -112,10 +178,13 @@ def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: b
         p.requires_grad_(False)
     if channels_last:
         to_channels_last(model)
+    if winograd:
+        use_winograd(model)
     if compile:
         if hasattr(model, "forward_features"):
-            # An instance attribute shadows the method, so `model.inference` calls the compiled network.
-            model.forward_features = torch.compile(model.forward_features)
+            # The heavy, fixed-shape parts; the head runs per level on small grids and stays eager.
+            for name in ("backbone", "neck", "mask_feat_head"):
+                setattr(model, name, torch.compile(getattr(model, name)))
         else:
             model = torch.compile(model)
     return model

@@ -30,6 +30,12 @@ def points_nms(heat: Tensor, kernel: int = 2) -> Tensor:
     return heat * (hmax[:, :, :-1, :-1] == heat)
 
 
+def cell_scores(cate_pred: Tensor) -> Tensor:
+    """One level's ``(B, C, S, S)`` category logits -> ``(B, S*S, C)`` float32 probabilities after
+    :func:`points_nms`, cells in row-major order."""
+    return points_nms(cate_pred.float().sigmoid()).permute(0, 2, 3, 1).flatten(1, 2)
+
+
 def empty_result(size: tuple[int, int], device: torch.device) -> dict[str, Tensor]:
     return {"masks": torch.zeros((0, *size), dtype=torch.bool, device=device),
             "labels": torch.zeros(0, dtype=torch.int64, device=device),

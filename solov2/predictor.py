@@ -10,6 +10,7 @@ import torch
 from .config import Config, load_config
 from .engine.checkpoint import load_weights
 from .models import build_model
+from .optimize import optimize_for_inference
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 
@@ -27,6 +28,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: cannot read image ({exc.__class__.__name__})") from None
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` ("fp32", "bf16" or "fp16") on ``device``; None for fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and torch.device(device).type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device; on CPU use bf16")
+    return PRECISIONS[precision]
+
+
 class Predictor:
     """Load a config and a checkpoint once, then predict on images.
 
@@ -37,17 +50,26 @@ class Predictor:
         >>> result["masks"].shape, result["class_names"]
         >>> picture = predictor.draw("photo.jpg", result)
 
+    ``optimize`` (default on) runs a copy of the model with BatchNorm folded, NHWC weights and Winograd
+    convolutions on CPU (:func:`solov2.optimize.optimize_for_inference`), which changes results by float
+    rounding only. ``precision="bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA) runs the network under autocast,
+    about twice as fast on CPUs with AVX512-BF16 / AMX, with slightly different scores and masks
+    (measured in ``docs/benchmarks.md``); post-processing stays float32.
+
     Each result holds ``masks`` ``(N, H, W)`` bool at the image's size, ``labels`` ``(N,)`` int64,
     ``scores`` ``(N,)`` float32 (NumPy arrays, best first, above ``score_thr``) and ``class_names`` (N names).
     """
 
     def __init__(self, config: str | Config, checkpoint: str | None, device: str = "cpu", score_thr: float = 0.3,
-                 batch_size: int = 4):
+                 batch_size: int = 4, optimize: bool = True, precision: str = "fp32"):
         self.cfg = load_config(config) if not isinstance(config, Config) else config
         self.device, self.score_thr, self.batch_size = device, score_thr, batch_size
-        self.model = build_model(self.cfg)
-        meta = load_weights(self.model, checkpoint)["meta"] if checkpoint else {}
-        self.model.to(device).eval()
+        self.autocast_dtype = autocast_dtype(precision, device)
+        model = build_model(self.cfg)
+        meta = load_weights(model, checkpoint)["meta"] if checkpoint else {}
+        model.to(device).eval()
+        # optimize_for_inference gives the same results up to float rounding (tests/test_optimize.py).
+        self.model = optimize_for_inference(model) if optimize else model
         n = self.model.num_classes
         self.class_names = list(meta.get("classes") or []) or [f"class_{i}" for i in range(n)]
         if len(self.class_names) != n:
@@ -60,7 +82,8 @@ class Predictor:
         for start in range(0, len(arrays), self.batch_size):
             batch = [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).to(self.device)
                      for a in arrays[start: start + self.batch_size]]
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(torch.device(self.device).type, dtype=self.autocast_dtype,
+                                                        enabled=self.autocast_dtype is not None):
                 results += [self._to_numpy(r) for r in self.model(batch)]
         return results[0] if single else results
 

@@ -36,3 +36,24 @@ def image_with(masks: torch.Tensor, seed: int = 0) -> torch.Tensor:
         colour = torch.tensor([200, 60 + 60 * (i % 3), 255 - 70 * (i % 4)], dtype=torch.uint8)
         image[:, m] = colour[:, None]
     return image
+
+
+# (grid S, row, col, class, logit): cells planted as confident detections, spread over all five levels.
+PLANTED = [(40, 5, 8, 0, 3.0), (40, 22, 30, 2, 2.5), (36, 18, 10, 0, 2.0), (24, 12, 12, 5, 1.5),
+           (24, 3, 20, 1, 2.2), (16, 8, 4, 0, 1.0), (12, 6, 6, 7, 2.8)]
+
+
+def plant_detections(model, planted=None):
+    """Every cell scores sigmoid(-10) except PLANTED, which score sigmoid(logit): real, well separated detections.
+
+    A forward hook adds a fixed per-cell offset to ``solo_cate``'s output, so the exported graph (traced
+    through the hook) and the PyTorch model see the same logits. The kernels stay the randomly initialised,
+    position-dependent ones (CoordConv), so each planted cell gets its own mask. Returns the hook's handle.
+    """
+    head = model.bbox_head
+    torch.nn.init.zeros_(head.solo_cate.weight)
+    torch.nn.init.constant_(head.solo_cate.bias, -10.0)
+    offsets = {s: torch.zeros(1, head.num_classes, s, s) for s in head.num_grids}
+    for s, row, col, cls, logit in PLANTED if planted is None else planted:
+        offsets[s][0, cls, row, col] = 10.0 + logit
+    return head.solo_cate.register_forward_hook(lambda module, args, out: out + offsets[int(out.shape[-1])].to(out))

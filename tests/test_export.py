@@ -8,6 +8,8 @@ import torch.nn.functional as F
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from helpers import plant_detections  # noqa: E402
+
 from solov2 import build_model, load_config  # noqa: E402
 from solov2.export import (ExportError, export_onnx, export_torchscript, load_exported,  # noqa: E402
                            preprocess_for_export)
@@ -18,25 +20,6 @@ INPUT_SIZE = (224, 384)
 # TEST_SCALE resizes 300x512 to 224x382: the export input is padded on the right, and masks come back
 # at 300x512, so cropping and both resizes of the post-processing are exercised.
 IMAGE_SIZE = (300, 512)
-# (grid S, row, col, class, logit): cells planted as confident detections, spread over all five levels.
-PLANTED = [(40, 5, 8, 0, 3.0), (40, 22, 30, 2, 2.5), (36, 18, 10, 0, 2.0), (24, 12, 12, 5, 1.5),
-           (24, 3, 20, 1, 2.2), (16, 8, 4, 0, 1.0), (12, 6, 6, 7, 2.8)]
-
-
-def _plant_detections(model):
-    """Every cell scores sigmoid(-10) except PLANTED, which score sigmoid(logit): real, well separated detections.
-
-    A forward hook adds a fixed per-cell offset to ``solo_cate``'s output, so the exported graph (traced
-    through the hook) and the PyTorch model see the same logits. The kernels stay the randomly initialised,
-    position-dependent ones (CoordConv), so each planted cell gets its own mask.
-    """
-    head = model.bbox_head
-    torch.nn.init.zeros_(head.solo_cate.weight)
-    torch.nn.init.constant_(head.solo_cate.bias, -10.0)
-    offsets = {s: torch.zeros(1, head.num_classes, s, s) for s in head.num_grids}
-    for s, row, col, cls, logit in PLANTED:
-        offsets[s][0, cls, row, col] = 10.0 + logit
-    head.solo_cate.register_forward_hook(lambda module, args, out: out + offsets[int(out.shape[-1])])
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +29,7 @@ def model():
                                "model.transform.test_scale": TEST_SCALE})
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    _plant_detections(model)
+    plant_detections(model)
     return model
 
 

@@ -1,6 +1,7 @@
 """solov2.optimize: BatchNorm folding and channels_last change nothing but speed."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from solov2 import build_model, load_config
@@ -87,3 +88,62 @@ def test_optimized_model_runs_end_to_end():
     with torch.inference_mode():
         out = fast([image])[0]
     assert set(out) == {"masks", "labels", "scores"} and out["masks"].shape[-2:] == (100, 150)
+
+
+def _count_nnpack_calls(monkeypatch) -> list:
+    calls = []
+    nnpack = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(a[0].shape) or nnpack(*a))
+    return calls
+
+
+def test_use_winograd_swaps_only_wide_3x3_stride1_convs():
+    from solov2.optimize import WinogradConv2d, use_winograd
+    net = nn.Sequential(nn.Conv2d(256, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1),
+                        nn.Conv2d(256, 64, 1), nn.Conv2d(256, 64, 3, stride=2, padding=1),
+                        nn.Conv2d(256, 64, 3, padding=2, dilation=2))
+    weight = net[0].weight
+    use_winograd(net)
+    assert [type(m) is WinogradConv2d for m in net] == [True, False, False, False, False]
+    assert net[0].weight is weight  # parameters are shared, not copied
+
+
+def test_winograd_conv_matches_conv2d(monkeypatch):
+    from solov2.optimize import WinogradConv2d, nnpack_available
+    torch.manual_seed(0)
+    conv = nn.Conv2d(256, 32, 3, padding=1)
+    wino = WinogradConv2d(256, 32, 3, padding=1)
+    wino.load_state_dict(conv.state_dict())
+    calls = _count_nnpack_calls(monkeypatch)
+    x = torch.randn(2, 256, 64, 96)  # 6144 pixels >= min_pixels
+    with torch.inference_mode():
+        expected = conv(x)
+        for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+            torch.testing.assert_close(wino(inp), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    assert len(calls) == (2 if nnpack_available() else 0)
+
+
+def test_winograd_conv_falls_back_where_it_should_not_run(monkeypatch):
+    from solov2.optimize import WinogradConv2d
+    torch.manual_seed(0)
+    wino = WinogradConv2d(256, 8, 3, padding=1)
+    calls = _count_nnpack_calls(monkeypatch)
+    small = torch.randn(1, 256, 40, 40)  # a head grid: below min_pixels
+    large = torch.randn(1, 256, 64, 96, requires_grad=True)
+    with torch.inference_mode():
+        torch.testing.assert_close(wino(small), F.conv2d(small, wino.weight, wino.bias, padding=1))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert wino(large.detach()).dtype == torch.bfloat16
+    out = wino(large)  # autograd: the ordinary convolution, which has a backward
+    out.sum().backward()
+    assert large.grad is not None and calls == []
+
+
+def test_optimized_model_with_winograd_keeps_outputs(monkeypatch):
+    from solov2.optimize import nnpack_available
+    model = _model(18)
+    x = torch.randn(1, 3, 256, 384)  # P2 is 64x96: the FPN's 1/4-scale conv runs Winograd
+    expected = _outputs(model, x)
+    calls = _count_nnpack_calls(monkeypatch)
+    _assert_same(expected, _outputs(optimize_for_inference(model), x))
+    assert (len(calls) > 0) == nnpack_available()

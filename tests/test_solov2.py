@@ -91,3 +91,33 @@ def test_bad_targets_are_named():
     targets[1]["labels"] = torch.tensor([7])
     with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
         model(images, targets)
+
+
+# (grid S, row, col, class, logit) on the tiny model's grids 24, 20, 16, 12, 8: none, one level, two, all five.
+@pytest.mark.parametrize("planted", [[], [(8, 4, 4, 2, 3.0)], [(24, 5, 8, 0, 3.0), (16, 12, 12, 1, 2.0)],
+                                     [(24, 5, 8, 0, 3.0), (20, 15, 10, 1, 2.0), (16, 3, 12, 1, 2.2),
+                                      (12, 8, 4, 0, 1.0), (8, 6, 6, 2, 2.8)]])
+def test_lazy_inference_equals_postprocessing_everything(planted, monkeypatch):
+    from helpers import plant_detections
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    plant_detections(model, planted)
+    images = [torch.randint(0, 256, (3, 100, 140), dtype=torch.uint8), torch.randint(0, 256, (3, 128, 96),
+                                                                                     dtype=torch.uint8)]
+    with torch.no_grad():
+        image_list = model.transform(images, training=False)[0]
+        expected = model.postprocess(*model.forward_features(image_list.tensors), image_list)
+        kernel_levels, mask_branch = [], []
+        forward_kernel = model.bbox_head.forward_kernel
+        monkeypatch.setattr(model.bbox_head, "forward_kernel",
+                            lambda x: kernel_levels.append(x.shape[-1]) or forward_kernel(x))
+        model.mask_feat_head.register_forward_hook(lambda *args: mask_branch.append(1))
+        got = model(images)
+    # Only the levels with a planted cell (all planted cells pass score_thr) ran their kernel branch.
+    assert sorted(kernel_levels) == sorted({s for s, *_ in planted})
+    assert len(mask_branch) == (1 if planted else 0)
+    assert sum(len(r["scores"]) for r in expected) >= len(planted)
+    for g, e in zip(got, expected):
+        assert set(g) == set(e)
+        for key in e:
+            assert g[key].dtype == e[key].dtype and torch.equal(g[key], e[key]), key

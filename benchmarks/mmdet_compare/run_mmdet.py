@@ -5,8 +5,9 @@ models use the very same torch build)::
 
     /tmp/mmdet-venv/bin/python benchmarks/mmdet_compare/run_mmdet.py --threads 2 --sizes 448 --iters 10
 
-With ``--with-ours`` (the default) our ``solov2`` (imported from this checkout) is timed in the same loop,
-interleaved, on the same image. Unless ``--random-mmdet`` is given, MMDetection's model gets *our* random
+Unless ``--no-ours`` is given, our ``solov2`` (imported from this checkout) is timed in the same loop,
+interleaved, on the same image, in three variants (``--ours``; see ``build_our_variants``): as built, as the
+Predictor runs it (``optimize_for_inference``), and that in bf16. Unless ``--random-mmdet`` is given, MMDetection's model gets *our* random
 weights (the parameter names map one to one), so both produce the same detections; the script prints the
 largest difference of the network outputs as a check that the two are the same network.
 
@@ -16,8 +17,9 @@ Measured per model, like ``benchmarks/model_speed.py``:
   batch its data preprocessor makes; ours ``forward_features`` on the batch our transform makes.
 * e2e: MMDetection's test pipeline (``Resize`` keep-ratio, ``PackDetInputs``) + ``model.test_step``
   (preprocessor, network, ``predict_by_feat``, masks rescaled to the input), i.e. ``inference_detector``
-  without its per-call module scan; ours ``model([image])``. Both as initialised (no detections) and with
-  the category bias set to 0 (``e2e_100det``: every cell a candidate, 100 detections out).
+  without its per-call module scan; ours ``model([image])``. Three scenarios (``SCENARIOS``): as initialised
+  (no candidates), ten planted candidates on all levels (``e2e_10det``), and the category bias set to 0
+  (``e2e_100det``: every cell a candidate, 100 detections out).
 """
 from __future__ import annotations
 
@@ -110,14 +112,65 @@ def check_same_network(ours, mmdet, padded: torch.Tensor) -> float:
     return max((a - b).abs().max().item() for a, b in pairs)
 
 
-def measure_size(short: int, args, mm, mm_100, ours, ours_100) -> dict:
+OURS_VARIANTS = ("ours", "ours_fast", "ours_bf16")
+
+# End-to-end scenarios, made the same way in both models through their category conv, so that both see the
+# same candidates: "e2e" as initialised (category prior 0.01 < score_thr 0.1: no candidates, like an empty
+# frame), "e2e_10det" with FEW cells planted as confident candidates on all five levels (a frame with a few
+# objects), "e2e_100det" with the category bias at 0 (every cell a candidate; 100 detections come out).
+SCENARIOS = ("e2e", "e2e_10det", "e2e_100det")
+FEW = [(40, 5, 8, 0), (40, 22, 30, 2), (40, 30, 12, 1), (36, 18, 10, 0), (36, 8, 28, 3), (24, 12, 12, 5),
+       (24, 3, 20, 1), (16, 8, 4, 0), (16, 10, 12, 4), (12, 6, 6, 7)]  # (grid S, row, col, class)
+
+
+def set_scenario(cate_conv: torch.nn.Conv2d, scenario: str, num_classes: int = 8) -> None:
+    """Make the category conv (ours ``bbox_head.solo_cate``, MMDetection's ``mask_head.conv_cls``) give
+    ``scenario``'s candidates; the kernels and mask features stay the random ones."""
+    if scenario == "e2e_100det":
+        torch.nn.init.zeros_(cate_conv.bias)
+    elif scenario == "e2e_10det":
+        torch.nn.init.constant_(cate_conv.bias, -10.0)  # background cells: sigmoid(-10 + noise) ~ 0
+        offsets = {}
+        for grid, row, col, cls in FEW:
+            offsets.setdefault(grid, torch.zeros(1, num_classes, grid, grid))[0, cls, row, col] = 13.0
+        cate_conv.register_forward_hook(
+            lambda module, args, out: out + offsets[int(out.shape[-1])].to(out) if out.shape[-1] in offsets else out)
+
+
+def build_our_variants(config: str) -> dict:
+    """(variant, scenario) -> (model, autocast dtype or None).
+
+    * ``ours``: the model as built (what ``model([image])`` runs), the same operations as MMDetection's.
+    * ``ours_fast``: ``optimize_for_inference`` (BatchNorm folded, channels_last, Winograd), which
+      ``solov2.Predictor`` and ``solov2 predict`` run by default; same results up to float rounding.
+    * ``ours_bf16``: ``ours_fast`` under ``torch.autocast("cpu", torch.bfloat16)`` (``precision="bf16"``),
+      post-processing in float32; slightly different results (docs/benchmarks.md).
+    """
+    from solov2.optimize import optimize_for_inference
+    base = build_ours(config)
+    models = {}
+    for scenario in SCENARIOS:
+        plain, fast = copy.deepcopy(base), optimize_for_inference(base)
+        for model in (plain, fast):
+            set_scenario(model.bbox_head.solo_cate, scenario)
+        models["ours", scenario] = (plain, None)
+        models["ours_fast", scenario] = (fast, None)
+        models["ours_bf16", scenario] = (fast, torch.bfloat16)
+    return models
+
+
+def _autocast(dtype):
+    return torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
+
+
+def measure_size(short: int, args, mm: dict, ours: dict | None) -> dict:
     from solov2.benchmark import summarize, time_interleaved  # noqa: F401  (ours is on sys.path)
     h, w = short, int(round(short * 768 / 448))
     rgb = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(h))
     bgr = np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()[:, :, ::-1])  # what mmdet reads from a file
     pipeline = build_pipeline(h, w)
     data = pipeline(dict(img=bgr, img_id=0))
-    batch = mm.data_preprocessor(dict(inputs=[data["inputs"]], data_samples=[data["data_samples"]]), False)
+    batch = mm["e2e"].data_preprocessor(dict(inputs=[data["inputs"]], data_samples=[data["data_samples"]]), False)
     dets = {}
 
     def mm_e2e(model, name):
@@ -127,25 +180,33 @@ def measure_size(short: int, args, mm, mm_100, ours, ours_100) -> dict:
             dets[name] = len(out[0].pred_instances)
         return run
 
-    fns = {"mmdet_network": lambda: mm._forward(batch["inputs"]),
-           "mmdet_e2e": mm_e2e(mm, "mmdet_e2e"), "mmdet_e2e_100det": mm_e2e(mm_100, "mmdet_e2e_100det")}
+    fns = {"mmdet_network": lambda: mm["e2e"]._forward(batch["inputs"])}
+    fns.update({f"mmdet_{sc}": mm_e2e(mm[sc], f"mmdet_{sc}") for sc in SCENARIOS})
     out = {"network_input": list(batch["inputs"].shape)}
     if ours is not None:
-        for m in (ours, ours_100):
-            m.transform.test_scale = (w, h)
-        padded = ours.transform([rgb])[0].tensors
+        for model, _ in ours.values():
+            model.transform.test_scale = (w, h)
+        padded = ours["ours", "e2e"][0].transform([rgb])[0].tensors
 
-        def ours_e2e(model, name):
+        def ours_network(model, dtype):
             def run():
-                image = torch.from_numpy(bgr[:, :, ::-1].copy()).permute(2, 0, 1)  # same input as mmdet's
-                dets[name] = len(model([image])[0]["scores"])
+                with _autocast(dtype):
+                    model.forward_features(padded)
             return run
 
-        fns.update({"ours_network": lambda: ours.forward_features(padded), "ours_e2e": ours_e2e(ours, "ours_e2e"),
-                    "ours_e2e_100det": ours_e2e(ours_100, "ours_e2e_100det")})
+        def ours_e2e(model, dtype, name):
+            def run():
+                image = torch.from_numpy(bgr[:, :, ::-1].copy()).permute(2, 0, 1)  # same input as mmdet's
+                with _autocast(dtype):
+                    dets[name] = len(model([image])[0]["scores"])
+            return run
+
+        for name in args.ours:
+            fns[f"{name}_network"] = ours_network(*ours[name, "e2e"])
+            fns.update({f"{name}_{sc}": ours_e2e(*ours[name, sc], f"{name}_{sc}") for sc in SCENARIOS})
         if not args.random_mmdet:
             with torch.inference_mode():
-                out["max_abs_diff_network"] = check_same_network(ours, mm, padded)
+                out["max_abs_diff_network"] = check_same_network(ours["ours", "e2e"][0], mm["e2e"], padded)
     with torch.inference_mode():
         times = time_interleaved(fns, args.iters, args.warmup)
     for name, t in times.items():
@@ -162,6 +223,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-ours", dest="with_ours", action="store_false", help="time MMDetection only")
+    parser.add_argument("--ours", nargs="+", choices=OURS_VARIANTS, default=list(OURS_VARIANTS),
+                        help="which of our variants to time (default all; see build_our_variants)")
     parser.add_argument("--random-mmdet", action="store_true", help="keep MMDetection's own random init")
     parser.add_argument("--config", default=CONFIG, help="our config (for --with-ours)")
     parser.add_argument("--json", help="write the figures to this file")
@@ -170,19 +233,12 @@ def main(argv=None) -> int:
     import mmdet
     sys.path.insert(0, REPO)  # solov2.benchmark's timing helpers, and our model
     mm = build_mmdet()
-    ours = ours_100 = None
-    if args.with_ours:
-        ours = build_ours(args.config)
-        ours_100 = copy.deepcopy(ours)
-        torch.nn.init.zeros_(ours_100.bbox_head.solo_cate.bias)
+    ours = build_our_variants(args.config) if args.with_ours else None
     if not args.random_mmdet:
-        if ours is None:
-            ours = build_ours(args.config)
-        copy_our_weights(ours, mm)
-        if not args.with_ours:
-            ours = None
-    mm_100 = copy.deepcopy(mm)
-    torch.nn.init.zeros_(mm_100.mask_head.conv_cls.bias)
+        copy_our_weights(build_ours(args.config), mm)  # the same seed: the weights of every `ours` model
+    mm = {sc: copy.deepcopy(mm) for sc in SCENARIOS}
+    for sc, model in mm.items():
+        set_scenario(model.mask_head.conv_cls, sc)
     torch.set_num_threads(args.threads)  # after the imports: mmengine/cv2 may change threading on import
     load = os.getloadavg()[0]
     print(f"mmdet {mmdet.__version__}, mmcv {mmcv.__version__}, torch {torch.__version__}, {args.threads} threads, "
@@ -190,23 +246,21 @@ def main(argv=None) -> int:
     results = {"threads": args.threads, "iters": args.iters, "warmup": args.warmup, "torch": torch.__version__,
                "mmdet": mmdet.__version__, "mmcv": mmcv.__version__, "load_before": load, "sizes": {}}
     for short in args.sizes:
-        r = measure_size(short, args, mm, mm_100, ours, ours_100)
-        # model_speed.py's plot reads these names
-        r["network"], r["e2e"], r["e2e_100det"] = r["mmdet_network"], r["mmdet_e2e"], r["mmdet_e2e_100det"]
+        r = measure_size(short, args, mm, ours)
+        for kind in ("network", *SCENARIOS):  # model_speed.py's plot reads these names
+            r[kind] = r[f"mmdet_{kind}"]
         results["sizes"][str(short)] = r
         print(f"\ninput {short}x{int(round(short * 768 / 448))} (network input "
               f"{'x'.join(map(str, r['network_input']))})")
         if "max_abs_diff_network" in r:
             print(f"  same weights: max |ours - mmdet| over network outputs = {r['max_abs_diff_network']:.2e}")
-        for name in ("mmdet_network", "ours_network", "mmdet_e2e", "ours_e2e", "mmdet_e2e_100det", "ours_e2e_100det"):
-            if name in r:
-                s = r[name]
+        for kind in ("network", *SCENARIOS):
+            for who in ("mmdet", *(args.ours if ours else ())):
+                s = r[f"{who}_{kind}"]
                 dets = f"   {s['detections']} dets" if "detections" in s else ""
-                print(f"  {name:<18}{s['median_ms']:>9.1f} ms median {s['p90_ms']:>9.1f} ms p90{dets}")
-        if ours is not None:
-            for kind in ("network", "e2e", "e2e_100det"):
-                ratio = r["mmdet_" + kind]["median_ms"] / r["ours_" + kind]["median_ms"]
-                print(f"  {kind:<12} mmdet / ours = {ratio:.2f}x")
+                ratio = r[f"mmdet_{kind}"]["median_ms"] / s["median_ms"]
+                print(f"  {who + '_' + kind:<24}{s['median_ms']:>9.1f} ms median {s['p90_ms']:>9.1f} ms p90"
+                      f"   mmdet/this {ratio:5.2f}x   this/mmdet {1 / ratio:5.2f}{dets}")
     results["load_after"] = os.getloadavg()[0]
     print(f"\n1-min load after: {results['load_after']:.2f}")
     if args.json:

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import solov2_losses
-from ..postprocess import TestConfig, points_nms, postprocess_single
+from ..postprocess import TestConfig, cell_scores, empty_result, postprocess_single
 from ..targets import build_targets
 from .mask_feat_head import MaskFeatHead
 from .solov2_head import SOLOv2Head, dynamic_masks
@@ -76,20 +76,45 @@ class SOLOv2(nn.Module):
 
     @torch.no_grad()
     def inference(self, images) -> list[dict[str, Tensor]]:
+        """The same results as ``postprocess(*forward_features(...))``, computed lazily.
+
+        Post-processing only ever reads the kernels of cells whose score passes ``test_cfg.score_thr``, so
+        the category branch runs first and the kernel branch runs only for levels with such a cell, the
+        mask branch only if there is one at all. An empty frame costs backbone + FPN + category branch.
+        """
         image_list = self.transform(images, training=False)[0]
-        cate_preds, kernel_preds, mask_feats = self.forward_features(image_list.tensors)
-        return self.postprocess(cate_preds, kernel_preds, mask_feats, image_list)
+        feats = self.neck(self.backbone(image_list.tensors))
+        head = self.bbox_head
+        level_inputs = head.level_inputs(feats)
+        scores = [cell_scores(head.forward_cate(x)) for x in level_inputs]  # per level (B, S*S, C)
+        active = [bool((s > self.test_cfg.score_thr).any()) for s in scores]
+        if not any(active):
+            device = image_list.tensors.device
+            return [empty_result(size, device) for size in image_list.original_sizes]
+        mask_feats = self.mask_feat_head(feats[self.mask_feat_head.start_level: self.mask_feat_head.end_level + 1])
+        kernel_preds = [head.forward_kernel(x) if a else x.new_zeros(x.shape[0], head.solo_kernel.out_channels,
+                                                                         *x.shape[-2:])
+                        for x, a in zip(level_inputs, active)]  # zeros: never read, no cell there passes
+        return self._postprocess_scores(torch.cat(scores, dim=1), kernel_preds, mask_feats, image_list)
 
     def postprocess(self, cate_preds: list[Tensor], kernel_preds: list[Tensor], mask_feats: Tensor,
                     image_list: ImageList) -> list[dict[str, Tensor]]:
+        """Network outputs (as from :meth:`forward_features`) -> one result per image."""
+        scores = torch.cat([cell_scores(p) for p in cate_preds], dim=1)  # (B, M, C)
+        return self._postprocess_scores(scores, kernel_preds, mask_feats, image_list)
+
+    def _postprocess_scores(self, scores: Tensor, kernel_preds: list[Tensor], mask_feats: Tensor,
+                            image_list: ImageList) -> list[dict[str, Tensor]]:
         head = self.bbox_head
-        scores = torch.cat([points_nms(p.float().sigmoid()).permute(0, 2, 3, 1).flatten(1, 2) for p in cate_preds],
-                           dim=1)  # (B, M, C)
-        kernels = head.flatten_kernels(kernel_preds)  # (B, M, D)
-        strides = head.cell_strides(mask_feats.device)
-        return [postprocess_single(scores[b], kernels[b], mask_feats[b], strides, image_list.image_sizes[b],
-                                   image_list.original_sizes[b], self.test_cfg, head.kernel_size)
-                for b in range(len(image_list.image_sizes))]
+        # Under autocast (bf16 / fp16 inference) only the network runs in low precision: the dynamic masks,
+        # their thresholds and Matrix NMS are cheap and sensitive, so they run in float32.
+        with torch.autocast(mask_feats.device.type, enabled=False):
+            kernels = head.flatten_kernels([k.float() for k in kernel_preds])  # (B, M, D)
+            mask_feats = mask_feats.float()
+            strides = head.cell_strides(mask_feats.device)
+            return [postprocess_single(scores[b], kernels[b], mask_feats[b], strides, image_list.image_sizes[b],
+                                       image_list.original_sizes[b], self.test_cfg, head.kernel_size)
+                    for b in range(len(image_list.image_sizes))]
 
 
 def _pad_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:

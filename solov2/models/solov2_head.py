@@ -72,17 +72,27 @@ class SOLOv2Head(nn.Module):
 
     def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """FPN outputs P2..P6 -> per level ``(B, C, S, S)`` category logits and ``(B, E*k*k, S, S)`` kernels."""
-        cate_preds, kernel_preds = [], []
-        for x, num_grid in zip(self.split_feats(feats), self.num_grids):
-            x = F.interpolate(append_coords(x), size=num_grid, mode="bilinear", align_corners=False)
-            kernel_feat, cate_feat = x, x[:, :-2]
-            for conv in self.kernel_convs:
-                kernel_feat = conv(kernel_feat)
-            for conv in self.cate_convs:
-                cate_feat = conv(cate_feat)
-            cate_preds.append(self.solo_cate(cate_feat))
-            kernel_preds.append(self.solo_kernel(kernel_feat))
-        return cate_preds, kernel_preds
+        inputs = self.level_inputs(feats)
+        return [self.forward_cate(x) for x in inputs], [self.forward_kernel(x) for x in inputs]
+
+    def level_inputs(self, feats: list[Tensor]) -> list[Tensor]:
+        """FPN outputs P2..P6 -> per level ``(B, in_channels + 2, S, S)``: the level's features with
+        CoordConv coordinates, resized to its grid."""
+        return [F.interpolate(append_coords(x), size=num_grid, mode="bilinear", align_corners=False)
+                for x, num_grid in zip(self.split_feats(feats), self.num_grids)]
+
+    def forward_cate(self, x: Tensor) -> Tensor:
+        """One level's input ``(B, in_channels + 2, S, S)`` -> category logits ``(B, C, S, S)`` (no coordinates)."""
+        x = x[:, :-2]
+        for conv in self.cate_convs:
+            x = conv(x)
+        return self.solo_cate(x)
+
+    def forward_kernel(self, x: Tensor) -> Tensor:
+        """One level's input ``(B, in_channels + 2, S, S)`` -> dynamic kernels ``(B, E*k*k, S, S)``."""
+        for conv in self.kernel_convs:
+            x = conv(x)
+        return self.solo_kernel(x)
 
     @staticmethod
     def flatten_kernels(kernel_preds: list[Tensor]) -> Tensor:

@@ -1,0 +1,104 @@
+"""solov2.Predictor: inputs, outputs, and that its default speedups and bf16 keep the instances."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from helpers import SEED_CONFIG, plant_detections
+
+from solov2 import Predictor, build_model, load_config
+from solov2.engine.checkpoint import save_checkpoint
+from solov2.optimize import WinogradConv2d, nnpack_available
+
+CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
+# ResNet-18 for speed; a 256x448 network input makes the 1/4-scale maps 64x112, large enough for the
+# FPN's Winograd convolutions to run (WinogradConv2d.min_pixels).
+OPTIONS = {"model.backbone.depth": 18, "model.neck.in_channels": [64, 128, 256, 512],
+           "model.transform.test_scale": (448, 256)}
+IMAGE_SIZE = (300, 520)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(load_config(SEED_CONFIG, OPTIONS))
+    plant_detections(model).remove()  # the planted bias goes into the checkpoint; hooks are added per test
+    path = tmp_path_factory.mktemp("predictor") / "model.pth"
+    save_checkpoint(str(path), model, meta={"classes": CLASSES})
+    return str(path)
+
+
+def _predictor(checkpoint, **kwargs):
+    predictor = Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, score_thr=0.05, **kwargs)
+    plant_detections(predictor.model)
+    return predictor
+
+
+def _image(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, IMAGE_SIZE[0] // 32, IMAGE_SIZE[1] // 32, generator=g)
+    image = F.interpolate(low, size=IMAGE_SIZE, mode="bilinear", align_corners=False)[0] * 255
+    return image.to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def _mask_iou(a, b):
+    union = (a | b).sum()
+    return 1.0 if union == 0 else (a & b).sum() / union
+
+
+def _assert_same_instances(got, ref, score_atol, min_iou):
+    assert len(ref["scores"]) >= 3, "the planted detections did not survive post-processing"
+    np.testing.assert_array_equal(got["labels"], ref["labels"])
+    np.testing.assert_allclose(got["scores"], ref["scores"], atol=score_atol, rtol=0)
+    assert got["masks"].shape == ref["masks"].shape
+    for g, r in zip(got["masks"], ref["masks"]):
+        assert _mask_iou(g, r) >= min_iou
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint):
+    return _predictor(checkpoint, optimize=False)(_image())
+
+
+def test_inputs_and_outputs(checkpoint, reference, tmp_path):
+    predictor = _predictor(checkpoint, optimize=False)
+    image = _image()
+    path = tmp_path / "image.png"
+    Image.fromarray(image).save(path)
+    from_path, from_list = predictor(str(path)), predictor([image, _image(1)])
+    assert isinstance(from_list, list) and len(from_list) == 2
+    for result in (reference, from_path, from_list[0]):
+        assert result["masks"].dtype == np.bool_ and result["masks"].shape[1:] == IMAGE_SIZE
+        assert result["labels"].dtype == np.int64 and result["scores"].dtype == np.float32
+        assert result["class_names"] == [CLASSES[i] for i in result["labels"]]
+        assert np.all(np.diff(result["scores"]) <= 0)
+    _assert_same_instances(from_path, reference, 1e-6, 1.0)
+    _assert_same_instances(from_list[0], reference, 1e-5, 0.999)  # batched with another image: padding
+    assert predictor.draw(image, reference).shape[2] == 3
+    with pytest.raises(ValueError, match="uint8 RGB array"):
+        predictor(image.astype(np.float32))
+
+
+def test_optimized_default_gives_the_same_instances(checkpoint, reference, monkeypatch):
+    calls = []
+    nnpack = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(a[0].shape) or nnpack(*a))
+    predictor = _predictor(checkpoint)  # optimize=True is the default
+    assert any(isinstance(m, WinogradConv2d) for m in predictor.model.modules())
+    result = predictor(_image())
+    # The FPN's 1/4-scale conv and the mask branch's first conv run on NNPACK where this build has it.
+    assert (len(calls) >= 2) == nnpack_available()
+    _assert_same_instances(result, reference, 1e-4, 0.99)
+
+
+def test_bf16_is_close_to_fp32(checkpoint, reference):
+    result = _predictor(checkpoint, precision="bf16")(_image())
+    _assert_same_instances(result, reference, 0.01, 0.97)  # measured: 0.0024, 0.990
+
+
+def test_bad_precision(checkpoint):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, precision="int8")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, precision="fp16")
