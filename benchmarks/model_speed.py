@@ -113,29 +113,44 @@ def print_size(short: int, r: dict) -> None:
 
 
 def plot(results: dict, path: str, mmdet: dict | None) -> None:
+    """Latency against input size: network alone, and end to end with a few detections.
+
+    Mask R-CNN (and, without ``mmdet``, our model as built) come from ``results`` (this script's run); with
+    ``mmdet`` (``run_mmdet.py --json``), MMDetection and our three variants come from that run, in which
+    they were timed side by side.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    sizes = sorted(int(s) for s in results["sizes"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
-    panels = [("network alone", "solov2_network", "mrcnn_network", "network"),
-              ("end to end, 100 detections each", "solov2_e2e_100det", "mrcnn_e2e", "e2e_100det")]
-    for ax, (title, so, mr, mm) in zip(axes, panels):
-        get = lambda key: [results["sizes"][str(s)][key]["median_ms"] for s in sizes]  # noqa: E731
-        ax.plot(sizes, get(so), "o-", label="solov2 (ours), SOLOv2 light R50")
-        ax.plot(sizes, get(mr), "s-", label="torchvision Mask R-CNN R50-FPN")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=False)
+    panels = [("network alone", "network", "mrcnn_network", "Mask R-CNN R50-FPN (torchvision)"),
+              ("end to end: SOLOv2s with 10 detections", "e2e_10det", "mrcnn_e2e",
+               "Mask R-CNN R50-FPN (torchvision), 100 detections")]
+    ours = [("ours", "o-", "solov2 (ours), as built"), ("ours_fast", "o-", "solov2 (ours), Predictor default (fp32)"),
+            ("ours_bf16", "o:", "solov2 (ours), precision bf16")]
+
+    def series(source: dict, key: str):
+        sizes = sorted(int(s) for s in source["sizes"] if key in source["sizes"][s])
+        return sizes, [source["sizes"][str(s)][key]["median_ms"] for s in sizes]
+
+    for ax, (title, kind, mr, mr_label) in zip(axes, panels):
         if mmdet:
-            ms = sorted(int(s) for s in mmdet["sizes"] if mm in mmdet["sizes"][s])
-            ax.plot(ms, [mmdet["sizes"][str(s)][mm]["median_ms"] for s in ms], "^--",
-                    label="MMDetection 3.3 SOLOv2 light R50")
+            for name, style, label in ours:
+                if f"{name}_{kind}" in next(iter(mmdet["sizes"].values())):
+                    ax.plot(*series(mmdet, f"{name}_{kind}"), style, label=label)
+            ax.plot(*series(mmdet, f"mmdet_{kind}"), "^--", label="MMDetection 3.3 SOLOv2 light R50")
+        elif kind == "network":
+            ax.plot(*series(results, "solov2_network"), "o-", label="solov2 (ours), as built")
+        ax.plot(*series(results, mr), "s-", label=mr_label)
         ax.set_title(title)
         ax.set_xlabel("input short side (long side = short x 768/448)")
         ax.set_ylabel("median latency, ms")
-        ax.set_xticks(sizes)
+        ax.set_xticks(sorted(int(s) for s in results["sizes"]))
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"CPU, {results['threads']} threads, batch 1, random weights, fp32", fontsize=10)
+    fig.suptitle(f"CPU, {results['threads']} threads, batch 1, random weights (SOLOv2 light R50, 8 classes)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")

@@ -14,10 +14,11 @@ Conversion is a pure renaming, driven by one table of template pairs per source.
 matches is returned in ``unmapped`` and named in a warning (or an error with ``strict=True``); it is never
 dropped silently. The same tables give the inverse mapping (ours -> source), used by the round-trip tests.
 
-Caveat: renaming does not change what the weights mean. AdelaiDet's released models are trained from
-detectron2's MSRA ResNet (BGR input, std 1, stride on the 1x1 conv of a bottleneck), while our backbone is
-torchvision style; such a converted checkpoint loads but only reproduces AdelaiDet's results with a model
-that matches those conventions.
+Renaming does not change what the weights mean: AdelaiDet's released models are trained from detectron2's
+MSRA ResNet (BGR input, std 1, stride on the 1x1 conv of a bottleneck). Run a converted AdelaiDet checkpoint
+with ``configs/solov2/coco/solov2_r50_fpn_3x_adelaidet.py``, which sets those conventions
+(``backbone.style='caffe'``, ``transform.bgr=True``, mean/std); with the torchvision-style configs it loads
+but computes something else.
 
 Command line: ``python -m solov2.convert --from mmdet in.pth out.pth``.
 """

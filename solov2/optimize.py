@@ -143,7 +143,8 @@ def use_winograd(model: nn.Module, min_in_channels: int = 256) -> nn.Module:
 
     In SOLOv2 light R50 at 448x768 that is the FPN's and the mask branch's convs on the 1/4 and 1/8
     maps: measured in the network on this project's 2-core CPU, the FPN's 1/4-scale conv went from 112 to
-    60 ms and the network from 704 to ~620 ms (``benchmarks/inference_speedups.py``). Narrower convs
+    60 ms and the network (BatchNorm folded, channels_last) from 736 to 665 ms
+    (``benchmarks/inference_speedups.py``, ``docs/benchmarks.md``). Narrower convs
     (ResNet's 64/128-channel 3x3s) were slower with Winograd in the same measurement, hence the default.
     """
     for parent in list(model.modules()):
@@ -164,8 +165,8 @@ def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: b
     Args:
         fuse: fold BatchNorm into convs (:func:`fuse_conv_bn`): 53 fewer passes over the backbone's
             feature maps, a few percent on CPU.
-        channels_last: NHWC weights (:func:`to_channels_last`): oneDNN's NHWC kernels were 1.08x faster
-            for the whole network on the idle 2-core CPU (``docs/benchmarks.md``); cuDNN's with tensor cores.
+        channels_last: NHWC weights (:func:`to_channels_last`): with BatchNorm folded, oneDNN's NHWC
+            kernels made the whole network 1.15x faster on the 2-core CPU (``docs/benchmarks.md``).
         winograd: :func:`use_winograd` (only acts on CPU in float32 without autograd).
         compile: ``torch.compile`` the backbone, FPN and mask branch of a SOLOv2, or the whole module
             otherwise. Post-processing has data-dependent shapes and stays eager. The first call

@@ -64,3 +64,41 @@ def test_unknown_model_key_is_named():
     cfg.model.bbox_head["num_grid"] = [1]
     with pytest.raises(ConfigError, match="num_grid"):
         build_model(cfg)
+
+
+def test_caffe_style_puts_the_stride_on_the_1x1_conv():
+    pytorch_style, caffe_style = ResNet(depth=50, frozen_stages=-1), ResNet(depth=50, frozen_stages=-1, style="caffe")
+    for name in ("layer2", "layer3", "layer4"):
+        a, b = getattr(pytorch_style, name)[0], getattr(caffe_style, name)[0]
+        assert (a.conv1.stride, a.conv2.stride) == ((1, 1), (2, 2))
+        assert (b.conv1.stride, b.conv2.stride) == ((2, 2), (1, 1))
+    caffe_style.load_state_dict(pytorch_style.state_dict())  # the same parameters, strictly
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        a, b = pytorch_style.eval()(x), caffe_style.eval()(x)
+    assert [o.shape for o in a] == [o.shape for o in b]
+    torch.testing.assert_close(a[0], b[0])  # layer1 has no stride: identical
+    assert not torch.allclose(a[1], b[1])
+    with pytest.raises(ValueError, match="style must be"):
+        ResNet(depth=18, style="msra")
+
+
+def test_bgr_transform_flips_channels_before_normalizing():
+    from solov2.models.transform import ImageTransform
+    image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
+    rgb = ImageTransform(test_scale=(96, 64), mean=(1.0, 2.0, 3.0), std=(1.0, 2.0, 4.0))
+    bgr = ImageTransform(test_scale=(96, 64), mean=(3.0, 2.0, 1.0), std=(4.0, 2.0, 1.0), bgr=True)
+    out_rgb, out_bgr = rgb([image])[0].tensors[0], bgr([image])[0].tensors[0]
+    torch.testing.assert_close(out_bgr, out_rgb.flip(0))
+    torch.testing.assert_close(out_bgr[0], (image[2].float() - 3.0) / 4.0)
+
+
+def test_adelaidet_config_takes_converted_adelaidet_keys():
+    from solov2.convert import convert_state_dict, convert_to_source
+    model = build_model(load_config(ROOT / "configs/solov2/coco/solov2_r50_fpn_3x_adelaidet.py"))
+    theirs, unmapped = convert_to_source(model.state_dict(), "adelaidet")
+    assert not unmapped and any(k.startswith("backbone.bottom_up.res2") for k in theirs)
+    ours, unmapped = convert_state_dict(theirs, "adelaidet")
+    assert not unmapped
+    model.load_state_dict(ours, strict=True)
+    assert model.transform.bgr and model.backbone.layer3[0].conv1.stride == (2, 2)

@@ -1,6 +1,8 @@
 """ResNet / ResNeXt backbones returning C2..C5, with torchvision's parameter names.
 
-PyTorch style: the stride of a bottleneck sits on its 3x3 conv. Because the names are torchvision's
+PyTorch style by default: the stride of a bottleneck sits on its 3x3 conv; ``style="caffe"`` puts it on the
+1x1 conv instead, as detectron2's MSRA ResNets (``STRIDE_IN_1X1``) that AdelaiDet's SOLOv2 is trained from.
+Because the names are torchvision's
 (``conv1``, ``bn1``, ``layer1.0.conv1``, ...), an ImageNet checkpoint saved by torchvision loads from a
 local file with no key mapping (its ``fc.*`` keys are ignored). Nothing is ever downloaded.
 """
@@ -22,7 +24,7 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 groups: int = 1, base_width: int = 64):
+                 groups: int = 1, base_width: int = 64, style: str = "pytorch"):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = _bn(planes)
@@ -42,12 +44,13 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 groups: int = 1, base_width: int = 64):
+                 groups: int = 1, base_width: int = 64, style: str = "pytorch"):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
-        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        stride_1x1, stride_3x3 = (stride, 1) if style == "caffe" else (1, stride)
+        self.conv1 = nn.Conv2d(inplanes, width, 1, stride=stride_1x1, bias=False)
         self.bn1 = _bn(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=groups, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride_3x3, padding=1, groups=groups, bias=False)
         self.bn2 = _bn(width)
         self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
         self.bn3 = _bn(planes * self.expansion)
@@ -79,18 +82,22 @@ class ResNet(nn.Module):
         norm_eval: keep every BatchNorm in eval mode (running statistics frozen) while training.
         pretrained: local path of a torchvision-style checkpoint, or None.
         groups, base_width: ResNeXt cardinality and width per group (1 and 64 for ResNet).
+        style: ``"pytorch"`` (stride on a bottleneck's 3x3 conv: torchvision, mmdet, the official SOLO) or
+            ``"caffe"`` (stride on its first 1x1 conv: detectron2's MSRA weights, AdelaiDet). Same parameters.
 
     Input ``(B, 3, H, W)`` float; output 4 maps of strides 4, 8, 16, 32 with 64/128/256/512 x expansion channels.
     """
 
     def __init__(self, depth: int = 50, frozen_stages: int = 1, norm_eval: bool = True,
-                 pretrained: str | None = None, groups: int = 1, base_width: int = 64):
+                 pretrained: str | None = None, groups: int = 1, base_width: int = 64, style: str = "pytorch"):
         super().__init__()
         if depth not in ARCH_SETTINGS:
             raise ValueError(f"ResNet: depth must be one of {sorted(ARCH_SETTINGS)}, got {depth}")
+        if style not in ("pytorch", "caffe"):
+            raise ValueError(f"ResNet: style must be 'pytorch' or 'caffe', got {style!r}")
         block, layers = ARCH_SETTINGS[depth]
         self.depth, self.frozen_stages, self.norm_eval = depth, frozen_stages, norm_eval
-        self._groups, self._base_width = groups, base_width
+        self._groups, self._base_width, self._style = groups, base_width, style
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = _bn(64)
@@ -113,10 +120,10 @@ class ResNet(nn.Module):
                 nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
                 _bn(planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample, self._groups, self._base_width)]
+        kwargs = dict(groups=self._groups, base_width=self._base_width, style=self._style)
+        layers = [block(self.inplanes, planes, stride, downsample, **kwargs)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, groups=self._groups, base_width=self._base_width)
-                   for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, **kwargs) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def _init_weights(self) -> None:

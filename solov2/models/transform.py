@@ -35,8 +35,9 @@ class ImageTransform:
     """Args:
         train_scales: ``(long, short)`` sizes; training picks one at random per image (multi-scale).
         test_scale: the ``(long, short)`` size at inference.
-        mean, std: RGB normalization, on the 0..255 scale.
+        mean, std: normalization on the 0..255 scale, in the network's channel order.
         size_divisor: padding multiple.
+        bgr: the network takes BGR (detectron2 / AdelaiDet weights): the RGB input is flipped first.
     """
 
     train_scales: list[tuple[int, int]] = field(default_factory=lambda: [(1333, 800)])
@@ -44,6 +45,7 @@ class ImageTransform:
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     size_divisor: int = 32
+    bgr: bool = False
 
     def __call__(self, images: list[Tensor] | Tensor, targets: list[dict] | None = None, training: bool = False
                  ) -> tuple[ImageList, list[dict] | None]:
@@ -68,7 +70,7 @@ class ImageTransform:
         return ImageList(batch, sizes, originals), new_targets
 
     def _resize_normalize(self, img: Tensor, size: tuple[int, int]) -> Tensor:
-        x = img.float()
+        x = img.float().flip(0) if self.bgr else img.float()
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
         mean = torch.tensor(self.mean, device=x.device).view(3, 1, 1)
