@@ -127,8 +127,11 @@ class WinogradConv2d(nn.Conv2d):
                 or torch.jit.is_tracing() or torch.compiler.is_compiling() or not nnpack_available()):
             # Tracing (ONNX / TorchScript export) and torch.compile get the portable convolution.
             return super().forward(x)
-        return torch._nnpack_spatial_convolution(x.contiguous(), self.weight.contiguous(), self.bias,
-                                                 list(self.padding), [1, 1])
+        try:
+            return torch._nnpack_spatial_convolution(x.contiguous(), self.weight.contiguous(), self.bias,
+                                                     list(self.padding), [1, 1])
+        except RuntimeError:  # NNPACK refused this input (it has limits of its own): same result the slow way
+            return super().forward(x)
 
 
 def _winograd_eligible(conv: nn.Module, min_in_channels: int) -> bool:

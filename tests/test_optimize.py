@@ -147,3 +147,16 @@ def test_optimized_model_with_winograd_keeps_outputs(monkeypatch):
     calls = _count_nnpack_calls(monkeypatch)
     _assert_same(expected, _outputs(optimize_for_inference(model), x))
     assert (len(calls) > 0) == nnpack_available()
+
+
+def test_winograd_conv_falls_back_if_nnpack_refuses(monkeypatch):
+    from solov2.optimize import WinogradConv2d
+
+    def refuse(*args):
+        raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", refuse)
+    monkeypatch.setattr("solov2.optimize.nnpack_available", lambda: True)
+    wino = WinogradConv2d(256, 8, 3, padding=1)
+    x = torch.randn(1, 256, 64, 96)
+    with torch.inference_mode():
+        torch.testing.assert_close(wino(x), F.conv2d(x, wino.weight, wino.bias, padding=1))
