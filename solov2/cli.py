@@ -321,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True)
     x.add_argument("--input-size", type=int, nargs=2, default=[448, 768], metavar=("H", "W"))
     x.add_argument("--dynamic", action="store_true")
+    x.add_argument("--with-postprocess", action="store_true",
+                   help="put post-processing (thresholds, dynamic masks, Matrix NMS) into the graph")
 
     cv = sub.add_parser("convert", help="convert SOLO / MMDetection 3.x / AdelaiDet checkpoints to ours")
     cv.add_argument("--from", dest="source", choices=["solo", "mmdet", "adelaidet"], required=True)
@@ -377,9 +379,11 @@ def _export(args) -> None:
     load_weights(model, args.checkpoint)
     model.eval()
     if args.format == "onnx":
-        export_onnx(model, args.out, input_size=tuple(args.input_size), dynamic=args.dynamic)
+        export_onnx(model, args.out, input_size=tuple(args.input_size), dynamic=args.dynamic,
+                    with_postprocess=args.with_postprocess)
     else:
-        export_torchscript(model, args.out, input_size=tuple(args.input_size))
+        export_torchscript(model, args.out, input_size=tuple(args.input_size),
+                           with_postprocess=args.with_postprocess)
     print(f"wrote {args.out}")
 
 

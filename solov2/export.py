@@ -1,6 +1,6 @@
 """Export SOLOv2 to ONNX or TorchScript, and run the exported file with the same results as the model.
 
-The exported graph is the network only::
+By default the exported graph is the network::
 
     input        (1, 3, H, W) float32   the image resized (keep ratio), normalized with the model's
                                         mean/std (RGB, 0..255 scale) and zero-padded at the bottom/right
@@ -11,11 +11,20 @@ The exported graph is the network only::
     mask_feat    (E, H/4, W/4) float32  the unified mask feature map.
 
 :func:`preprocess_for_export` builds that input from a uint8 image. Score thresholding, the dynamic
-convolution of the selected kernels, Matrix NMS and the resizing back to the image stay in Python
-(:func:`postprocess_exported`, which calls :func:`solov2.postprocess.postprocess_single`): their tensor
-sizes depend on the data (how many cells pass the threshold), which ONNX can express only with
-loops and dynamic shapes that are easy to get subtly different from PyTorch. Running the same
-Python code on the graph's outputs gives the model's results up to float rounding.
+convolution of the selected kernels, Matrix NMS and the resizing back to the image then run in Python
+(:func:`postprocess_exported`, which calls :func:`solov2.postprocess.postprocess_single`).
+
+With ``with_postprocess=True`` (``solov2 export --with-postprocess``) the graph also holds the
+post-processing up to the final resizing, Matrix NMS included, as fixed-size tensors
+(:func:`solov2.postprocess.postprocess_fixed`), so a deployment needs no Python of ours::
+
+    scores       (D,) float32           descending; 0 marks a padding row, D = max_per_img (100)
+    labels       (D,) int64             class index
+    mask_probs   (D, H/4, W/4) float32  mask probabilities on the padded input's 1/4 grid
+
+What is left is to drop the rows with score 0 and, per mask, upsample x4 (bilinear), crop to the resized
+image, resize to the original image and threshold at ``mask_thr`` (0.5):
+:func:`solov2.postprocess.masks_at_original_size`.
 
 Everything needed to run the file without the config (transform, ``test_cfg``, grids, strides) is
 stored in it: ONNX ``metadata_props`` / a TorchScript extra file, key ``solov2``, as JSON.
@@ -33,12 +42,14 @@ import torch
 from torch import Tensor, nn
 
 from .models.transform import ImageTransform, check_images, rescale_size
-from .postprocess import TestConfig, cell_scores, postprocess_single
+from .postprocess import (TestConfig, cell_scores, empty_result, masks_at_original_size, postprocess_fixed,
+                          postprocess_single)
 
 __all__ = ["ExportError", "SOLOv2ExportWrapper", "ExportedSOLOv2", "export_onnx", "export_torchscript",
-           "preprocess_for_export", "postprocess_exported", "load_exported"]
+           "preprocess_for_export", "postprocess_exported", "instances_from_graph", "load_exported"]
 
 OUTPUT_NAMES = ["cate_scores", "kernels", "mask_feat"]
+POSTPROCESSED_NAMES = ["scores", "labels", "mask_probs"]
 META_KEY = "solov2"
 FORMAT_VERSION = 1
 
@@ -48,20 +59,26 @@ class ExportError(ValueError):
 
 
 class SOLOv2ExportWrapper(nn.Module):
-    """``(1, 3, H, W)`` normalized, padded image -> ``(cate_scores (M, C), kernels (M, D), mask_feat (E, H/4, W/4))``.
+    """``(1, 3, H, W)`` normalized, padded image -> ``(cate_scores (M, C), kernels (M, D), mask_feat (E, H/4, W/4))``,
+    or with ``with_postprocess`` -> ``(scores (D,), labels (D,), mask_probs (D, H/4, W/4))``.
 
     The same computation as the first half of ``SOLOv2.inference`` / ``SOLOv2.postprocess``, for one image.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, with_postprocess: bool = False):
         super().__init__()
         self.model = model
+        self.with_postprocess = with_postprocess
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         cate_preds, kernel_preds, mask_feats = self.model.forward_features(x)
+        head = self.model.bbox_head
         scores = torch.cat([cell_scores(p) for p in cate_preds], dim=1)  # (1, M, C)
-        kernels = self.model.bbox_head.flatten_kernels(kernel_preds)  # (1, M, D)
-        return scores[0], kernels[0], mask_feats[0]
+        kernels = head.flatten_kernels(kernel_preds)  # (1, M, D)
+        if not self.with_postprocess:
+            return scores[0], kernels[0], mask_feats[0]
+        return postprocess_fixed(scores[0], kernels[0].float(), mask_feats[0].float(), head.cell_strides(x.device),
+                                 self.model.test_cfg, head.kernel_size)
 
 
 def _check_input_size(model: nn.Module, input_size: Sequence[int]) -> tuple[int, int]:
@@ -75,12 +92,14 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _export_meta(model: nn.Module, input_size: tuple[int, int] | None, fmt: str) -> dict[str, Any]:
+def _export_meta(model: nn.Module, input_size: tuple[int, int] | None, fmt: str,
+                 with_postprocess: bool) -> dict[str, Any]:
     """What :class:`ExportedSOLOv2` needs to pre- and post-process without the config."""
     head = model.bbox_head
     return {
         "format_version": FORMAT_VERSION,
         "format": fmt,
+        "postprocess": "graph" if with_postprocess else "python",
         "input_size": list(input_size) if input_size else None,
         "transform": dataclasses.asdict(model.transform),
         "test_cfg": dataclasses.asdict(model.test_cfg),
@@ -114,13 +133,14 @@ def _quiet_deprecations():
 
 
 def export_onnx(model: nn.Module, out_path: str, input_size: Sequence[int] = (448, 768), dynamic: bool = False,
-                opset: int = 17) -> str:
+                opset: int = 17, with_postprocess: bool = False) -> str:
     """Write ``model`` (a :class:`~solov2.models.SOLOv2`) as an ONNX graph with the I/O of this module's docstring.
 
     Args:
         input_size: (H, W) of the example input, multiples of 32. With ``dynamic=False`` the graph accepts
             only this size; with ``dynamic=True`` any multiple of 32 (``mask_feat`` follows).
         opset: ONNX opset (17 works with onnxruntime >= 1.14).
+        with_postprocess: put the post-processing, Matrix NMS included, into the graph (module docstring).
     Returns: ``out_path``.
 
     Uses the TorchScript-based exporter (``dynamo=False``): it needs no ``onnxscript`` and handles the
@@ -129,23 +149,25 @@ def export_onnx(model: nn.Module, out_path: str, input_size: Sequence[int] = (44
     import onnx
 
     h, w = _check_input_size(model, input_size)
-    wrapper = SOLOv2ExportWrapper(model)
+    wrapper = SOLOv2ExportWrapper(model, with_postprocess)
     example = torch.zeros(1, 3, h, w, device=_device_of(model))
-    dynamic_axes = ({"input": {2: "height", 3: "width"}, "mask_feat": {1: "feat_height", 2: "feat_width"}}
+    names = POSTPROCESSED_NAMES if with_postprocess else OUTPUT_NAMES
+    dynamic_axes = ({"input": {2: "height", 3: "width"}, names[2]: {1: "feat_height", 2: "feat_width"}}
                     if dynamic else None)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with _quiet_deprecations(), _eval_mode(model), torch.no_grad():
         torch.onnx.export(wrapper, (example,), out_path, dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=OUTPUT_NAMES, dynamic_axes=dynamic_axes,
+                          input_names=["input"], output_names=names, dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
     proto = onnx.load(out_path)
-    meta = _export_meta(model, None if dynamic else (h, w), "onnx")
+    meta = _export_meta(model, None if dynamic else (h, w), "onnx", with_postprocess)
     onnx.helper.set_model_props(proto, {META_KEY: json.dumps(meta)})
     onnx.save(proto, out_path)
     return out_path
 
 
-def export_torchscript(model: nn.Module, out_path: str, input_size: Sequence[int] = (448, 768)) -> str:
+def export_torchscript(model: nn.Module, out_path: str, input_size: Sequence[int] = (448, 768),
+                       with_postprocess: bool = False) -> str:
     """Write ``model`` as a traced TorchScript module with the I/O of this module's docstring.
 
     The trace is made at ``input_size`` (H, W), multiples of 32; :func:`load_exported` accepts only that
@@ -153,13 +175,13 @@ def export_torchscript(model: nn.Module, out_path: str, input_size: Sequence[int
     was made on, and :func:`load_exported` runs on the CPU. Returns ``out_path``.
     """
     h, w = _check_input_size(model, input_size)
-    wrapper = SOLOv2ExportWrapper(model)
+    wrapper = SOLOv2ExportWrapper(model, with_postprocess)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with _quiet_deprecations():
         with _eval_mode(model), torch.no_grad():
             traced = torch.jit.trace(wrapper, (torch.zeros(1, 3, h, w, device=_device_of(model)),),
                                      check_trace=False)
-        meta = _export_meta(model, (h, w), "torchscript")
+        meta = _export_meta(model, (h, w), "torchscript", with_postprocess)
         torch.jit.save(traced, out_path, _extra_files={META_KEY: json.dumps(meta)})
     return out_path
 
@@ -214,6 +236,18 @@ def postprocess_exported(outputs: Sequence[Any], meta: dict, model_test_cfg: Tes
                               tuple(meta["original_size"]), cfg, kernel_size)
 
 
+def instances_from_graph(outputs: Sequence[Any], meta: dict, mask_thr: float) -> dict[str, Tensor]:
+    """A ``with_postprocess`` graph's ``(scores, labels, mask_probs)`` -> the model's result for the image
+    (padding rows dropped, masks at the original size); ``meta`` from :func:`preprocess_for_export`."""
+    scores, labels, mask_probs = (torch.as_tensor(o) for o in outputs)
+    keep = scores > 0
+    if not keep.any():
+        return empty_result(tuple(meta["original_size"]), torch.device("cpu"))
+    masks = masks_at_original_size(mask_probs[keep].float(), tuple(meta["image_size"]),
+                                   tuple(meta["original_size"]), mask_thr)
+    return {"masks": masks, "labels": labels[keep].long(), "scores": scores[keep].float()}
+
+
 class ExportedSOLOv2:
     """An exported ``.onnx`` (run with onnxruntime, CPU) or TorchScript ``.pt`` file, used like the model.
 
@@ -233,6 +267,7 @@ class ExportedSOLOv2:
             self._module, meta = _open_torchscript(path)
             self._session = None
         self.meta = meta
+        self.with_postprocess = meta.get("postprocess") == "graph"
         self.input_size = tuple(meta["input_size"]) if meta["input_size"] else None
         self.transform = _transform_from_meta(meta["transform"])
         self.test_cfg = TestConfig(**meta["test_cfg"])
@@ -241,7 +276,8 @@ class ExportedSOLOv2:
                                        zip(meta["num_grids"], meta["strides"])])
 
     def run(self, tensor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(1, 3, H, W)`` float32 -> ``(cate_scores, kernels, mask_feat)``; a wrong size raises :class:`ExportError`."""
+        """``(1, 3, H, W)`` float32 -> the graph's outputs, ``(cate_scores, kernels, mask_feat)`` or with
+        post-processing ``(scores, labels, mask_probs)``; a wrong size raises :class:`ExportError`."""
         shape = tuple(tensor.shape)
         d = self.transform.size_divisor
         if len(shape) != 4 or shape[:2] != (1, 3):
@@ -253,7 +289,8 @@ class ExportedSOLOv2:
             raise ExportError(f"{self.path}: input size must be multiples of {d}, got {shape[2]}x{shape[3]}")
         x = tensor.detach().float().cpu().contiguous()
         if self._session is not None:
-            outs = self._session.run(OUTPUT_NAMES, {"input": x.numpy()})
+            outs = self._session.run(POSTPROCESSED_NAMES if self.with_postprocess else OUTPUT_NAMES,
+                                     {"input": x.numpy()})
             return tuple(torch.from_numpy(o) for o in outs)
         with torch.no_grad():
             return tuple(self._module(x))
@@ -263,8 +300,11 @@ class ExportedSOLOv2:
         results = []
         for image in images:
             tensor, meta = preprocess_for_export(self, image, self.input_size)
-            results.append(postprocess_exported(self.run(tensor), meta, self.test_cfg, self.cell_strides,
-                                                self.kernel_size))
+            if self.with_postprocess:
+                results.append(instances_from_graph(self.run(tensor), meta, self.test_cfg.mask_thr))
+            else:
+                results.append(postprocess_exported(self.run(tensor), meta, self.test_cfg, self.cell_strides,
+                                                    self.kernel_size))
         return results
 
 

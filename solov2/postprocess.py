@@ -86,9 +86,52 @@ def postprocess_single(cate_scores: Tensor, kernels: Tensor, mask_feat: Tensor, 
     seg_preds, scores, labels = seg_preds[keep], scores[keep], labels[keep]
     order = scores.argsort(descending=True)[: cfg.max_per_img]
     seg_preds, scores, labels = seg_preds[order], scores[order], labels[order]
-    # Only the survivors are upsampled: to the padded input, cropped to the image, then to its original size.
+    # Only the survivors are upsampled.
+    return {"masks": masks_at_original_size(seg_preds, image_size, original_size, cfg.mask_thr),
+            "labels": labels, "scores": scores}
+
+
+def masks_at_original_size(mask_probs: Tensor, image_size: tuple[int, int], original_size: tuple[int, int],
+                           mask_thr: float) -> Tensor:
+    """``(N, Hp/4, Wp/4)`` mask probabilities of the padded input -> ``(N, H0, W0)`` bool: upsampled to the
+    padded input, cropped to the resized image ``image_size``, resized to ``original_size``, thresholded."""
+    if mask_probs.shape[0] == 0:
+        return torch.zeros((0, *original_size), dtype=torch.bool, device=mask_probs.device)
     h, w = image_size
-    pad_size = (mask_feat.shape[-2] * 4, mask_feat.shape[-1] * 4)
-    seg_preds = F.interpolate(seg_preds[None], size=pad_size, mode="bilinear", align_corners=False)[:, :, :h, :w]
-    seg_preds = F.interpolate(seg_preds, size=original_size, mode="bilinear", align_corners=False)[0]
-    return {"masks": seg_preds > cfg.mask_thr, "labels": labels, "scores": scores}
+    pad_size = (mask_probs.shape[-2] * 4, mask_probs.shape[-1] * 4)
+    probs = F.interpolate(mask_probs[None], size=pad_size, mode="bilinear", align_corners=False)[:, :, :h, :w]
+    probs = F.interpolate(probs, size=original_size, mode="bilinear", align_corners=False)[0]
+    return probs > mask_thr
+
+
+def postprocess_fixed(cate_scores: Tensor, kernels: Tensor, mask_feat: Tensor, cell_strides: Tensor,
+                      cfg: TestConfig, kernel_size: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`postprocess_single` up to its upsampling, with fixed-size tensors and no data-dependent
+    branches, so that an exported ONNX / TorchScript graph can hold it (Matrix NMS included).
+
+    Args: as :func:`postprocess_single`.
+    Returns: ``scores (D,)`` float32 descending, ``labels (D,)`` int64, ``mask_probs (D, Hp/4, Wp/4)`` float32
+    at the mask feature's resolution, ``D = min(max_per_img, nms_pre, M*C)``. Rows with score 0 are padding;
+    the others are :func:`postprocess_single`'s instances (masks: upsample x4, crop to the image, resize to
+    the original size, threshold at ``mask_thr``; :func:`solov2.export.postprocess_exported` does it).
+
+    Why the results are the same: candidates that :func:`postprocess_single` drops (score, mask area,
+    ``update_thr``) get score 0 here instead, which sorts them after every kept one; Matrix NMS decays a
+    mask only by higher-scoring ones, so they change nothing.
+    """
+    m, c = cate_scores.shape
+    scores, flat = cate_scores.flatten().topk(min(2 * cfg.nms_pre, m * c))
+    cells, labels = flat // c, flat % c
+    seg_preds = dynamic_masks(mask_feat, kernels[cells], kernel_size).float().sigmoid()
+    seg_masks = seg_preds > cfg.mask_thr
+    sum_masks = seg_masks.sum((1, 2)).float()
+    valid = (scores > cfg.score_thr) & (sum_masks > cell_strides[cells])
+    maskness = (seg_preds * seg_masks).sum((1, 2)) / sum_masks.clamp(min=1)
+    scores = torch.where(valid, scores * maskness, torch.zeros_like(scores))
+    scores, order = scores.topk(min(cfg.nms_pre, scores.numel()))
+    seg_preds, labels = seg_preds[order], labels[order]
+    scores = matrix_nms(seg_masks[order], labels, scores, kernel=cfg.kernel, sigma=cfg.sigma,
+                        sum_masks=sum_masks[order])
+    scores = torch.where(scores >= cfg.update_thr, scores, torch.zeros_like(scores))
+    scores, order = scores.topk(min(cfg.max_per_img, scores.numel()))
+    return scores, labels[order], seg_preds[order]

@@ -63,6 +63,28 @@ def test_predict_writes_pictures_and_coco_json(trained, tmp_path):
     assert len(list((out / "a_masks").glob("*.png"))) == len(results)
 
 
+@pytest.mark.parametrize("with_postprocess", [False, True])
+def test_export_from_the_command_line_gives_the_trained_models_instances(trained, tmp_path, with_postprocess):
+    import torch
+    from solov2 import build_model, load_config
+    from solov2.data import SyntheticShapes
+    from solov2.engine.checkpoint import load_weights
+    from solov2.export import load_exported
+    checkpoint, out = str(trained / "run/latest.pth"), str(tmp_path / "model.onnx")
+    args = ["export", TINY, checkpoint, "--out", out, "--input-size", "96", "96"]  # the config's test scale
+    assert main(args + (["--with-postprocess"] if with_postprocess else [])) == 0
+    model = build_model(load_config(TINY)).eval()
+    load_weights(model, checkpoint)
+    image = SyntheticShapes(num_images=1, seed=0, image_size=128)[0][0]
+    with torch.no_grad():
+        ref = model([image])[0]
+    got = load_exported(out)([image])[0]
+    assert ref["scores"].numel() > 0
+    assert torch.equal(got["labels"], ref["labels"])
+    torch.testing.assert_close(got["scores"], ref["scores"], atol=1e-3, rtol=0)
+    assert ((got["masks"] ^ ref["masks"]).sum() / ref["masks"].sum()).item() < 0.01
+
+
 def test_predict_bad_inputs_one_line(trained, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -100,12 +100,36 @@ def test_exported_matches_pytorch(model, reference, tmp_path, fmt):
         exported.run(torch.zeros(1, 3, 256, 384))
 
 
-def test_dynamic_onnx_other_size(model, tmp_path):
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_with_postprocess_in_the_graph(model, reference, tmp_path, fmt):
+    image, ref = reference
+    if fmt == "onnx":
+        path = export_onnx(model, str(tmp_path / "full.onnx"), input_size=INPUT_SIZE, with_postprocess=True)
+    else:
+        path = export_torchscript(model, str(tmp_path / "full.pt"), input_size=INPUT_SIZE, with_postprocess=True)
+    exported = load_exported(path)
+    assert exported.with_postprocess
+    _assert_same_instances(exported([image])[0], ref)
+    # The graph's own outputs: fixed size, padded with score 0, the planted instances first.
+    tensor, _ = preprocess_for_export(model, image, INPUT_SIZE)
+    scores, labels, mask_probs = exported.run(tensor)
+    d = model.test_cfg.max_per_img
+    assert scores.shape == labels.shape == (d,) and mask_probs.shape == (d, INPUT_SIZE[0] // 4, INPUT_SIZE[1] // 4)
+    assert (scores > 0).sum().item() == ref["scores"].numel()
+    # Another image (the graph was traced on zeros): still the model's instances.
+    other = _image(IMAGE_SIZE, seed=3)
+    with torch.no_grad():
+        _assert_same_instances(exported([other])[0], model([other])[0])
+
+
+@pytest.mark.parametrize("with_postprocess", [False, True])
+def test_dynamic_onnx_other_size(model, tmp_path, with_postprocess):
     # Portrait: resized to 373x224 and padded to 384x224, a shape the graph was not traced with.
     image = _image((400, 240), seed=1)
     with torch.no_grad():
         ref = model([image])[0]
-    exported = load_exported(export_onnx(model, str(tmp_path / "dyn.onnx"), input_size=INPUT_SIZE, dynamic=True))
+    exported = load_exported(export_onnx(model, str(tmp_path / "dyn.onnx"), input_size=INPUT_SIZE, dynamic=True,
+                                         with_postprocess=with_postprocess))
     assert exported.input_size is None
     _assert_same_instances(exported([image])[0], ref)
 
