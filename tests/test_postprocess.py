@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from solov2.postprocess import TestConfig, masks_at_original_size, postprocess_fixed, postprocess_single
+from solov2.postprocess import TestConfig as InferenceConfig  # a Test* name would be collected by pytest
+from solov2.postprocess import masks_at_original_size, postprocess_fixed, postprocess_single
 
 GRIDS, STRIDES = [12, 8, 6], [8.0, 16.0, 32.0]
-CFG = TestConfig(nms_pre=40, max_per_img=15)
+CFG = InferenceConfig(nms_pre=40, max_per_img=15)
 
 
 def _inputs(num_candidates: int, seed: int = 0):
@@ -40,7 +41,7 @@ def test_fixed_postprocess_equals_postprocess_single(num_candidates):
     assert torch.equal(masks, expected["masks"])
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning")
 def test_fixed_postprocess_traces_to_the_same_function():
     # Tracing freezes shapes and branches: a trace made with many candidates must still be right with few.
     args = _inputs(150)[1:]
