@@ -46,6 +46,19 @@ def test_training_beats_the_untrained_model(trained):
     assert after["mask_AP"] > before["mask_AP"] + 0.1, (before, after)
 
 
+def test_eval_of_the_optimized_and_bf16_model(trained, tmp_path):
+    common = ["--cfg-options", "data.test={'image_size': 128, 'num_images': 8, 'seed': 0, 'type': 'SyntheticShapes'}",
+              "model.transform.test_scale=(128, 128)"]
+    plain = json.loads((trained / "m1.json").read_text())
+    for extra, name in ((["--optimize"], "opt.json"), (["--optimize", "--precision", "bf16"], "bf16.json")):
+        assert main(["eval", TINY, str(trained / "run/latest.pth"), "--metrics-out", str(tmp_path / name),
+                     *extra, *common]) == 0
+    optimized = json.loads((tmp_path / "opt.json").read_text())
+    bf16 = json.loads((tmp_path / "bf16.json").read_text())
+    assert abs(optimized["mask_AP"] - plain["mask_AP"]) < 1e-3  # float rounding only
+    assert abs(bf16["mask_AP"] - plain["mask_AP"]) < 0.05 and plain["mask_AP"] > 0.1
+
+
 def test_predict_writes_pictures_and_coco_json(trained, tmp_path):
     folder = tmp_path / "in" / "nested"
     folder.mkdir(parents=True)
