@@ -16,7 +16,6 @@ The helpers :func:`time_interleaved` and :func:`summarize` are shared with the s
 from __future__ import annotations
 
 import argparse
-import contextlib
 import resource
 import statistics
 import sys
@@ -26,7 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .config import load_config, parse_overrides
-from .models import build_model
+from .predictor import PRECISIONS, load_model, precision_autocast
 
 __all__ = ["run_benchmark", "time_interleaved", "summarize", "peak_memory_mb", "format_table", "main",
            "add_arguments"]
@@ -76,20 +75,6 @@ def peak_memory_mb(device: torch.device) -> float:
     return rss / 2 ** 20 if sys.platform == "darwin" else rss / 2 ** 10  # bytes on macOS, KiB on Linux
 
 
-def _load_model(config_path: str, checkpoint: str | None, overrides: dict | None, device: torch.device,
-                optimize: bool) -> torch.nn.Module:
-    cfg = load_config(config_path, overrides)
-    model = build_model(cfg)
-    if checkpoint:
-        from .engine.checkpoint import load_weights
-        load_weights(model, checkpoint)
-    model.eval()
-    if optimize:
-        from .optimize import optimize_for_inference
-        model = optimize_for_inference(model)
-    return model.to(device)
-
-
 def _measure(fn: Callable[[], Any], iters: int, warmup: int, device: torch.device, batch: int) -> dict:
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     if device.type == "cuda":
@@ -133,16 +118,12 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     torch.manual_seed(seed)
-    model = _load_model(config_path, checkpoint, overrides, dev, optimize)
+    model, _ = load_model(load_config(config_path, overrides), checkpoint, dev, optimize)
     h, w = input_size
     images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, device=dev) for _ in range(batch)]
     padded = model.transform(images, training=False)[0].tensors
 
-    precisions = [("fp32", contextlib.nullcontext)]
-    if fp16:
-        precisions.append(("fp16", lambda: torch.autocast(dev.type, dtype=torch.float16)))
-    if bf16:
-        precisions.append(("bf16", lambda: torch.autocast(dev.type, dtype=torch.bfloat16)))
+    precisions = [name for name, wanted in (("fp32", True), ("fp16", fp16), ("bf16", bf16)) if wanted]
     results: dict[str, dict] = {}
     detections: list[int] = []
 
@@ -151,8 +132,8 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
         detections.append(sum(len(r["scores"]) for r in out))
 
     with torch.inference_mode():
-        for name, precision in precisions:
-            with precision():
+        for name in precisions:
+            with precision_autocast(PRECISIONS[name], dev):
                 results[f"network_{name}"] = _measure(lambda: model.forward_features(padded), iters, warmup,
                                                       dev, batch)
                 detections.clear()

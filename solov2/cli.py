@@ -13,6 +13,7 @@ from pathlib import Path
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+PRECISIONS = ["fp32", "bf16", "fp16"]  # solov2.predictor.PRECISIONS, without importing torch for --help
 
 
 def setup_logging(work_dir: str | None = None, rank: int = 0) -> None:
@@ -105,22 +106,15 @@ def eval_main(config: str, checkpoint: str, metric: str | None = None, metrics_o
     import torch
     from .config import load_config
     from .data import build_dataset
-    from .engine.checkpoint import load_weights
     from .engine.evaluate import evaluate, inference_on_dataset
-    from .models import build_model
-    from .optimize import optimize_for_inference
-    from .predictor import autocast_dtype
+    from .predictor import autocast_dtype, load_model, precision_autocast
     cfg = load_config(config, cfg_options)
     device = device or _default_device()
     dtype = autocast_dtype(precision, device)
-    model = build_model(cfg)
-    load_weights(model, checkpoint)
-    model.to(device).eval()
-    if optimize:
-        model = optimize_for_inference(model)
+    model, _ = load_model(cfg, checkpoint, device, optimize)
     dataset = build_dataset(cfg.data[split] if split in cfg.data else cfg.data.val)
     metric = metric or (cfg.get("evaluation") or {}).get("metric", "segm")
-    with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
+    with torch.inference_mode(), precision_autocast(dtype, device):
         encoded = inference_on_dataset(model, dataset, device)
     out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "eval")
     metrics = evaluate(dataset, encoded, metric, out_dir)
@@ -275,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
     e.add_argument("--device", choices=["cpu", "cuda"])
-    e.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+    e.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="network precision, as for predict (default fp32)")
     e.add_argument("--optimize", action="store_true",
                    help="evaluate the optimized model that predict runs (BatchNorm folded, channels_last, Winograd)")
@@ -290,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--save-json", action="store_true", default=True,
                     help="write results.json (COCO results, RLE masks); on by default")
     pr.add_argument("--save-masks", action="store_true", help="one PNG per instance")
-    pr.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+    pr.add_argument("--precision", choices=PRECISIONS, default="fp32",
                     help="network precision: bf16 on CPU (about 2x faster with AVX512-BF16/AMX) or CUDA, "
                          "fp16 on CUDA; post-processing stays fp32")
     pr.add_argument("--no-optimize", dest="optimize", action="store_false",
@@ -371,13 +365,10 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _export(args) -> None:
-    from .engine.checkpoint import load_weights
     from .export import export_onnx, export_torchscript
-    from .models import build_model
     from .config import load_config
-    model = build_model(load_config(args.config))
-    load_weights(model, args.checkpoint)
-    model.eval()
+    from .predictor import load_model
+    model, _ = load_model(load_config(args.config), args.checkpoint)
     if args.format == "onnx":
         export_onnx(model, args.out, input_size=tuple(args.input_size), dynamic=args.dynamic,
                     with_postprocess=args.with_postprocess)

@@ -6,6 +6,7 @@ from typing import Union
 
 import numpy as np
 import torch
+from torch import nn
 
 from .config import Config, load_config
 from .engine.checkpoint import load_weights
@@ -40,6 +41,22 @@ def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | 
     return PRECISIONS[precision]
 
 
+def precision_autocast(dtype: torch.dtype | None, device: str | torch.device):
+    """``torch.autocast`` for a dtype from :func:`autocast_dtype` on ``device``; a no-op for None (fp32)."""
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
+
+
+def load_model(cfg: Config, checkpoint: str | None, device: str = "cpu", optimize: bool = False
+               ) -> tuple[nn.Module, dict]:
+    """The config's model with the checkpoint's weights (random if None), on ``device``, in eval mode;
+    with ``optimize``, :func:`solov2.optimize.optimize_for_inference` of it (same results up to float
+    rounding, tests/test_optimize.py). Returns ``(model, the checkpoint's meta)``."""
+    model = build_model(cfg)
+    meta = load_weights(model, checkpoint)["meta"] if checkpoint else {}
+    model.to(device).eval()
+    return (optimize_for_inference(model) if optimize else model), meta
+
+
 class Predictor:
     """Load a config and a checkpoint once, then predict on images.
 
@@ -65,11 +82,7 @@ class Predictor:
         self.cfg = load_config(config) if not isinstance(config, Config) else config
         self.device, self.score_thr, self.batch_size = device, score_thr, batch_size
         self.autocast_dtype = autocast_dtype(precision, device)
-        model = build_model(self.cfg)
-        meta = load_weights(model, checkpoint)["meta"] if checkpoint else {}
-        model.to(device).eval()
-        # optimize_for_inference gives the same results up to float rounding (tests/test_optimize.py).
-        self.model = optimize_for_inference(model) if optimize else model
+        self.model, meta = load_model(self.cfg, checkpoint, device, optimize)
         n = self.model.num_classes
         self.class_names = list(meta.get("classes") or []) or [f"class_{i}" for i in range(n)]
         if len(self.class_names) != n:
@@ -82,8 +95,7 @@ class Predictor:
         for start in range(0, len(arrays), self.batch_size):
             batch = [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).to(self.device)
                      for a in arrays[start: start + self.batch_size]]
-            with torch.inference_mode(), torch.autocast(torch.device(self.device).type, dtype=self.autocast_dtype,
-                                                        enabled=self.autocast_dtype is not None):
+            with torch.inference_mode(), precision_autocast(self.autocast_dtype, self.device):
                 results += [self._to_numpy(r) for r in self.model(batch)]
         return results[0] if single else results
 
