@@ -42,8 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from .models.transform import ImageTransform, check_images, rescale_size
-from .postprocess import (TestConfig, cell_scores, empty_result, masks_at_original_size, postprocess_fixed,
-                          postprocess_single)
+from .postprocess import TestConfig, cell_scores, masks_at_original_size, postprocess_fixed, postprocess_single
 
 __all__ = ["ExportError", "SOLOv2ExportWrapper", "ExportedSOLOv2", "export_onnx", "export_torchscript",
            "preprocess_for_export", "postprocess_exported", "instances_from_graph", "load_exported"]
@@ -241,8 +240,6 @@ def instances_from_graph(outputs: Sequence[Any], meta: dict, mask_thr: float) ->
     (padding rows dropped, masks at the original size); ``meta`` from :func:`preprocess_for_export`."""
     scores, labels, mask_probs = (torch.as_tensor(o) for o in outputs)
     keep = scores > 0
-    if not keep.any():
-        return empty_result(tuple(meta["original_size"]), torch.device("cpu"))
     masks = masks_at_original_size(mask_probs[keep].float(), tuple(meta["image_size"]),
                                    tuple(meta["original_size"]), mask_thr)
     return {"masks": masks, "labels": labels[keep].long(), "scores": scores[keep].float()}

@@ -55,9 +55,13 @@ class SOLOv2(nn.Module):
     def forward_features(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """Padded, normalized ``(B, 3, Hp, Wp)`` -> (category logits per level, kernels per level, mask features)."""
         feats = self.neck(self.backbone(batch))
-        mask_feats = self.mask_feat_head(feats[self.mask_feat_head.start_level: self.mask_feat_head.end_level + 1])
+        mask_feats = self.mask_features(feats)
         cate_preds, kernel_preds = self.bbox_head(feats)
         return cate_preds, kernel_preds, mask_feats
+
+    def mask_features(self, feats: list[Tensor]) -> Tensor:
+        """FPN outputs -> ``(B, E, Hp/4, Wp/4)`` mask features, from the levels the mask branch reads."""
+        return self.mask_feat_head(feats[self.mask_feat_head.start_level: self.mask_feat_head.end_level + 1])
 
     def forward_train(self, images, targets: list[dict]) -> dict[str, Tensor]:
         check_targets(targets, images, self.num_classes)
@@ -91,7 +95,7 @@ class SOLOv2(nn.Module):
         if not any(active):
             device = image_list.tensors.device
             return [empty_result(size, device) for size in image_list.original_sizes]
-        mask_feats = self.mask_feat_head(feats[self.mask_feat_head.start_level: self.mask_feat_head.end_level + 1])
+        mask_feats = self.mask_features(feats)
         kernel_preds = [head.forward_kernel(x) if a else x.new_zeros(x.shape[0], head.solo_kernel.out_channels,
                                                                          *x.shape[-2:])
                         for x, a in zip(level_inputs, active)]  # zeros: never read, no cell there passes
