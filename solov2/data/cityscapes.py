@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from cityscapesscripts.helpers.annotation import Annotation
 from cityscapesscripts.helpers.labels import Label, labels as CS_LABELS, name2label
 
 from .coco import read_image
-from .errors import DataError
+from .errors import DataError, first_usable
 from .transforms import hflip
 
 __all__ = ["CityscapesDataset", "cityscapes_to_coco", "CLASSES", "CAT_IDS", "rasterize_instances",
@@ -211,18 +210,11 @@ class CityscapesDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, dict]:
         if not self.skip_bad_images:
             return self.load(index)
-        for offset in range(len(self)):
-            i = (index + offset) % len(self)
-            if i in self._bad:
-                continue
-            try:
-                image = read_image(str(self.root / self.images[i].file_name))
-            except DataError as e:  # only unreadable images are skipped; a broken annotation still stops
-                self._bad.add(i)
-                warnings.warn(f"{e}; skipped, using the next image instead", stacklevel=2)
-                continue
-            return self.load(i, image)
-        raise DataError(f"{self.root}: no readable image in leftImg8bit/{self.split}")
+        # Only unreadable images are skipped; a broken annotation still stops (it is read after the choice).
+        i, image = first_usable(index, len(self), self._bad,
+                                lambda j: read_image(str(self.root / self.images[j].file_name)),
+                                f"{self.root}: no readable image in leftImg8bit/{self.split}")
+        return self.load(i, image)
 
     def load(self, i: int, image: Tensor | None = None) -> tuple[Tensor, dict]:
         """Item ``i`` with no skipping (``image``: already read); DataError naming an unreadable file."""

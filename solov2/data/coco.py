@@ -20,7 +20,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch import Tensor
 
-from .errors import DataError
+from .errors import DataError, first_usable
 from .transforms import hflip
 
 __all__ = ["CocoDataset", "load_coco_json", "decode_segmentations", "read_image"]
@@ -72,16 +72,8 @@ class CocoDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, dict]:
         if not self.skip_bad_images:
             return self.load(index)
-        for k in range(len(self)):
-            j = (index + k) % len(self)
-            if j in self._bad:
-                continue
-            try:
-                return self.load(j)
-            except DataError as exc:
-                self._bad.add(j)
-                warnings.warn(f"{exc}; skipped, using the next image instead", stacklevel=2)
-        raise DataError(f"{self.img_prefix}: no readable image among the {len(self)} of {self.ann_file}")
+        return first_usable(index, len(self), self._bad, self.load,
+                            f"{self.img_prefix}: no readable image among the {len(self)} of {self.ann_file}")[1]
 
     def load(self, index: int) -> tuple[Tensor, dict]:
         """Item ``index`` with no skipping; raises :class:`DataError` for an unreadable image."""
