@@ -1,6 +1,8 @@
 """Small builders shared by the tests (random weights, tiny inputs, nothing downloaded)."""
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -10,6 +12,17 @@ from solov2 import build_model, load_config
 ROOT = Path(__file__).resolve().parents[1]
 SEED_CONFIG = ROOT / "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
 DEMO_CONFIG = ROOT / "configs/demo/solov2_light_r18_shapes.py"
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, path: Path, min_iter: int, timeout: float) -> None:
+    """Wait until the training ``proc`` has written ``path`` at iteration >= ``min_iter`` (or has ended, or
+    ``timeout`` seconds passed); the caller then kills it and checks what it finds."""
+    from solov2.engine.checkpoint import read_checkpoint
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and read_checkpoint(str(path))["meta"]["iter"] >= min_iter:
+            return
+        time.sleep(0.5)
 
 
 def tiny_model(num_classes: int = 3, **overrides):

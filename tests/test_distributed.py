@@ -4,11 +4,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from helpers import ROOT, SEED_CONFIG
+from helpers import ROOT, SEED_CONFIG, wait_for_checkpoint
 
 from solov2.engine.checkpoint import read_checkpoint
 
@@ -46,11 +45,7 @@ def test_killed_two_process_run_resumes(tiny_cityscapes, tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     latest = work / "latest.pth"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and read_checkpoint(str(latest))["meta"]["iter"] >= 1:
-            break
-        time.sleep(0.5)
+    wait_for_checkpoint(proc, latest, min_iter=1, timeout=300)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
     proc.wait()
     killed_at = read_checkpoint(str(latest))["meta"]["iter"]

@@ -3,12 +3,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from helpers import ROOT
+from helpers import ROOT, wait_for_checkpoint
 
 from solov2.cli import main, train_main
 from solov2.engine.checkpoint import read_checkpoint
@@ -63,11 +62,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
            "--cfg-options", "max_iters=30", "evaluation.interval=-1", "checkpoint_config.latest_iters=3"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = work / "latest.pth"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and read_checkpoint(str(latest))["meta"]["iter"] >= 3:
-            break
-        time.sleep(0.5)
+    wait_for_checkpoint(proc, latest, min_iter=3, timeout=240)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
