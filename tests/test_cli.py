@@ -123,7 +123,8 @@ def test_cityscapes_eval_through_tools_test(tiny_cityscapes, tmp_path):
     opts = [f"data.train.root={tiny_cityscapes}", f"data.val.root={tiny_cityscapes}",
             f"data.test.root={tiny_cityscapes}", "model.backbone.depth=18", "model.neck.in_channels=[64,128,256,512]",
             "model.transform.train_scales=[(256, 128)]", "model.transform.test_scale=(256, 128)",
-            "data.imgs_per_gpu=1", "data.workers_per_gpu=0", "evaluation.interval=-1", "max_iters=1"]
+            "data.imgs_per_gpu=1", "data.workers_per_gpu=0", "evaluation.interval=-1", "max_iters=1",
+            "model.pretrained=None"]
     assert main(["train", str(SEED_CONFIG), "--work-dir", str(work), "--device", "cpu", "--cfg-options", *opts]) == 0
     out = tmp_path / "metrics.json"
     done = subprocess.run([sys.executable, "tools/test.py", str(SEED_CONFIG), str(work / "latest.pth"),

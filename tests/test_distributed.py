@@ -20,7 +20,7 @@ def seed_command(root, work, *extra):
             "--cfg-options", f"data.train.root={root}", f"data.val.root={root}", f"data.test.root={root}",
             "model.transform.train_scales=[(256, 128)]", "model.transform.test_scale=(256, 128)",
             "data.imgs_per_gpu=1", "data.workers_per_gpu=0", "checkpoint_config.latest_iters=1",
-            "lr_config.warmup_iters=2", "evaluation.interval=-1"]
+            "lr_config.warmup_iters=2", "evaluation.interval=-1", "model.pretrained=None"]
 
 
 def test_two_process_training_on_cpu(tiny_cityscapes, tmp_path):

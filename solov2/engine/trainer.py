@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import Config, ConfigError
-from ..models import build_model
+from ..models import build_model, init_backbone_for_training
 from . import distributed as du
 from .checkpoint import load_weights, read_checkpoint, save_checkpoint
 from .evaluate import evaluate, inference_on_dataset
@@ -87,6 +87,7 @@ class Trainer:
         self.dataset, self.sampler, self.loader = _build_train_loader(cfg, seed)
         self.classes = list(getattr(self.dataset, "CLASSES", []))
         model = build_model(cfg).to(device)
+        init_backbone_for_training(model, resume, cfg.get("load_from"))  # ImageNet weights, or train every layer
         if cfg.get("sync_bn") and self.world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
