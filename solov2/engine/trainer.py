@@ -87,10 +87,10 @@ class Trainer:
         self.dataset, self.sampler, self.loader = _build_train_loader(cfg, seed)
         self.classes = list(getattr(self.dataset, "CLASSES", []))
         model = build_model(cfg).to(device)
-        init_backbone_for_training(model, resume, cfg.get("load_from"))  # ImageNet weights, or train every layer
         if cfg.get("sync_bn") and self.world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
+        init_backbone_for_training(model, resume, cfg.get("load_from"))  # ImageNet weights, or train every layer
         self.optimizer = build_optimizer(model, cfg.optimizer)
         self.schedule = build_schedule(cfg.optimizer.lr, cfg.get("lr_config", {}))
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp and device == "cuda")
