@@ -16,7 +16,8 @@ from .solov2 import SOLOv2
 from .solov2_head import SOLOv2Head
 from .transform import ImageTransform
 
-__all__ = ["build_model", "init_backbone_for_training", "SOLOv2", "ResNet", "FPN", "MaskFeatHead", "SOLOv2Head", "ConvModule"]
+__all__ = ["build_model", "init_backbone_for_training", "SOLOv2", "ResNet", "FPN", "MaskFeatHead", "SOLOv2Head",
+           "ConvModule"]
 
 COMPONENTS = {"ResNet": ResNet, "FPN": FPN, "MaskFeatHead": MaskFeatHead, "SOLOv2Head": SOLOv2Head}
 
@@ -75,7 +76,7 @@ def build_model(cfg: Any) -> SOLOv2:
 
 
 def init_backbone_for_training(model: SOLOv2, resume: str | None = None, load_from: str | None = None) -> None:
-    """What the backbone starts training from; called by the Trainer right after building the model.
+    """What the backbone starts training from; called by the Trainer after building the model, before the optimizer.
 
     As the official code (``model.init_weights(pretrained)`` in its train script), the ImageNet weights of
     ``model.pretrained`` are loaded only when training starts without a detector checkpoint (no ``resume``,
@@ -93,8 +94,8 @@ def init_backbone_for_training(model: SOLOv2, resume: str | None = None, load_fr
         configured = f"frozen_stages={backbone.frozen_stages} and norm_eval={backbone.norm_eval}"
         unchanged = backbone.frozen_stages < 0 and not backbone.norm_eval
         backbone.train_every_layer()
-        log.info("no ImageNet weights (model.pretrained=None): training every backbone layer, BatchNorm statistics "
-                 "updated%s", "" if unchanged else f" ({configured} of the config not applied)")
+        log.info("no ImageNet weights (model.pretrained=None): training every backbone layer, "
+                 "BatchNorm statistics updated%s", "" if unchanged else f" ({configured} of the config not applied)")
         return
     if resume or load_from:
         return
