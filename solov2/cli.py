@@ -212,6 +212,36 @@ def _predict_video(predictor, path: str, target: str) -> str:
     return target
 
 
+# ----------------------------------------------------------------------------- data tools
+def check_data_main(config: str, cfg_options=None, split: str = "train", out: str | None = None):
+    """``solov2 check-data``: the data report of ``data.<split>`` (text on stdout, ``data_report.png`` in
+    ``out``, default the work dir that ``train`` would use). Returns the :class:`~solov2.data.report.DataReport`."""
+    import warnings
+    from .config import ConfigError, load_config
+    from .data import build_dataset
+    from .data.report import data_report, format_report, head_scale_ranges, save_report_picture, training_scale
+    cfg = load_config(config, cfg_options)
+    if cfg.data.get(split) is None:
+        raise ConfigError(f"{config}: data.{split} is not set; data has {sorted(k for k in cfg.data if k in ('train', 'val', 'test'))}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # dropped annotations are listed by the report itself
+        dataset = build_dataset(cfg.data[split])
+    report = data_report(dataset, head_scale_ranges(cfg), training_scale(cfg) if split == "train" else None)
+    print(format_report(report))
+    out = out or cfg.get("work_dir") or os.path.join("work_dirs", Path(config).stem)
+    print(f"wrote {save_report_picture(report, os.path.join(out, 'data_report.png'))}")
+    return report
+
+
+def labelme_to_coco_main(folder: str, out_json: str, image_root: str | None = None) -> dict:
+    from .data.labelme import labelme_to_coco
+    data = labelme_to_coco(folder, out_json, image_root)
+    print(f"wrote {out_json}: {len(data['images'])} images, {len(data['annotations'])} instances, "
+          f"{len(data['categories'])} classes ({', '.join(c['name'] for c in data['categories'])}); "
+          f"file_name is relative to {image_root or folder}")
+    return data
+
+
 # ----------------------------------------------------------------------------- demo
 def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int = 100, image_size: int = 128,
               cfg_options=None) -> dict:
@@ -308,6 +338,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("out_json")
     c.add_argument("--split", default="train")
 
+    cd = sub.add_parser("check-data", help="report on a config's training data before training: images, "
+                        "instances per class, dropped annotations, instance sizes per FPN level")
+    cd.add_argument("config")
+    cd.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
+    cd.add_argument("--split", default="train", choices=["train", "val", "test"],
+                    help="which data set of the config (default train; sizes are then measured at the "
+                         "middle training scale, else at the images' own size)")
+    cd.add_argument("--out", help="folder for data_report.png (default: the work dir train would use)")
+
+    lm = sub.add_parser("labelme-to-coco", help="convert a folder of LabelMe JSON files to one COCO instance JSON")
+    lm.add_argument("folder", help="folder searched recursively for LabelMe *.json files")
+    lm.add_argument("out_json")
+    lm.add_argument("--image-root", help="folder that file_name is written relative to (default: FOLDER); "
+                    "use it as img_prefix / the second argument of CocoDataset")
+
     x = sub.add_parser("export", help="export to ONNX or TorchScript")
     x.add_argument("config")
     x.add_argument("checkpoint")
@@ -352,6 +397,10 @@ def run(args: argparse.Namespace) -> None:
         from .data.cityscapes import cityscapes_to_coco
         cityscapes_to_coco(args.root, args.out_json, args.split)
         print(f"wrote {args.out_json}")
+    elif args.command == "check-data":
+        check_data_main(args.config, opts, args.split, args.out)
+    elif args.command == "labelme-to-coco":
+        labelme_to_coco_main(args.folder, args.out_json, args.image_root)
     elif args.command == "export":
         _export(args)
     elif args.command == "convert":
