@@ -152,7 +152,7 @@ def format_report(report: DataReport, max_ids: int = 20) -> str:
              f"images without instances: {len(report.images_without_instances)}"
              + (f" (ids {ids(report.images_without_instances)})" if report.images_without_instances else "")]
     if report.dropped:
-        lines.append("annotations dropped:")
+        lines.append("annotations dropped (or, where it says so, only partly):")
         lines += [f"  {reason}: {len(v)} (ids {ids(v)})" for reason, v in report.dropped.items()]
     else:
         lines.append("annotations dropped: none")
