@@ -19,8 +19,9 @@ model = dict(
         num_grids=[40, 36, 24, 16, 12],
         ins_out_channels=128,
         kernel_size=1,
-        loss_cate=dict(alpha=0.25, gamma=2.0, loss_weight=1.0),
-        loss_ins_weight=3.0),
+        loss_cate=dict(type='FocalLoss', use_sigmoid=True, alpha=0.25, gamma=2.0, loss_weight=1.0),
+        loss_ins=dict(type='DiceLoss', use_sigmoid=True, loss_weight=3.0),
+        shared_cells='all_pairs'),  # official: a cell shared by two instances trains both masks
     # Resize / normalize / pad happen inside the model. Scales are (long side, short side) limits.
     transform=dict(
         train_scales=[(768, 352), (768, 384), (768, 416), (768, 448), (768, 480), (768, 512)],

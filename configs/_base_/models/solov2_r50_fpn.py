@@ -18,8 +18,9 @@ model = dict(
         num_grids=[40, 36, 24, 16, 12],
         ins_out_channels=256,
         kernel_size=1,
-        loss_cate=dict(alpha=0.25, gamma=2.0, loss_weight=1.0),
-        loss_ins_weight=3.0),
+        loss_cate=dict(type='FocalLoss', use_sigmoid=True, alpha=0.25, gamma=2.0, loss_weight=1.0),
+        loss_ins=dict(type='DiceLoss', use_sigmoid=True, loss_weight=3.0),
+        shared_cells='all_pairs'),  # official: a cell shared by two instances trains both masks
     transform=dict(
         train_scales=[(1333, 800), (1333, 768), (1333, 736), (1333, 704), (1333, 672), (1333, 640)],
         test_scale=(1333, 800),
