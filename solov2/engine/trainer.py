@@ -92,13 +92,14 @@ class Trainer:
         self.model = model
         init_backbone_for_training(model, resume, cfg.get("load_from"))  # ImageNet weights, or train every layer
         self.optimizer = build_optimizer(model, cfg.optimizer)
-        self.schedule = build_schedule(cfg.optimizer.lr, cfg.get("lr_config", {}))
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp and device == "cuda")
         self.accumulate = int(cfg.get("accumulate_steps", 1) or 1)
         self.iters_per_epoch = math.ceil(len(self.loader) / self.accumulate)
         self.total_epochs = int(cfg.total_epochs)
         max_iters = cfg.get("max_iters")
         self.max_iters = min(self.total_epochs * self.iters_per_epoch, max_iters or math.inf)
+        self.schedule = build_schedule(cfg.optimizer.lr, cfg.get("lr_config", {}),
+                                       total_iters=self.total_epochs * self.iters_per_epoch)
         self.epoch, self.iter = 0, 0
         self._latest_iter = -1  # iteration that latest.pth holds, so it is not written twice
         if cfg.get("load_from") and not resume:

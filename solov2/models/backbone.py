@@ -93,12 +93,17 @@ class ResNet(nn.Module):
         groups, base_width: ResNeXt cardinality and width per group (1 and 64 for ResNet).
         style: ``"pytorch"`` (stride on a bottleneck's 3x3 conv: torchvision, mmdet, the official SOLO) or
             ``"caffe"`` (stride on its first 1x1 conv: detectron2's MSRA weights, AdelaiDet). Same parameters.
+        zero_init_residual: start each residual block's last BatchNorm at weight 0, so a block starts as the
+            identity (the default of MMDetection's ResNet, which the official SOLO code uses). Matters only
+            from scratch: ImageNet weights overwrite it. Without it a randomly initialised ResNet's outputs grow
+            block by block, and the first steps of training overshoot (see docs/training.md).
 
     Input ``(B, 3, H, W)`` float; output 4 maps of strides 4, 8, 16, 32 with 64/128/256/512 x expansion channels.
     """
 
     def __init__(self, depth: int = 50, frozen_stages: int = 1, norm_eval: bool = True,
-                 pretrained: str | None = None, groups: int = 1, base_width: int = 64, style: str = "pytorch"):
+                 pretrained: str | None = None, groups: int = 1, base_width: int = 64, style: str = "pytorch",
+                 zero_init_residual: bool = True):
         super().__init__()
         if depth not in ARCH_SETTINGS:
             raise ValueError(f"ResNet: depth must be one of {sorted(ARCH_SETTINGS)}, got {depth}")
@@ -118,7 +123,7 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
         self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
         self.out_channels = [c * block.expansion for c in (64, 128, 256, 512)]
-        self._init_weights()
+        self._init_weights(zero_init_residual)
         self._freeze_stages()
 
     def load_pretrained(self, spec: str | None = None) -> str:
@@ -167,13 +172,17 @@ class ResNet(nn.Module):
         layers += [block(self.inplanes, planes, **kwargs) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, (Bottleneck, BasicBlock)):
+                    nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
 
     def _stages(self) -> list[list[nn.Module]]:
         return [[self.conv1, self.bn1], [self.layer1], [self.layer2], [self.layer3], [self.layer4]]
