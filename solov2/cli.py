@@ -427,15 +427,15 @@ def main(argv: list[str] | None = None, resume_hint=None) -> int:
     try:
         run(args)
     except TrainingInterrupted as exc:
-        hint = resume_hint or (lambda ckpt: resume_command(["solov2", *argv], ("--resume",), ckpt))
-        if os.environ.get("RANK", "0") != "0":  # under torchrun every process stops; rank 0 says so
-            pass
-        elif exc.iteration is None:
-            print("interrupted before the first checkpoint", file=sys.stderr)
-        elif args.command == "train":
-            print(f"interrupted at iteration {exc.iteration}; resume with: {hint(exc.checkpoint)}", file=sys.stderr)
-        else:
-            print(f"interrupted: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process stops; rank 0 says so
+            hint = resume_hint or (lambda ckpt: resume_command(["solov2", *argv], ("--resume",), ckpt))
+            if exc.iteration is None:
+                print("interrupted before the first checkpoint", file=sys.stderr)
+            elif args.command == "train":
+                print(f"interrupted at iteration {exc.iteration}; resume with: {hint(exc.checkpoint)}",
+                      file=sys.stderr)
+            else:
+                print(f"interrupted: {exc}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

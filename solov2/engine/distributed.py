@@ -49,8 +49,10 @@ def spawn(fn: Callable[..., Any], nprocs: int, args: tuple) -> bool:
     def forward(signum, frame):
         interrupted.append(signum)
         for p in context.processes:
-            if p.is_alive():
+            try:
                 os.kill(p.pid, signal.SIGINT)
+            except ProcessLookupError:  # already ended
+                pass
 
     context = torch.multiprocessing.start_processes(fn, args=args, nprocs=nprocs, join=False,
                                                     start_method="spawn")

@@ -243,6 +243,7 @@ class Trainer:
         self._stop_if_interrupted()
         if self.cfg.data.get("val") is not None and eval_cfg.get("interval", 0) >= 0:
             metrics = self.evaluate()
+            self._stop_if_interrupted()  # Ctrl-C during the evaluation ends with 130 too, never a silent 0
         return metrics
 
     def _stop_if_interrupted(self) -> None:
