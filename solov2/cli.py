@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import posixpath
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -57,18 +58,29 @@ def train_main(config: str, work_dir: str | None = None, resume: str | None = No
             print(f"CUDA is not available: starting {gpus} CPU processes with the gloo backend", flush=True)
         elif gpus > __import__("torch").cuda.device_count():
             raise ValueError(f"--gpus {gpus}: only {__import__('torch').cuda.device_count()} CUDA devices visible")
-        du.spawn(_spawned_worker, gpus, (gpus, opts))
+        import torch.multiprocessing
+        stopped_at = torch.multiprocessing.get_context("spawn").Value("q", -1)  # iteration saved on Ctrl-C
+        if du.spawn(_spawned_worker, gpus, (gpus, opts, stopped_at)) or stopped_at.value >= 0:
+            from .engine.interrupt import TrainingInterrupted
+            raise TrainingInterrupted(os.path.join(work_dir, "latest.pth"),
+                                      stopped_at.value if stopped_at.value >= 0 else None)
         return _read_metrics(work_dir)
     return _train_worker(0, 1, opts)
 
 
-def _spawned_worker(rank: int, world: int, opts: dict) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    if opts["device"] == "cpu":
-        # N processes x the default thread count oversubscribe the cores, and OpenMP then slows to a crawl.
-        import torch
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    _train_worker(rank, world, opts)
+def _spawned_worker(rank: int, world: int, opts: dict, stopped_at) -> None:
+    from .engine.interrupt import TrainingInterrupted, deferred_sigint
+    with deferred_sigint():  # from the start, so that an early Ctrl-C is not lost (the trainer checks it)
+        os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+        if opts["device"] == "cpu":
+            # N processes x the default thread count oversubscribe the cores, and OpenMP then slows to a crawl.
+            import torch
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        try:
+            _train_worker(rank, world, opts)
+        except TrainingInterrupted as exc:  # every process stopped at the same iteration; rank 0 saved it
+            if rank == 0:
+                stopped_at.value = exc.iteration
 
 
 def _train_worker(rank: int, world: int, opts: dict) -> dict:
@@ -551,16 +563,46 @@ def one_line(exc: BaseException) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def resume_command(command: list[str], flags: tuple[str, ...], checkpoint: str) -> str:
+    """``command`` (program and arguments, as typed) without its resume option (any of ``flags``, with its
+    value) and with ``flags[0] checkpoint`` added: the line that continues an interrupted run."""
+    kept, i = [], 0
+    while i < len(command):
+        arg = command[i]
+        if arg in flags:  # "--resume" (whose value is optional) or "--resume_from PATH"
+            i += 2 if i + 1 < len(command) and not command[i + 1].startswith("-") else 1
+            continue
+        if not any(arg.startswith(f + "=") for f in flags):
+            kept.append(arg)
+        i += 1
+    return shlex.join(kept + [flags[0], checkpoint])
+
+
+def main(argv: list[str] | None = None, resume_hint=None) -> int:
+    """``resume_hint(checkpoint) -> str``: the command that resumes an interrupted training (default: this
+    ``solov2 train`` command with ``--resume checkpoint``)."""
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     from .config import ConfigError
     from .engine.checkpoint import CheckpointError
+    from .engine.interrupt import TrainingInterrupted
     from .engine.trainer import TrainingError
     # Errors about the user's input (DataError, ExportError, ... are ValueErrors); anything else is a bug
     # and keeps its traceback.
     expected = (ConfigError, CheckpointError, FileNotFoundError, ValueError, TrainingError)
     try:
         run(args)
+    except TrainingInterrupted as exc:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process stops; rank 0 says so
+            hint = resume_hint or (lambda ckpt: resume_command(["solov2", *argv], ("--resume",), ckpt))
+            if exc.iteration is None:
+                print("interrupted before the first checkpoint", file=sys.stderr)
+            elif args.command == "train":
+                print(f"interrupted at iteration {exc.iteration}; resume with: {hint(exc.checkpoint)}",
+                      file=sys.stderr)
+            else:
+                print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
