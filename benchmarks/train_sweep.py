@@ -1,0 +1,90 @@
+"""Train several variants of a config side by side and print their mask AP: the demo recipe and the
+shared-cell semantics (issue 11) were chosen with it.
+
+    python benchmarks/train_sweep.py --variants benchmarks/sweeps/demo_recipe.py --parallel 4 --device cpu
+
+A variants file defines ``CONFIG`` (a config path), ``COMMON`` (``--cfg-options`` for every run) and
+``VARIANTS`` (name -> extra ``--cfg-options``). The demo's data (``solov2 demo`` writes it) is made first if
+missing. Each run trains in its own process into ``--out/NAME``; the table gives mask AP, AP50, the last
+logged loss_ins and the minutes each run took.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_options(data: str) -> list[str]:
+    return [f"data.train.ann_file={data}/train/annotations.json", f"data.train.img_prefix={data}/train/images",
+            f"data.val.ann_file={data}/val/annotations.json", f"data.val.img_prefix={data}/val/images",
+            f"data.test.ann_file={data}/val/annotations.json", f"data.test.img_prefix={data}/val/images"]
+
+
+def make_data(data: str, train_images: int, val_images: int, image_size: int) -> None:
+    from solov2.data.synthetic import write_shapes_coco
+    for split, n, seed in (("train", train_images, 0), ("val", val_images, 1)):
+        if not os.path.exists(f"{data}/{split}/annotations.json"):
+            write_shapes_coco(f"{data}/{split}", num_images=n, seed=seed, image_size=image_size)
+
+
+def run_one(name: str, options: list[str], args, config: str) -> dict:
+    work = os.path.join(args.out, name)
+    cmd = [sys.executable, "-m", "solov2.cli", "train", config, "--work-dir", work, "--device", args.device,
+           "--cfg-options", *options] + (["--amp"] if args.amp else [])
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
+    start = time.time()
+    with open(os.path.join(args.out, f"{name}.log"), "w") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    minutes = (time.time() - start) / 60
+    metrics_file = os.path.join(work, "metrics.json")
+    metrics = json.load(open(metrics_file)) if os.path.exists(metrics_file) else {}
+    loss_ins = None
+    train_log = os.path.join(work, "train.log")
+    if os.path.exists(train_log):
+        for line in open(train_log):
+            if "loss_ins:" in line:
+                loss_ins = float(line.split("loss_ins:")[1].split()[0])
+    row = {"name": name, "rc": rc, "minutes": minutes, "AP": metrics.get("mask_AP"),
+           "AP50": metrics.get("mask_AP50"), "loss_ins": loss_ins}
+    print(f"finished {row}", flush=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variants", required=True, help="a variants file (see the module docstring)")
+    p.add_argument("--only", nargs="*", help="run only these variant names")
+    p.add_argument("--data", default="runs/demo/data", help="demo data folder (made if missing)")
+    p.add_argument("--out", default="runs/sweep", help="one work dir per variant below this folder")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    p.add_argument("--threads", type=int, default=2, help="OMP threads per run")
+    args = p.parse_args()
+    spec = runpy.run_path(args.variants)
+    variants = {k: v for k, v in spec["VARIANTS"].items() if not args.only or k in args.only}
+    make_data(args.data, spec.get("TRAIN_IMAGES", 1000), spec.get("VAL_IMAGES", 100), spec.get("IMAGE_SIZE", 128))
+    os.makedirs(args.out, exist_ok=True)
+    common = data_options(os.path.abspath(args.data)) + list(spec.get("COMMON", []))
+    with ThreadPoolExecutor(args.parallel) as pool:
+        rows = list(pool.map(lambda kv: run_one(kv[0], common + list(kv[1]), args, spec["CONFIG"]),
+                             variants.items()))
+    print(f"\n| variant | mask AP | AP50 | last loss_ins | minutes |\n|---|---:|---:|---:|---:|")
+    for r in rows:
+        ap = "failed (see log)" if r["rc"] else f"{r['AP']:.3f}"
+        ap50 = "" if r["rc"] else f"{r['AP50']:.3f}"
+        print(f"| {r['name']} | {ap} | {ap50} | {r['loss_ins']} | {r['minutes']:.1f} |")
+    json.dump(rows, open(os.path.join(args.out, "sweep.json"), "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
