@@ -14,6 +14,9 @@ REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 PRECISIONS = ["fp32", "bf16", "fp16"]  # solov2.predictor.PRECISIONS, without importing torch for --help
+FROM_CHECKPOINT = ("a checkpoint written by `solov2 train` (it carries its config and class names), or a .py config "
+                   "file and then the checkpoint (the config's test-time settings are used; needed for older and "
+                   "official SOLO checkpoints)")
 
 
 def setup_logging(work_dir: str | None = None, rank: int = 0) -> None:
@@ -99,20 +102,24 @@ def _read_metrics(work_dir: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- eval
-def eval_main(config: str, checkpoint: str, metric: str | None = None, metrics_out: str | None = None,
+def eval_main(config: str | None, checkpoint: str, metric: str | None = None, metrics_out: str | None = None,
               cfg_options=None, device: str | None = None, split: str = "test", out_dir: str | None = None,
               precision: str = "fp32", optimize: bool = False) -> dict:
-    """Evaluate a checkpoint; ``precision``/``optimize`` evaluate the model as the Predictor would run it."""
+    """Evaluate a checkpoint on ``data.<split>`` of the config, or (``config`` None) of the config the
+    checkpoint was trained with; ``precision``/``optimize`` evaluate the model as the Predictor would run it."""
     import torch
-    from .config import load_config
+    from .checkpoint_config import check_eval_classes, resolve_model
     from .data import build_dataset
     from .engine.evaluate import evaluate, inference_on_dataset
     from .predictor import autocast_dtype, load_model, precision_autocast
-    cfg = load_config(config, cfg_options)
+    resolved = resolve_model(config, checkpoint, cfg_options)
+    cfg = resolved.cfg
     device = device or _default_device()
     dtype = autocast_dtype(precision, device)
-    model, _ = load_model(cfg, checkpoint, device, optimize)
-    dataset = build_dataset(cfg.data[split] if split in cfg.data else cfg.data.val)
+    split = split if split in cfg.data else "val"
+    dataset = build_dataset(cfg.data[split])
+    check_eval_classes(resolved, dataset, f"data.{split}")
+    model, _ = load_model(cfg, resolved.ckpt, device, optimize, name=checkpoint)
     metric = metric or (cfg.get("evaluation") or {}).get("metric", "segm")
     with torch.inference_mode(), precision_autocast(dtype, device):
         encoded = inference_on_dataset(model, dataset, device)
@@ -145,7 +152,7 @@ def collect_inputs(inputs: list[str]) -> list[str]:
     return found
 
 
-def predict_main(config: str, checkpoint: str, inputs: list[str], out: str = "runs/predict",
+def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: str = "runs/predict",
                  score_thr: float = 0.3, device: str | None = None, save_json: bool = True,
                  save_masks: bool = False, precision: str = "fp32", optimize: bool = True) -> list[str]:
     from tqdm import tqdm
@@ -169,8 +176,10 @@ def predict_main(config: str, checkpoint: str, inputs: list[str], out: str = "ru
         written.append(target)
         if save_masks:
             _save_masks(result, os.path.join(out, f"{stem}_masks"))
-        for r in results_to_coco(result, i, list(range(len(predictor.class_names)))):
-            coco.append({**r, "file_name": path, "category_name": predictor.class_names[r["category_id"]]})
+        # The training data's category ids where the checkpoint records them, else the labels.
+        cat_ids = predictor.cat_ids or list(range(len(predictor.class_names)))
+        for r, name in zip(results_to_coco(result, i, cat_ids), result["class_names"]):
+            coco.append({**r, "file_name": path, "category_name": name})
     if save_json:
         with open(os.path.join(out, "results.json"), "w") as f:
             json.dump(coco, f)
@@ -262,8 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--deterministic", action="store_true")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint (COCO mask AP or Cityscapes AP)")
-    e.add_argument("config")
-    e.add_argument("checkpoint")
+    e.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT)
     e.add_argument("--metric", choices=["segm", "cityscapes"])
     e.add_argument("--metrics-out")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -275,9 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate the optimized model that predict runs (BatchNorm folded, channels_last, Winograd)")
 
     pr = sub.add_parser("predict", help="predict on images, folders, globs or videos and draw the results")
-    pr.add_argument("config")
-    pr.add_argument("checkpoint")
-    pr.add_argument("inputs", nargs="+")
+    pr.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT INPUT",
+                    help=FROM_CHECKPOINT + "; then images, folders, globs or videos")
     pr.add_argument("--out", default="runs/predict")
     pr.add_argument("--score-thr", type=float, default=0.3)
     pr.add_argument("--device", choices=["cpu", "cuda"])
@@ -309,8 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", default="train")
 
     x = sub.add_parser("export", help="export to ONNX or TorchScript")
-    x.add_argument("config")
-    x.add_argument("checkpoint")
+    x.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT)
     x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     x.add_argument("--out", required=True)
     x.add_argument("--input-size", type=int, nargs=2, default=[448, 768], metavar=("H", "W"))
@@ -331,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     from .config import parse_overrides
     opts = parse_overrides(args.cfg_options) if getattr(args, "cfg_options", None) else None
+    if args.command in ("eval", "predict", "export"):
+        from .checkpoint_config import split_sources
+        args.config, args.checkpoint, rest = split_sources(args.sources, args.command)
+        if args.command == "predict":
+            if not rest:
+                raise ValueError(f"solov2 predict: no images or videos given after the checkpoint {args.checkpoint}")
+            args.inputs = rest
+        elif rest:
+            raise ValueError(f"solov2 {args.command}: unexpected argument(s) {rest}; expected [CONFIG.py] CHECKPOINT")
     if args.command == "train":
         train_main(args.config, args.work_dir, args.resume, opts, args.device, args.amp, args.gpus,
                    args.launcher, args.seed, args.deterministic)
@@ -365,10 +380,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _export(args) -> None:
+    from .checkpoint_config import resolve_model
     from .export import export_onnx, export_torchscript
-    from .config import load_config
     from .predictor import load_model
-    model, _ = load_model(load_config(args.config), args.checkpoint)
+    resolved = resolve_model(args.config, args.checkpoint)
+    model, _ = load_model(resolved.cfg, resolved.ckpt, name=resolved.checkpoint)
     if args.format == "onnx":
         export_onnx(model, args.out, input_size=tuple(args.input_size), dynamic=args.dynamic,
                     with_postprocess=args.with_postprocess)
