@@ -103,10 +103,11 @@ def _read_metrics(work_dir: str) -> dict:
 
 # ----------------------------------------------------------------------------- eval
 def eval_main(config: str | None, checkpoint: str, metric: str | None = None, metrics_out: str | None = None,
-              cfg_options=None, device: str | None = None, split: str = "test", out_dir: str | None = None,
+              cfg_options=None, device: str | None = None, split: str = "val", out_dir: str | None = None,
               precision: str = "fp32", optimize: bool = False) -> dict:
-    """Evaluate a checkpoint on ``data.<split>`` of the config, or (``config`` None) of the config the
-    checkpoint was trained with; ``precision``/``optimize`` evaluate the model as the Predictor would run it."""
+    """Evaluate a checkpoint on ``data.<split>`` (default ``val``, the set training evaluates on) of the config,
+    or (``config`` None) of the config the checkpoint was trained with; ``precision``/``optimize`` evaluate the
+    model as the Predictor would run it."""
     import torch
     from .checkpoint_config import check_eval_classes, resolve_model
     from .data import build_dataset
@@ -274,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT)
     e.add_argument("--metric", choices=["segm", "cityscapes"])
     e.add_argument("--metrics-out")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--split", default="val", choices=["train", "val", "test"],
+                   help="data set of the config to evaluate on (default val, as training does; tools/test.py: test)")
     e.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
     e.add_argument("--device", choices=["cpu", "cuda"])
     e.add_argument("--precision", choices=PRECISIONS, default="fp32",

@@ -47,7 +47,7 @@ def test_training_beats_the_untrained_model(trained):
 
 
 def test_eval_of_the_optimized_and_bf16_model(trained, tmp_path):
-    common = ["--cfg-options", "data.test={'image_size': 128, 'num_images': 8, 'seed': 0, 'type': 'SyntheticShapes'}",
+    common = ["--cfg-options", "data.val={'image_size': 128, 'num_images': 8, 'seed': 0, 'type': 'SyntheticShapes'}",
               "model.transform.test_scale=(128, 128)"]
     plain = json.loads((trained / "m1.json").read_text())
     for extra, name in ((["--optimize"], "opt.json"), (["--optimize", "--precision", "bf16"], "bf16.json")):

@@ -19,7 +19,7 @@ def main() -> int:
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--cfg-options", "--cfg_options", dest="cfg_options", nargs="+")
     a = p.parse_args()
-    argv = ["eval", a.config, *([a.checkpoint] if a.checkpoint else []), "--metric", a.eval]
+    argv = ["eval", a.config, *([a.checkpoint] if a.checkpoint else []), "--metric", a.eval, "--split", "test"]
     if a.out:
         argv += ["--metrics-out", a.out]
     if a.device:

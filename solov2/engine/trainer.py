@@ -171,7 +171,7 @@ class Trainer:
                 self.save(f"epoch_{self.epoch}.pth")
             interval = eval_cfg.get("interval", 0)
             if interval > 0 and epoch_finished and self.epoch % interval == 0 and self.iter < self.max_iters:
-                metrics = self._evaluate_or_fail(f"at epoch {self.epoch}")
+                metrics = self._evaluate_or_fail(f"at epoch {self.epoch}", bar)
         bar.close()
         self.save("latest.pth")
         if self.world > 1:
@@ -253,13 +253,16 @@ class Trainer:
         if len(set(prints)) != 1:
             raise TrainingError(f"the {self.world} processes ended with different weights: {prints}")
 
-    def _evaluate_or_fail(self, when: str) -> dict:
+    def _evaluate_or_fail(self, when: str, bar=None) -> dict:
         """:meth:`evaluate` with the weights on disk first; a failure is a one-line :class:`TrainingError`
-        naming the checkpoint to evaluate later, not a traceback (SOLOV2_DEBUG=1 shows the cause)."""
+        naming the checkpoint to evaluate later, not a traceback (SOLOV2_DEBUG=1 shows the cause).
+        ``bar``: the training progress bar, closed on failure so that it is not redrawn after the error."""
         self.save("latest.pth")  # a no-op where latest.pth already holds this iteration
         try:
             return self.evaluate()
         except Exception as exc:
+            if bar is not None:
+                bar.close()
             latest = os.path.join(self.work_dir, "latest.pth")
             raise TrainingError(f"evaluation failed {when} ({_reason(exc)}); the trained weights are in {latest}: "
                                 f"solov2 eval {latest}") from exc
