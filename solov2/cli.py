@@ -117,10 +117,10 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
     cfg = resolved.cfg
     device = device or _default_device()
     dtype = autocast_dtype(precision, device)
+    model, _ = load_model(cfg, resolved.ckpt, device, optimize, name=checkpoint)
     split = split if split in cfg.data else "val"
     dataset = build_dataset(cfg.data[split])
     check_eval_classes(resolved, dataset, f"data.{split}")
-    model, _ = load_model(cfg, resolved.ckpt, device, optimize, name=checkpoint)
     metric = metric or (cfg.get("evaluation") or {}).get("metric", "segm")
     with torch.inference_mode(), precision_autocast(dtype, device):
         encoded = inference_on_dataset(model, dataset, device)
