@@ -145,7 +145,7 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
                 stats["detections_per_image"] = statistics.fmean(detections) / batch
                 results[f"end_to_end_{name}"] = stats
     report = {
-        "config": str(config_path), "checkpoint": checkpoint, "device": str(dev),
+        "config": str(config_path), "checkpoint": resolved.checkpoint, "device": str(dev),
         "num_threads": torch.get_num_threads(), "input_size": [h, w],
         "network_input": list(padded.shape), "batch": batch, "iters": iters, "warmup": warmup,
         "optimize": optimize, "torch": torch.__version__,

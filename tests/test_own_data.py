@@ -183,3 +183,16 @@ def test_two_processes_resolve_the_same_classes(data, tmp_path):
     assert done.stdout.count("classes: data.train has 3 categories (apple, pear, plum)") == 1  # rank 0 logs
     meta = read_checkpoint(str(work / "latest.pth"))["meta"]
     assert meta["classes"] == NAMES and meta["config"]["model"]["bbox_head"]["num_classes"] == 3
+
+
+@pytest.mark.slow
+def test_tools_test_with_the_checkpoint_alone(trained, data, tmp_path):
+    """tools/test.py CHECKPOINT evaluates data.test (MMDetection's meaning); here pointed at the user's val set."""
+    out = tmp_path / "metrics.json"
+    ann, images = data["val"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "tools/test.py", str(trained / "plum.pth"), "--eval", "segm", "--out",
+                           str(out), "--cfg-options", f"data.test.ann_file={ann}", f"data.test.img_prefix={images}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 0.0 <= json.loads(out.read_text())["mask_AP"] <= 1.0
