@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import json
 import logging
 import os
+import posixpath
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -58,18 +61,29 @@ def train_main(config: str, work_dir: str | None = None, resume: str | None = No
             print(f"CUDA is not available: starting {gpus} CPU processes with the gloo backend", flush=True)
         elif gpus > __import__("torch").cuda.device_count():
             raise ValueError(f"--gpus {gpus}: only {__import__('torch').cuda.device_count()} CUDA devices visible")
-        du.spawn(_spawned_worker, gpus, (gpus, opts))
+        import torch.multiprocessing
+        stopped_at = torch.multiprocessing.get_context("spawn").Value("q", -1)  # iteration saved on Ctrl-C
+        if du.spawn(_spawned_worker, gpus, (gpus, opts, stopped_at)) or stopped_at.value >= 0:
+            from .engine.interrupt import TrainingInterrupted
+            raise TrainingInterrupted(os.path.join(work_dir, "latest.pth"),
+                                      stopped_at.value if stopped_at.value >= 0 else None)
         return _read_metrics(work_dir)
     return _train_worker(0, 1, opts)
 
 
-def _spawned_worker(rank: int, world: int, opts: dict) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    if opts["device"] == "cpu":
-        # N processes x the default thread count oversubscribe the cores, and OpenMP then slows to a crawl.
-        import torch
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    _train_worker(rank, world, opts)
+def _spawned_worker(rank: int, world: int, opts: dict, stopped_at) -> None:
+    from .engine.interrupt import TrainingInterrupted, deferred_sigint
+    with deferred_sigint():  # from the start, so that an early Ctrl-C is not lost (the trainer checks it)
+        os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+        if opts["device"] == "cpu":
+            # N processes x the default thread count oversubscribe the cores, and OpenMP then slows to a crawl.
+            import torch
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        try:
+            _train_worker(rank, world, opts)
+        except TrainingInterrupted as exc:  # every process stopped at the same iteration; rank 0 saved it
+            if rank == 0:
+                stopped_at.value = exc.iteration
 
 
 def _train_worker(rank: int, world: int, opts: dict) -> dict:
@@ -110,6 +124,7 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
     model as the Predictor would run it."""
     import torch
     from .checkpoint_config import check_eval_classes, resolve_model
+    from .config import ConfigError
     from .data import build_dataset
     from .engine.evaluate import evaluate, inference_on_dataset
     from .predictor import autocast_dtype, load_model, precision_autocast
@@ -118,7 +133,8 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
     device = device or _default_device()
     dtype = autocast_dtype(precision, device)
     model, _ = load_model(cfg, resolved.ckpt, device, optimize, name=checkpoint)
-    split = split if split in cfg.data else "val"
+    if cfg.data.get(split) is None:
+        raise ConfigError(f"{config or checkpoint}: data.{split} is not set; evaluate another one with --split")
     dataset = build_dataset(cfg.data[split])
     check_eval_classes(resolved, dataset, f"data.{split}")
     metric = metric or (cfg.get("evaluation") or {}).get("metric", "segm")
@@ -136,55 +152,156 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
 # ----------------------------------------------------------------------------- predict
 def collect_inputs(inputs: list[str]) -> list[str]:
     """Files, folders (recursively) and globs -> sorted image and video paths."""
-    found = []
+    return [path for path, _ in collect_named_inputs(inputs)]
+
+
+def collect_named_inputs(inputs: list[str]) -> list[tuple[str, str]]:
+    """Files, folders (recursively) and globs -> ``(path, output name)`` of each image and video.
+
+    The output name is the path relative to the folder given (``cam1/frame.png`` for ``FOLDER/cam1/frame.png``),
+    or the file name for a file or a glob match, extension kept, so that ``cam1/frame.png`` and
+    ``cam2/frame.png``, or ``img.webp`` and ``img.bmp``, get different outputs. Should two inputs still get
+    the same name (``a/x.png b/x.png``), the later one gets ``_2``, ``_3``, ... after its name. A file found
+    twice is predicted once.
+    """
+    found: list[tuple[str, str]] = []
     for item in inputs:
         if os.path.isdir(item):
-            files = [str(p) for p in sorted(Path(item).rglob("*")) if p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS]
+            files = [p for p in sorted(Path(item).rglob("*")) if p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS]
             if not files:
                 raise ValueError(f"{item}: folder has no images or videos")
-            found += files
+            found += [(str(p), p.relative_to(item).as_posix()) for p in files]
         elif os.path.isfile(item):
-            found.append(item)
+            found.append((item, os.path.basename(item)))
         else:
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
                 raise ValueError(f"{item}: no such file, folder or glob match")
-            found += [m for m in matches if os.path.isfile(m)]
-    return found
+            found += [(m, os.path.basename(m)) for m in matches if os.path.isfile(m)]
+    named, seen_paths, used = [], set(), set()
+    for path, name in found:
+        key = os.path.realpath(path)
+        if key in seen_paths:
+            continue
+        seen_paths.add(key)
+        unique, k = name, 1
+        while unique in used:
+            k += 1
+            unique = f"{name}_{k}"
+        used.add(unique)
+        named.append((path, unique))
+    return named
 
 
 def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: str = "runs/predict",
                  score_thr: float = 0.3, device: str | None = None, save_json: bool = True,
-                 save_masks: bool = False, precision: str = "fp32", optimize: bool = True) -> list[str]:
+                 save_masks: bool = False, precision: str = "fp32", optimize: bool = True,
+                 ann_file: str | None = None) -> list[str]:
+    """Pictures (``OUT/<name>_pred.png``, ``<name>`` from :func:`collect_named_inputs`), videos
+    (``OUT/<name>_pred.mp4``) and ``OUT/results.json``. Unreadable inputs are skipped with a one-line
+    warning and listed at the end; if none can be read, a ``ValueError`` says why.
+    ``results.json`` ids: see :class:`_ResultIds`."""
     from tqdm import tqdm
+    from .data.errors import DataError
     from .evaluation.coco import results_to_coco
     from .predictor import Predictor, read_image
     from .visualize import save_image
-    paths = collect_inputs(inputs)
+    named = collect_named_inputs(inputs)
     predictor = Predictor(config, checkpoint, device=device or _default_device(), score_thr=score_thr,
                           precision=precision, optimize=optimize)
     os.makedirs(out, exist_ok=True)
-    written, coco = [], []
-    for i, path in enumerate(tqdm(paths, desc="predict", dynamic_ncols=True)):
-        stem = Path(path).stem
-        if Path(path).suffix.lower() in VIDEO_EXTS:
-            written.append(_predict_video(predictor, path, os.path.join(out, f"{stem}_pred.mp4")))
+    ids = _ResultIds(predictor, ann_file)
+    written, coco, skipped = [], [], []
+    for path, name in tqdm(named, desc="predict", dynamic_ncols=True):
+        target = os.path.join(out, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            if Path(path).suffix.lower() in VIDEO_EXTS:
+                def on_frame(k, result, path=path):
+                    for r in results_to_coco(result, k, ids.cat_ids):
+                        coco.append({**r, "file_name": f"{path}#{k}", "frame": k,
+                                     "category_name": ids.category_name(r["category_id"])})
+                written.append(_predict_video(predictor, path, f"{target}_pred.mp4", on_frame))
+                continue
+            image = read_image(path)
+        except DataError as exc:
+            tqdm.write(f"warning: {one_line(exc)}; skipped", file=sys.stderr)
+            skipped.append((path, one_line(exc)))
             continue
-        image = read_image(path)
         result = predictor(image)
-        target = os.path.join(out, f"{stem}_pred.png")
-        save_image(target, predictor.draw(image, result))
-        written.append(target)
+        save_image(f"{target}_pred.png", predictor.draw(image, result))
+        written.append(f"{target}_pred.png")
         if save_masks:
-            _save_masks(result, os.path.join(out, f"{stem}_masks"))
-        # The training data's category ids where the checkpoint records them, else the labels.
-        cat_ids = predictor.cat_ids or list(range(len(predictor.class_names)))
-        for r, name in zip(results_to_coco(result, i, cat_ids), result["class_names"]):
-            coco.append({**r, "file_name": path, "category_name": name})
+            _save_masks(result, f"{target}_masks")
+        image_id = ids.image_id(path, name)
+        if image_id is None:
+            continue
+        for r in results_to_coco(result, 0, ids.cat_ids):
+            coco.append({**r, "image_id": image_id, "file_name": path,
+                         "category_name": ids.category_name(r["category_id"])})
+    if skipped and not written:
+        raise ValueError(skipped[0][1] if len(skipped) == 1 else
+                         f"none of the {len(skipped)} inputs could be read (first: {skipped[0][1]})")
     if save_json:
         with open(os.path.join(out, "results.json"), "w") as f:
             json.dump(coco, f)
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable input(s): {', '.join(p for p, _ in skipped)}", file=sys.stderr)
     return written
+
+
+class _ResultIds:
+    """The ids ``results.json`` uses, so that ``COCO.loadRes`` takes it against the user's annotations.
+
+    * ``category_id``: the training data's category ids (``predictor.cat_ids``, from the checkpoint); for a
+      checkpoint without them, the ``--ann`` file's sorted category ids if it has one per class, else 1..C
+      (label + 1, as ``labelme-to-coco`` and most COCO files number them).
+    * ``image_id``: with ``--ann FILE.json``, the id of the image whose ``file_name`` the input path ends with
+      (images not in the file are warned about and left out of ``results.json``); without it, 1, 2, ... in
+      input order. Video frames: the frame index (0-based), ``file_name`` = ``VIDEO#FRAME``.
+    """
+
+    def __init__(self, predictor, ann_file: str | None):
+        n = len(predictor.class_names)
+        self.names = list(predictor.class_names)
+        self.by_file: dict[str, object] | None = None
+        cat_ids = getattr(predictor, "cat_ids", None)
+        if ann_file:
+            from .data.errors import DataError
+            try:
+                with open(ann_file, encoding="utf-8") as f:
+                    data = json.load(f)
+                self.by_file = {}  # base name -> [(normalized file_name, image id)]
+                for im in data["images"]:
+                    fn = posixpath.normpath(str(im["file_name"]).replace("\\", "/"))
+                    self.by_file.setdefault(posixpath.basename(fn), []).append((fn, im["id"]))
+                file_cats = sorted(c["id"] for c in data.get("categories") or [])
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{ann_file}: annotation file (--ann) not found") from None
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DataError(f"{ann_file}: not a COCO file with 'images' ({one_line(exc)})") from None
+            if not cat_ids and len(file_cats) == n:
+                cat_ids = file_cats
+        self.cat_ids = [int(c) for c in cat_ids] if cat_ids else list(range(1, n + 1))
+        self.name_of = dict(zip(self.cat_ids, self.names))
+        self.next_id = 0
+
+    def category_name(self, category_id: int) -> str:
+        return self.name_of[category_id]
+
+    def image_id(self, path: str, name: str):
+        if self.by_file is None:
+            self.next_id += 1
+            return self.next_id
+        posix = Path(os.path.abspath(path)).as_posix()
+        matches = [(fn, i) for fn, i in self.by_file.get(posixpath.basename(posix), [])
+                   if posix == fn or posix.endswith("/" + fn)]
+        if not matches:
+            from tqdm import tqdm
+            tqdm.write(f"warning: {path}: not among the images of --ann; its results are not in results.json",
+                       file=sys.stderr)
+            return None
+        return max(matches, key=lambda m: len(m[0]))[1]  # the longest file_name the path ends with
 
 
 def _save_masks(result: dict, folder: str) -> None:
@@ -194,22 +311,27 @@ def _save_masks(result: dict, folder: str) -> None:
         Image.fromarray(mask.astype("uint8") * 255).save(os.path.join(folder, f"{k:03d}_{name}_{score:.2f}.png"))
 
 
-def _predict_video(predictor, path: str, target: str) -> str:
+def _predict_video(predictor, path: str, target: str, on_frame=None) -> str:
+    """``target``: the annotated video; ``on_frame(index, result)`` is called for every frame if given."""
     import cv2
     from tqdm import tqdm
+    from .data.errors import DataError
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
-        raise ValueError(f"{path}: cannot open video")
+        raise DataError(f"{path}: cannot open video")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer = None
     with tqdm(total=frames, desc=os.path.basename(path), unit="frame", dynamic_ncols=True, leave=False) as bar:
-        while True:
+        for index in itertools.count():
             ok, frame = cap.read()
             if not ok:
                 break
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            drawn = predictor.draw(rgb, predictor(rgb))
+            result = predictor(rgb)
+            if on_frame is not None:
+                on_frame(index, result)
+            drawn = predictor.draw(rgb, result)
             if writer is None:
                 h, w = drawn.shape[:2]  # pictures of small frames are enlarged
                 writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
@@ -217,9 +339,39 @@ def _predict_video(predictor, path: str, target: str) -> str:
             bar.update(1)
     cap.release()
     if writer is None:
-        raise ValueError(f"{path}: video has no readable frames")
+        raise DataError(f"{path}: video has no readable frames")
     writer.release()
     return target
+
+
+# ----------------------------------------------------------------------------- data tools
+def check_data_main(config: str, cfg_options=None, split: str = "train", out: str | None = None):
+    """``solov2 check-data``: the data report of ``data.<split>`` (text on stdout, ``data_report.png`` in
+    ``out``, default the work dir that ``train`` would use). Returns the :class:`~solov2.data.report.DataReport`."""
+    import warnings
+    from .config import ConfigError, load_config
+    from .data import build_dataset
+    from .data.report import data_report, format_report, head_scale_ranges, save_report_picture, training_scale
+    cfg = load_config(config, cfg_options)
+    if cfg.data.get(split) is None:
+        raise ConfigError(f"{config}: data.{split} is not set; data has {sorted(k for k in cfg.data if k in ('train', 'val', 'test'))}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # dropped annotations are listed by the report itself
+        dataset = build_dataset(cfg.data[split])
+    report = data_report(dataset, head_scale_ranges(cfg), training_scale(cfg) if split == "train" else None)
+    print(format_report(report))
+    out = out or cfg.get("work_dir") or os.path.join("work_dirs", Path(config).stem)
+    print(f"wrote {save_report_picture(report, os.path.join(out, 'data_report.png'))}")
+    return report
+
+
+def labelme_to_coco_main(folder: str, out_json: str, image_root: str | None = None) -> dict:
+    from .data.labelme import labelme_to_coco
+    data = labelme_to_coco(folder, out_json, image_root)
+    print(f"wrote {out_json}: {len(data['images'])} images, {len(data['annotations'])} instances, "
+          f"{len(data['categories'])} classes ({', '.join(c['name'] for c in data['categories'])}); "
+          f"file_name is relative to {image_root or folder}")
+    return data
 
 
 # ----------------------------------------------------------------------------- demo
@@ -276,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--metric", choices=["segm", "cityscapes"])
     e.add_argument("--metrics-out")
     e.add_argument("--split", default="val", choices=["train", "val", "test"],
-                   help="data set of the config to evaluate on (default val, as training does; tools/test.py: test)")
+                   help="which data set of the config to evaluate: data.val (default, the validation set "
+                        "of the README's own-data recipe), data.test or data.train")
     e.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
     e.add_argument("--device", choices=["cpu", "cuda"])
     e.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -290,8 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="runs/predict")
     pr.add_argument("--score-thr", type=float, default=0.3)
     pr.add_argument("--device", choices=["cpu", "cuda"])
-    pr.add_argument("--save-json", action="store_true", default=True,
-                    help="write results.json (COCO results, RLE masks); on by default")
+    pr.add_argument("--save-json", action=argparse.BooleanOptionalAction, default=True,
+                    help="write results.json (COCO results, RLE masks; default on)")
+    pr.add_argument("--ann", metavar="FILE.json",
+                    help="the images' COCO file: results.json then uses its image ids (matched by file_name) "
+                         "so that COCO.loadRes accepts it against these annotations")
     pr.add_argument("--save-masks", action="store_true", help="one PNG per instance")
     pr.add_argument("--precision", choices=PRECISIONS, default="fp32",
                     help="network precision: bf16 on CPU (about 2x faster with AVX512-BF16/AMX) or CUDA, "
@@ -316,6 +472,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("root")
     c.add_argument("out_json")
     c.add_argument("--split", default="train")
+
+    cd = sub.add_parser("check-data", help="report on a config's training data before training: images, "
+                        "instances per class, dropped annotations, instance sizes per FPN level")
+    cd.add_argument("config")
+    cd.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
+    cd.add_argument("--split", default="train", choices=["train", "val", "test"],
+                    help="which data set of the config (default train; sizes are then measured at the "
+                         "middle training scale, else at the images' own size)")
+    cd.add_argument("--out", help="folder for data_report.png (default: the work dir train would use)")
+
+    lm = sub.add_parser("labelme-to-coco", help="convert a folder of LabelMe JSON files to one COCO instance JSON")
+    lm.add_argument("folder", help="folder searched recursively for LabelMe *.json files")
+    lm.add_argument("out_json")
+    lm.add_argument("--image-root", help="folder that file_name is written relative to (default: FOLDER); "
+                    "use it as img_prefix / the second argument of CocoDataset")
 
     x = sub.add_parser("export", help="export to ONNX or TorchScript")
     x.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT)
@@ -356,7 +527,7 @@ def run(args: argparse.Namespace) -> None:
                   precision=args.precision, optimize=args.optimize)
     elif args.command == "predict":
         written = predict_main(args.config, args.checkpoint, args.inputs, args.out, args.score_thr, args.device,
-                               args.save_json, args.save_masks, args.precision, args.optimize)
+                               args.save_json, args.save_masks, args.precision, args.optimize, args.ann)
         print(f"wrote {len(written)} result(s) to {args.out}")
     elif args.command == "demo":
         demo_main(args.out, args.train_images, args.val_images, args.image_size, opts)
@@ -369,6 +540,10 @@ def run(args: argparse.Namespace) -> None:
         from .data.cityscapes import cityscapes_to_coco
         cityscapes_to_coco(args.root, args.out_json, args.split)
         print(f"wrote {args.out_json}")
+    elif args.command == "check-data":
+        check_data_main(args.config, opts, args.split, args.out)
+    elif args.command == "labelme-to-coco":
+        labelme_to_coco_main(args.folder, args.out_json, args.image_root)
     elif args.command == "export":
         _export(args)
     elif args.command == "convert":
@@ -403,16 +578,46 @@ def one_line(exc: BaseException) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def resume_command(command: list[str], flags: tuple[str, ...], checkpoint: str) -> str:
+    """``command`` (program and arguments, as typed) without its resume option (any of ``flags``, with its
+    value) and with ``flags[0] checkpoint`` added: the line that continues an interrupted run."""
+    kept, i = [], 0
+    while i < len(command):
+        arg = command[i]
+        if arg in flags:  # "--resume" (whose value is optional) or "--resume_from PATH"
+            i += 2 if i + 1 < len(command) and not command[i + 1].startswith("-") else 1
+            continue
+        if not any(arg.startswith(f + "=") for f in flags):
+            kept.append(arg)
+        i += 1
+    return shlex.join(kept + [flags[0], checkpoint])
+
+
+def main(argv: list[str] | None = None, resume_hint=None) -> int:
+    """``resume_hint(checkpoint) -> str``: the command that resumes an interrupted training (default: this
+    ``solov2 train`` command with ``--resume checkpoint``)."""
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     from .config import ConfigError
     from .engine.checkpoint import CheckpointError
+    from .engine.interrupt import TrainingInterrupted
     from .engine.trainer import TrainingError
     # Errors about the user's input (DataError, ExportError, ... are ValueErrors); anything else is a bug
     # and keeps its traceback.
     expected = (ConfigError, CheckpointError, FileNotFoundError, ValueError, TrainingError)
     try:
         run(args)
+    except TrainingInterrupted as exc:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process stops; rank 0 says so
+            hint = resume_hint or (lambda ckpt: resume_command(["solov2", *argv], ("--resume",), ckpt))
+            if exc.iteration is None:
+                print("interrupted before the first checkpoint", file=sys.stderr)
+            elif args.command == "train":
+                print(f"interrupted at iteration {exc.iteration}; resume with: {hint(exc.checkpoint)}",
+                      file=sys.stderr)
+            else:
+                print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .models.solov2_head import dynamic_masks
+from .ops.dynamic_masks import dynamic_masks
 from .ops.matrix_nms import matrix_nms
 
 

@@ -17,16 +17,11 @@ ImageLike = Union[str, os.PathLike, np.ndarray]
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB; one-line ``ValueError`` naming the file if unreadable."""
-    from PIL import Image, UnidentifiedImageError
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: image not found")
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))  # a writable copy (torch.from_numpy needs one)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path}: cannot read image ({exc.__class__.__name__})") from None
+    """Read an image file as ``(H, W, 3)`` uint8 RGB, upright (EXIF orientation applied), 16-bit scaled to 8;
+    one-line ``ValueError`` naming the file if unreadable. The data sets' decoder (:func:`solov2.data.image.read_rgb`),
+    so prediction sees the pixels that training and evaluation saw."""
+    from .data.image import read_rgb
+    return read_rgb(path)
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

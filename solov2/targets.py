@@ -8,9 +8,14 @@ For every instance (Sec. 3 of SOLO / SOLOv2):
 3. every cell of the center region is positive, with the instance's class and its mask, downsampled to
    the mask feature's 1/4 resolution, as the mask target.
 
-Where center regions of two instances overlap in a cell, the official code gives that cell the later
-instance's class but trains both masks on it; here the later instance owns the cell for both, so every
-positive cell has exactly one class and one mask target.
+Where center regions of two instances overlap in a cell (``shared_cells``):
+- ``"all_pairs"`` (default, the official SOLO code): the cell takes the later instance's class, and every
+  (instance, cell) pair is a mask target, so a shared cell trains both masks with its one kernel and the
+  Dice loss is the mean over pairs;
+- ``"last_owner"``: the later instance owns the cell for class and mask (one mask target per cell).
+
+Cells are found as the official code does, ``(v / size) // (1 / S)`` in float32, which differs from
+``floor(v / size * S)`` for a centre exactly on a cell boundary.
 """
 from __future__ import annotations
 
@@ -21,6 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+SHARED_CELLS = ("all_pairs", "last_owner")
+
+
 @dataclass
 class SOLOv2Targets:
     """Targets of a batch, laid out like the flattened predictions.
@@ -28,10 +36,11 @@ class SOLOv2Targets:
     Attributes:
         cate_labels: ``(sum_l B * S_l^2,)`` int64, level-major, then image, then row-major cell;
             ``num_classes`` marks background.
-        pos_image: ``(P,)`` int64 image index of each positive cell.
-        pos_cell: ``(P,)`` int64 index of the cell among all levels' cells of that image
-            (``offset_l + row * S_l + col``), matching ``SOLOv2Head.flatten_kernels``.
-        mask_targets: ``(P, H/4, W/4)`` uint8 mask targets of the positive cells.
+        pos_image: ``(P,)`` int64 image index of each (instance, positive cell) pair.
+        pos_cell: ``(P,)`` int64 index of the pair's cell among all levels' cells of that image
+            (``offset_l + row * S_l + col``), matching ``SOLOv2Head.flatten_kernels``; with
+            ``shared_cells="all_pairs"`` a cell shared by k instances appears k times.
+        mask_targets: ``(P, H/4, W/4)`` uint8 mask target of each pair.
     """
 
     cate_labels: Tensor
@@ -72,7 +81,9 @@ def center_regions(boxes: Tensor, centers: Tensor, image_size: tuple[int, int], 
     cx, cy = centers[:, 0], centers[:, 1]
 
     def cell(v: Tensor, size: int) -> Tensor:
-        return torch.floor(v / size * num_grid).long()
+        # The official ``(v / size) // (1. / S)``: in float32 a centre exactly on a boundary falls in the
+        # lower cell (0.25 // (1 / 12) = 2), where ``floor(v / size * S)`` would give 3.
+        return torch.div(v.float() / size, 1.0 / num_grid, rounding_mode="floor").long()
 
     coord_w, coord_h = cell(cx, w), cell(cy, h)
     top = torch.maximum(cell(cy - half_h, h).clamp(min=0), coord_h - 1)
@@ -82,28 +93,43 @@ def center_regions(boxes: Tensor, centers: Tensor, image_size: tuple[int, int], 
     return torch.stack([top, bottom, left, right], 1)
 
 
-def _assign_level(regions: Tensor, num_grid: int) -> Tensor:
-    """``(K, 4)`` regions -> ``(S, S)`` int64 owner index per cell (-1: none); a later instance wins a cell."""
-    k = regions.shape[0]
+def _cover(regions: Tensor, num_grid: int) -> Tensor:
+    """``(K, 4)`` regions -> ``(K, S, S)`` bool: which cells each instance's center region covers."""
     r = torch.arange(num_grid, device=regions.device)
     inside_rows = (r[None] >= regions[:, 0:1]) & (r[None] <= regions[:, 1:2])  # (K, S)
     inside_cols = (r[None] >= regions[:, 2:3]) & (r[None] <= regions[:, 3:4])
-    cover = inside_rows[:, :, None] & inside_cols[:, None, :]  # (K, S, S)
-    ids = torch.arange(k, device=regions.device)[:, None, None].expand_as(cover)
-    return torch.where(cover, ids, torch.full_like(ids, -1)).amax(0) if k else r.new_full((num_grid, num_grid), -1)
+    return inside_rows[:, :, None] & inside_cols[:, None, :]
+
+
+def _assign_level(cover: Tensor, shared_cells: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``(K, S, S)`` cover -> (``(S*S,)`` owner per cell, -1 for none; ``(P,)`` pair instance; ``(P,)`` pair cell).
+
+    The owner (whose class a cell takes) is the last instance covering it; the pairs are every covering
+    instance (``"all_pairs"``) or the owner only (``"last_owner"``), instance-major, cells row-major.
+    """
+    k = cover.shape[0]
+    cover = cover.flatten(1)  # (K, S*S)
+    ids = torch.arange(k, device=cover.device)[:, None].expand_as(cover)
+    owner = torch.where(cover, ids, torch.full_like(ids, -1)).amax(0) if k else cover.new_full(cover.shape[1:], -1,
+                                                                                               dtype=torch.int64)
+    if shared_cells == "last_owner":
+        cell = torch.nonzero(owner >= 0).flatten()
+        return owner, owner[cell], cell
+    inst, cell = torch.nonzero(cover, as_tuple=True)
+    return owner, inst, cell
 
 
 def build_targets_single(masks: Tensor, labels: Tensor, image_size: tuple[int, int], num_grids: list[int],
-                         scale_ranges: list[tuple[float, float]], sigma: float, num_classes: int
-                         ) -> tuple[list[Tensor], Tensor, Tensor]:
+                         scale_ranges: list[tuple[float, float]], sigma: float, num_classes: int,
+                         shared_cells: str = "all_pairs") -> tuple[list[Tensor], Tensor, Tensor]:
     """Targets of one image.
 
     Args:
         masks: ``(N, H, W)`` bool instance masks at the padded input size ``image_size`` (H, W multiples of 4).
         labels: ``(N,)`` int64 in ``[0, num_classes)``.
     Returns:
-        per-level ``(S_l, S_l)`` category labels (``num_classes`` = background), ``(P,)`` positive cell
-        indices over all levels, ``(P, H/4, W/4)`` uint8 mask targets.
+        per-level ``(S_l, S_l)`` category labels (``num_classes`` = background), ``(P,)`` cell indices over
+        all levels of the (instance, cell) pairs, ``(P, H/4, W/4)`` uint8 mask targets.
     """
     h, w = image_size
     device = masks.device
@@ -118,24 +144,25 @@ def build_targets_single(masks: Tensor, labels: Tensor, image_size: tuple[int, i
     offset = 0
     for num_grid, (lo, hi) in zip(num_grids, scale_ranges):
         hit = torch.nonzero(valid & (scales >= lo) & (scales <= hi)).flatten()
-        owner = _assign_level(center_regions(boxes[hit], centers[hit], (h, w), num_grid, sigma), num_grid)
-        owner = owner.flatten()
-        pos = torch.nonzero(owner >= 0).flatten()
-        inst = hit[owner[pos]]
+        cover = _cover(center_regions(boxes[hit], centers[hit], (h, w), num_grid, sigma), num_grid)
+        owner, pair_inst, pair_cell = _assign_level(cover, shared_cells)
         cate = torch.full((num_grid * num_grid,), num_classes, dtype=torch.int64, device=device)
-        cate[pos] = labels[inst]
+        owned = owner >= 0
+        cate[owned] = labels[hit[owner[owned]]]
         cate_levels.append(cate.view(num_grid, num_grid))
-        pos_cells.append(pos + offset)
-        mask_targets.append(small[inst])
+        pos_cells.append(pair_cell + offset)
+        mask_targets.append(small[hit[pair_inst]])
         offset += num_grid * num_grid
     return cate_levels, torch.cat(pos_cells), torch.cat(mask_targets)
 
 
 def build_targets(gt_masks: list[Tensor], gt_labels: list[Tensor], image_size: tuple[int, int],
                   num_grids: list[int], scale_ranges: list[tuple[float, float]], sigma: float = 0.2,
-                  num_classes: int = 80) -> SOLOv2Targets:
+                  num_classes: int = 80, shared_cells: str = "all_pairs") -> SOLOv2Targets:
     """Targets of a batch whose masks are all padded to ``image_size`` (H, W); see :class:`SOLOv2Targets`."""
-    per_image = [build_targets_single(m, l, image_size, num_grids, scale_ranges, sigma, num_classes)
+    if shared_cells not in SHARED_CELLS:
+        raise ValueError(f"shared_cells must be one of {SHARED_CELLS}, got {shared_cells!r}")
+    per_image = [build_targets_single(m, l, image_size, num_grids, scale_ranges, sigma, num_classes, shared_cells)
                  for m, l in zip(gt_masks, gt_labels)]
     cate_labels = torch.cat([torch.stack([img[0][lvl] for img in per_image]).flatten()
                              for lvl in range(len(num_grids))])

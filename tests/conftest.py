@@ -10,3 +10,16 @@ from cityscapes_fixture import make_tiny_cityscapes
 def tiny_cityscapes(tmp_path: Path) -> Path:
     """Root of a fresh tiny Cityscapes tree (see tests/cityscapes_fixture.py); tests may modify it."""
     return make_tiny_cityscapes(tmp_path / "cityscapes")
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch):
+    """No test downloads anything: fetching ImageNet weights fails as it would offline."""
+    import urllib.error
+
+    import torch
+
+    def refuse(url, *args, **kwargs):
+        raise urllib.error.URLError(f"tests never download ({url})")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)

@@ -50,3 +50,32 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert read_checkpoint(path)["meta"]["iter"] == 1
     assert sorted(os.listdir(tmp_path)) == ["latest.pth"]
+
+
+def test_rng_states_load_with_weights_only_and_restore_the_sequences(tmp_path):
+    import random
+
+    import numpy as np
+
+    from solov2.engine.rng import rng_state, set_rng_state
+    path = str(tmp_path / "a.pth")
+    save_checkpoint(path, tiny_model(), meta={"iter": 1}, rng=[rng_state()])
+    expected = (random.random(), float(np.random.rand()), torch.rand(3))
+    set_rng_state(read_checkpoint(path)["rng"][0])  # read_checkpoint loads with weights_only=True
+    again = (random.random(), float(np.random.rand()), torch.rand(3))
+    assert expected[:2] == again[:2] and torch.equal(expected[2], again[2])
+
+
+def test_linked_checkpoint_outlives_the_epoch_file_and_is_replaced_alone(tmp_path):
+    from solov2.engine.checkpoint import link_checkpoint
+    epoch, latest = str(tmp_path / "epoch_1.pth"), str(tmp_path / "latest.pth")
+    save_checkpoint(epoch, tiny_model(), meta={"iter": 4})
+    save_checkpoint(latest, tiny_model(), meta={"iter": 2})
+    link_checkpoint(epoch, latest)
+    assert open(latest, "rb").read() == open(epoch, "rb").read()
+    save_checkpoint(latest, tiny_model(), meta={"iter": 6})  # a later latest.pth leaves epoch_1.pth as it was
+    assert read_checkpoint(epoch)["meta"]["iter"] == 4
+    link_checkpoint(epoch, latest)
+    os.remove(epoch)  # max_keep_ckpts retention
+    assert read_checkpoint(latest)["meta"]["iter"] == 4
+    assert sorted(os.listdir(tmp_path)) == ["latest.pth"]

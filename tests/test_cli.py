@@ -68,12 +68,12 @@ def test_predict_writes_pictures_and_coco_json(trained, tmp_path):
     out = tmp_path / "out"
     assert main(["predict", TINY, str(trained / "run/latest.pth"), str(tmp_path / "in"), "--out", str(out),
                  "--score-thr", "0.2", "--save-masks"]) == 0
-    picture = np.asarray(Image.open(out / "a_pred.png"))
+    picture = np.asarray(Image.open(out / "nested/a.png_pred.png"))  # mirrors in/nested/a.png
     assert picture.shape == (256, 256, 3)  # a 128 px image is drawn at twice its size
     assert not np.array_equal(picture[::2, ::2], image)
     results = json.loads((out / "results.json").read_text())
     assert results and {"segmentation", "score", "category_name"} <= set(results[0])
-    assert len(list((out / "a_masks").glob("*.png"))) == len(results)
+    assert len(list((out / "nested/a.png_masks").glob("*.png"))) == len(results)
 
 
 @pytest.mark.parametrize("with_postprocess", [False, True])
@@ -130,7 +130,8 @@ def test_cityscapes_eval_through_tools_test(tiny_cityscapes, tmp_path):
     opts = [f"data.train.root={tiny_cityscapes}", f"data.val.root={tiny_cityscapes}",
             f"data.test.root={tiny_cityscapes}", "model.backbone.depth=18", "model.neck.in_channels=[64,128,256,512]",
             "model.transform.train_scales=[(256, 128)]", "model.transform.test_scale=(256, 128)",
-            "data.imgs_per_gpu=1", "data.workers_per_gpu=0", "evaluation.interval=-1", "max_iters=1"]
+            "data.imgs_per_gpu=1", "data.workers_per_gpu=0", "evaluation.interval=-1", "max_iters=1",
+            "model.pretrained=None"]
     assert main(["train", str(SEED_CONFIG), "--work-dir", str(work), "--device", "cpu", "--cfg-options", *opts]) == 0
     out = tmp_path / "metrics.json"
     done = subprocess.run([sys.executable, "tools/test.py", str(SEED_CONFIG), str(work / "latest.pth"),
@@ -153,9 +154,128 @@ def test_predict_on_a_video_and_a_broken_one(trained, tmp_path, capsys):
     writer.release()
     out = tmp_path / "out"
     assert main(["predict", TINY, str(trained / "run/latest.pth"), str(video), "--out", str(out)]) == 0
-    result = cv2.VideoCapture(str(out / "clip_pred.mp4"))
+    result = cv2.VideoCapture(str(out / "clip.mp4_pred.mp4"))
     assert int(result.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
     assert main(["predict", TINY, str(trained / "run/latest.pth"), str(broken), "--out", str(out)]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {broken}: cannot open video"
+
+
+# ----------------------------------------------------------------------------- predict on files as people have them
+@pytest.fixture(scope="module")
+def detecting_checkpoint(tmp_path_factory):
+    """Random weights with every class scoring high everywhere: many detections, no training needed."""
+    import torch
+    from solov2 import build_model, load_config
+    from solov2.engine.checkpoint import save_checkpoint
+    torch.manual_seed(0)
+    model = build_model(load_config(TINY))
+    torch.nn.init.constant_(model.bbox_head.solo_cate.bias, 2.0)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pth"
+    save_checkpoint(str(path), model, meta={"classes": ["disc", "rectangle", "triangle", "ring", "star"]})
+    return str(path)
+
+
+def _photos(root, names, size=(48, 64)):
+    rng = np.random.default_rng(0)
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / name)
+
+
+def test_predict_mirrors_the_input_tree_and_keeps_extensions(detecting_checkpoint, tmp_path):
+    photos = tmp_path / "photos"
+    _photos(photos, ["cam1/frame.png", "cam2/frame.png", "img.webp", "img.bmp"])
+    out = tmp_path / "out"
+    assert main(["predict", TINY, detecting_checkpoint, str(photos), "--out", str(out), "--save-masks"]) == 0
+    for name in ("cam1/frame.png", "cam2/frame.png", "img.webp", "img.bmp"):
+        assert (out / f"{name}_pred.png").is_file() and (out / f"{name}_masks").is_dir()
+    results = json.loads((out / "results.json").read_text())
+    assert {r["file_name"] for r in results} == {str(photos / n) for n in ("cam1/frame.png", "cam2/frame.png",
+                                                                           "img.webp", "img.bmp")}
+    assert sorted({r["image_id"] for r in results}) == [1, 2, 3, 4]  # no --ann: 1, 2, ... in input order
+    assert {r["category_id"] for r in results} <= {1, 2, 3, 4, 5}  # no cat_ids in the checkpoint: label + 1
+    # two files with the same name given directly: the second gets a suffix instead of overwriting
+    out2 = tmp_path / "out2"
+    assert main(["predict", TINY, detecting_checkpoint, str(photos / "cam1/frame.png"),
+                 str(photos / "cam2/frame.png"), "--out", str(out2), "--no-save-json"]) == 0
+    assert (out2 / "frame.png_pred.png").is_file() and (out2 / "frame.png_2_pred.png").is_file()
+    assert not (out2 / "results.json").exists()  # --no-save-json
+
+
+def test_predict_skips_an_unreadable_file_and_finishes(detecting_checkpoint, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    _photos(photos, ["a.png", "c.png"])
+    (photos / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "out"
+    assert main(["predict", TINY, detecting_checkpoint, str(photos), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {photos / 'b.jpg'}: cannot read image" in err
+    assert err.strip().splitlines()[-1] == f"skipped 1 unreadable input(s): {photos / 'b.jpg'}"
+    assert (out / "a.png_pred.png").is_file() and (out / "c.png_pred.png").is_file()
+    assert {r["file_name"] for r in json.loads((out / "results.json").read_text())} == {str(photos / "a.png"),
+                                                                                         str(photos / "c.png")}
+
+
+def test_predict_results_load_against_the_users_annotations(detecting_checkpoint, tmp_path):
+    import contextlib
+    import io
+    from pycocotools.coco import COCO
+    images = tmp_path / "data/images"
+    _photos(images, ["cam1/frame.png", "cam2/frame.png", "extra.png"])
+    categories = [{"id": c, "name": n} for c, n in zip((3, 5, 10, 11, 12), ("disc", "rectangle", "triangle",
+                                                                             "ring", "star"))]
+    ann = tmp_path / "data/val.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": "img_b", "file_name": "cam2/frame.png", "height": 48, "width": 64},
+                   {"id": "img_a", "file_name": "cam1/frame.png", "height": 48, "width": 64}],
+        "annotations": [{"id": 1, "image_id": "img_a", "category_id": 3, "iscrowd": 0, "area": 100.0,
+                         "bbox": [0, 0, 10, 10], "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]]}],
+        "categories": categories}))
+    out = tmp_path / "out"
+    assert main(["predict", TINY, detecting_checkpoint, str(images), "--out", str(out), "--ann", str(ann)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {r["image_id"] for r in results} == {"img_a", "img_b"}  # extra.png is not in --ann: left out
+    assert {r["category_id"] for r in results} <= {3, 5, 10, 11, 12}
+    by_id = {r["image_id"]: r["file_name"] for r in results}
+    assert by_id == {"img_a": str(images / "cam1/frame.png"), "img_b": str(images / "cam2/frame.png")}
+    with contextlib.redirect_stdout(io.StringIO()):
+        detections = COCO(str(ann)).loadRes(results)
+    assert len(detections.anns) == len(results) > 0
+
+
+def test_predict_uses_the_checkpoints_category_ids(detecting_checkpoint, tmp_path, monkeypatch):
+    from solov2.predictor import Predictor
+    monkeypatch.setattr(Predictor, "cat_ids", [7, 8, 9, 20, 21], raising=False)  # what training stores
+    _photos(tmp_path / "in", ["a.png"])
+    assert main(["predict", TINY, detecting_checkpoint, str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    assert results and {r["category_id"] for r in results} <= {7, 8, 9, 20, 21}
+    names = dict(zip([7, 8, 9, 20, 21], ["disc", "rectangle", "triangle", "ring", "star"]))
+    assert all(names[r["category_id"]] == r["category_name"] for r in results)
+
+
+def test_eval_reads_the_validation_set_by_default(detecting_checkpoint, tmp_path, capsys):
+    val = "data.val={'type': 'SyntheticShapes', 'num_images': 2, 'seed': 1, 'image_size': 96}"
+    test = f"data.test={{'type': 'CocoDataset', 'ann_file': '{tmp_path}/instances_val2017.json', 'img_prefix': '{tmp_path}'}}"
+    metrics = tmp_path / "m.json"
+    assert main(["eval", TINY, detecting_checkpoint, "--metrics-out", str(metrics), "--cfg-options", val, test]) == 0
+    assert "mask_AP" in json.loads(metrics.read_text())
+    assert main(["eval", TINY, detecting_checkpoint, "--split", "test", "--cfg-options", val, test]) == 1
+    assert capsys.readouterr().err.strip().endswith(f"error: {tmp_path}/instances_val2017.json: annotation file not found")
+    assert main(["eval", TINY, detecting_checkpoint, "--cfg-options", "data.val=None"]) == 1
+    assert "data.val is not set" in capsys.readouterr().err
+
+
+def test_predict_video_gives_per_frame_results(detecting_checkpoint, tmp_path):
+    import cv2
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (64, 48))
+    for k in range(3):
+        writer.write(np.full((48, 64, 3), 60 * k, np.uint8))
+    writer.release()
+    assert main(["predict", TINY, detecting_checkpoint, str(video), "--out", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    assert {r["image_id"] for r in results} == {0, 1, 2}  # image_id = frame index
+    assert all(r["file_name"] == f"{video}#{r['frame']}" and r["frame"] == r["image_id"] for r in results)

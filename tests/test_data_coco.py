@@ -184,3 +184,110 @@ def test_build_dataset_and_loader(coco_dir):
     synth = build_dataset({"type": "SyntheticShapes", "num_images": 5, "image_size": 64})
     images, targets = collate([synth[0], synth[1]])
     assert len(images) == 2 and targets[1]["image_id"] == 2
+
+
+# ----------------------------------------------------------------------------- files as people have them
+def _write_coco(path, images, annotations, categories=({"id": 1, "name": "thing"},)):
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": list(categories)}))
+    return str(path)
+
+
+def test_exif_rotated_jpeg_is_read_upright_and_matches_its_annotations(tmp_path):
+    """A phone photo: pixels stored sideways with EXIF orientation 6 ("rotate 90 degrees clockwise to show")."""
+    upright = np.full((H, W, 3), 20, dtype=np.uint8)
+    upright[3:8, 2:10] = 230  # the annotated object, where RECT_POLY is
+    stored = np.ascontiguousarray(np.rot90(upright, 1))  # what the camera wrote: (W, H) pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", quality=95, exif=exif)
+    ann = _write_coco(tmp_path / "ann.json", [{"id": 1, "file_name": "photo.jpg", "height": H, "width": W}],
+                      [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[2, 3, 10, 3, 10, 8, 2, 8]]}])
+    image, target = CocoDataset(ann, str(tmp_path))[0]
+    assert image.shape == (3, H, W)
+    mask = target["masks"][0]
+    assert np.array_equal(mask.numpy(), RECT_POLY)
+    grey = image.float().mean(0)
+    assert grey[mask].mean() > 200 and grey[~mask].mean() < 50  # the object's pixels are under its mask
+    # the same read for prediction
+    from solov2.predictor import read_image as predictor_read_image
+    assert np.array_equal(predictor_read_image(tmp_path / "photo.jpg"), image.permute(1, 2, 0).numpy())
+
+
+def test_size_mismatch_says_width_x_height_and_hints_at_exif(tmp_path):
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "a.png")
+    ann = _write_coco(tmp_path / "ann.json", [{"id": 1, "file_name": "a.png", "height": W, "width": H}],
+                      [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[2, 3, 10, 3, 10, 8, 2, 8]]}])
+    with pytest.raises(DataError) as info:
+        CocoDataset(ann, str(tmp_path))[0]
+    msg = str(info.value)
+    assert f"image is {W} x {H} (width x height) but" in msg and f"says {H} x {W}" in msg
+    assert "EXIF" in msg and "\n" not in msg
+
+
+def test_16_bit_grey_png_is_scaled_to_8_bits(tmp_path):
+    import cv2
+    from solov2.data import read_image
+    values = (np.arange(H * W).reshape(H, W) * (65535 // (H * W - 1))).astype(np.uint16)
+    values[0, 0], values[-1, -1] = 0, 65535
+    cv2.imwrite(str(tmp_path / "grey16.png"), values)
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I;16")
+    image = read_image(tmp_path / "grey16.png")
+    assert image.dtype == torch.uint8 and image.shape == (3, H, W)
+    want = np.round(values / 257.0).astype(np.uint8)  # 65535 -> 255, not clipped to white
+    for channel in image:
+        assert np.abs(channel.numpy().astype(int) - want).max() <= 1
+    assert image.min() == 0 and image.max() == 255 and 0.3 < image.float().mean() / 255 < 0.7
+
+
+def test_48_bit_rgb_png_is_read_as_8_bit_rgb(tmp_path):
+    import cv2
+    from solov2.data import read_image
+    rng = np.random.default_rng(0)
+    rgb16 = rng.integers(0, 65536, (H, W, 3), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "rgb48.png"), rgb16[:, :, ::-1])  # cv2 writes BGR
+    image = read_image(tmp_path / "rgb48.png").permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(image - rgb16 / 257.0).max() <= 1.0  # each channel scaled, in RGB order
+
+
+def test_float_image_is_refused_in_one_line(tmp_path):
+    from solov2.data import read_image
+    Image.fromarray(np.ones((H, W), np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(DataError, match=r"f\.tif: floating point image") as info:
+        read_image(tmp_path / "f.tif")
+    assert "\n" not in str(info.value)
+
+
+def test_string_image_ids_through_dataset_and_coco_evaluation(tmp_path):
+    from pycocotools.coco import COCO
+    from solov2.engine.evaluate import encode_result, evaluate
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / name)
+    images = [{"id": "img_002", "file_name": "b.png", "height": H, "width": W},
+              {"id": "img_001", "file_name": "a.png", "height": H, "width": W}]
+    anns = [{"id": 1, "image_id": "img_001", "category_id": 1, "segmentation": [[2, 3, 10, 3, 10, 8, 2, 8]]},
+            {"id": 2, "image_id": "img_002", "category_id": 1, "segmentation": _compressed_rle(CRLE_MASK)},
+            {"id": 3, "image_id": "img_404", "category_id": 1, "segmentation": [[2, 3, 10, 3, 10, 8, 2, 8]]}]
+    ann_file = _write_coco(tmp_path / "ann.json", images, anns)
+    ds, messages = _load(ann_file, str(tmp_path))
+    assert ds.problems == {"unknown image id": [3]}
+    assert len(ds) == 2 and all(isinstance(i, int) for i in ds.img_ids)
+    by_name = {}
+    for i in range(len(ds)):
+        _, target = ds[i]
+        by_name[target["file_name"]] = ds.original_image_id(target["image_id"])
+    assert by_name == {"a.png": "img_001", "b.png": "img_002"}
+    # perfect predictions through the evaluation path of `solov2 eval` give AP 1 ...
+    encoded = []
+    for i in range(len(ds)):
+        _, target = ds[i]
+        encoded.append(encode_result({"masks": target["masks"], "labels": target["labels"],
+                                      "scores": torch.ones(len(target["labels"]))}))
+    metrics = evaluate(ds, encoded, "segm", str(tmp_path / "eval"), log=lambda s: None)
+    assert metrics["mask_AP"] == pytest.approx(1.0)
+    # ... and the results file it writes uses the user's own ids: it loads against the user's file
+    results = json.loads((tmp_path / "eval/segm_results.json").read_text())
+    assert {r["image_id"] for r in results} == {"img_001", "img_002"}
+    import contextlib, io
+    with contextlib.redirect_stdout(io.StringIO()):
+        user_gt = COCO(ann_file)
+        assert len(user_gt.loadRes(results).anns) == 2

@@ -1,13 +1,14 @@
 """The seed's command on CPU: `tools/train.py <seed config> --gpus 2` on a tiny Cityscapes tree (gloo)."""
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 
 import pytest
 
-from helpers import ROOT, SEED_CONFIG, wait_for_checkpoint
+from helpers import DEMO_CONFIG, ROOT, SEED_CONFIG, wait_for_checkpoint
 
 from solov2.engine.checkpoint import read_checkpoint
 
@@ -20,7 +21,7 @@ def seed_command(root, work, *extra):
             "--cfg-options", f"data.train.root={root}", f"data.val.root={root}", f"data.test.root={root}",
             "model.transform.train_scales=[(256, 128)]", "model.transform.test_scale=(256, 128)",
             "data.imgs_per_gpu=1", "data.workers_per_gpu=0", "checkpoint_config.latest_iters=1",
-            "lr_config.warmup_iters=2", "evaluation.interval=-1"]
+            "lr_config.warmup_iters=2", "evaluation.interval=-1", "model.pretrained=None"]
 
 
 def test_two_process_training_on_cpu(tiny_cityscapes, tmp_path):
@@ -55,3 +56,59 @@ def test_killed_two_process_run_resumes(tiny_cityscapes, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"at epoch 0, iteration {killed_at}" in (work / "train.log").read_text()
     assert read_checkpoint(str(latest))["meta"]["iter"] == 5
+
+
+# ----------------------------------------------------------------------------- the demo config: trainable BN
+def demo_command(tmp_path, work, *extra):
+    from solov2.data import write_shapes_coco
+    data = tmp_path / "data"
+    if not data.exists():
+        write_shapes_coco(str(data), num_images=8, seed=0, image_size=64)
+    paths = [f"data.{split}.{key}={data / name}" for split in ("train", "val", "test")
+             for key, name in (("ann_file", "annotations.json"), ("img_prefix", "images"))]
+    return [sys.executable, "-m", "solov2.cli", "train", str(DEMO_CONFIG), "--gpus", "2", "--device", "cpu",
+            "--work-dir", str(work), *extra, "--cfg-options", *paths, "data.imgs_per_gpu=2",
+            "data.workers_per_gpu=0", "model.transform.train_scales=[(64, 64)]", "model.transform.test_scale=(64, 64)",
+            "evaluation.interval=-1", "checkpoint_config.latest_iters=1"]
+
+
+def test_two_processes_with_trainable_batchnorm_and_sync_bn_on_cpu(tmp_path):
+    from solov2 import build_model, load_config
+    from solov2.engine.trainer import fingerprint
+    work = tmp_path / "work"
+    done = subprocess.run(demo_command(tmp_path, work) + ["max_iters=2", "sync_bn=True"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    notes = [ln for ln in done.stdout.splitlines() if "SyncBatchNorm" in ln]
+    assert len(notes) == 1 and "sync_bn=True: SyncBatchNorm needs CUDA (NCCL), not cpu" in notes[0]
+    line = re.search(r"weights of the 2 processes after training: (\S+), (\S+) \(parameters\); "
+                     r"rank 0's whole state, saved: (\S+)", (work / "train.log").read_text())
+    assert line and line.group(1) == line.group(2)
+    saved = read_checkpoint(str(work / "latest.pth"))["state_dict"]
+    names = {k for k, _ in build_model(load_config(DEMO_CONFIG)).named_parameters()}
+    assert f"{fingerprint({k: v for k, v in saved.items() if k in names}):.10e}" == line.group(1)
+    assert f"{fingerprint(saved):.10e}" == line.group(3)  # BatchNorm statistics included: rank 0's
+    assert any(k.endswith("running_mean") for k in saved)
+
+
+def test_ctrl_c_stops_every_process_and_rank_0_saves(tmp_path):
+    work = tmp_path / "work"
+    cmd = demo_command(tmp_path, work) + ["max_iters=50"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    latest = work / "latest.pth"
+    wait_for_checkpoint(proc, latest, min_iter=1, timeout=300)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the launcher and both workers
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    stopped = read_checkpoint(str(latest))["meta"]["iter"]
+    assert 1 <= stopped < 50
+    assert err.strip().splitlines()[-1] == (f"interrupted at iteration {stopped}; resume with: "
+                                            + shlex.join(["solov2", *cmd[3:], "--resume", str(latest)]))
+    assert sum("rank 0's BatchNorm running statistics are given to all processes" in ln
+               for ln in out.splitlines()) == 1
+    resumed = subprocess.run(demo_command(tmp_path, work, "--resume", str(latest)) + [f"max_iters={stopped + 1}"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_checkpoint(str(latest))["meta"]["iter"] == stopped + 1

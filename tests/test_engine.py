@@ -16,6 +16,7 @@ from solov2.engine.schedule import build_schedule
 from solov2.engine.trainer import TrainingError
 
 TINY = str(ROOT / "tests/data/tiny_shapes.py")
+AUGMENTED = str(ROOT / "tests/data/tiny_shapes_augmented.py")
 
 
 def test_schedule_warmup_and_steps():
@@ -52,14 +53,18 @@ def test_resume_continues_exactly(tmp_path):
     a, b = _weights(str(tmp_path / "full/latest.pth")), _weights(str(tmp_path / "part/latest.pth"))
     assert read_checkpoint(str(tmp_path / "part/latest.pth"))["meta"]["iter"] == 8
     for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+        assert torch.equal(a[k], b[k]), k  # bit for bit
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume(tmp_path):
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    # Flips and two random train scales on: the resumed run must still end with the same bits.
+    opts = ["max_iters=12", "evaluation.interval=-1", "checkpoint_config.latest_iters=3"]
+    train_main(AUGMENTED, str(tmp_path / "full"), device="cpu", cfg_options={
+        "max_iters": 12, "evaluation.interval": -1, "checkpoint_config.latest_iters": 3})
     work = tmp_path / "run"
-    cmd = [sys.executable, "-m", "solov2.cli", "train", TINY, "--work-dir", str(work), "--device", "cpu",
-           "--cfg-options", "max_iters=30", "evaluation.interval=-1", "checkpoint_config.latest_iters=3"]
+    cmd = [sys.executable, "-m", "solov2.cli", "train", AUGMENTED, "--work-dir", str(work), "--device", "cpu",
+           "--cfg-options", *opts]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = work / "latest.pth"
     wait_for_checkpoint(proc, latest, min_iter=3, timeout=240)
@@ -67,11 +72,12 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
     killed_at = read_checkpoint(str(latest))["meta"]["iter"]
-    assert 3 <= killed_at < 30 and killed_at % 8 != 0  # mid-epoch (8 iterations per epoch)
+    assert 3 <= killed_at < 12  # 4 iterations per epoch: mid-epoch or at an epoch boundary
     done = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"iteration {killed_at}" in (work / "train.log").read_text()
-    assert read_checkpoint(str(latest))["meta"]["iter"] == 30
+    assert read_checkpoint(str(latest))["meta"]["iter"] == 12
+    _assert_same_state(tmp_path / "full/latest.pth", latest)
 
 
 def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(tmp_path, monkeypatch):
@@ -108,3 +114,218 @@ def test_only_the_newest_epoch_checkpoints_are_kept(tmp_path):
     train_main(TINY, str(tmp_path), device="cpu", cfg_options={
         "data.train.num_images": 4, "max_iters": 8, "evaluation.interval": -1, "checkpoint_config.latest_iters": 0})
     assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["epoch_3.pth", "epoch_4.pth", "latest.pth"]
+
+
+# ----------------------------------------------------------------------------- exact resume, augmentation on
+# AUGMENTED: 8 images / 2 per batch = 4 iterations per epoch; random flips and two random train scales.
+SHORT = {"evaluation.interval": -1, "checkpoint_config.latest_iters": 0, "max_iters": 6}
+
+
+def _state(path):
+    ckpt = read_checkpoint(str(path))
+    return ckpt["state_dict"], ckpt["optimizer"]["state"]
+
+
+def _assert_same_state(a, b):
+    (wa, oa), (wb, ob) = _state(a), _state(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k  # bit for bit
+    for i in oa:
+        for k, v in oa[i].items():
+            assert torch.equal(v, ob[i][k]), (i, k)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_with_augmentation_is_bit_exact(tmp_path, workers):
+    import shutil
+    opts = {**SHORT, "data.workers_per_gpu": workers}
+    train_main(AUGMENTED, str(tmp_path / "full"), cfg_options=opts, device="cpu", seed=0)
+    # Stopped after 5 iterations: latest.pth is mid-epoch (iteration 5), epoch_1.pth at the epoch boundary (4).
+    train_main(AUGMENTED, str(tmp_path / "mid"), cfg_options={**opts, "max_iters": 5}, device="cpu", seed=0)
+    shutil.copytree(tmp_path / "mid", tmp_path / "boundary")
+    assert read_checkpoint(str(tmp_path / "mid/latest.pth"))["meta"]["iter"] == 5
+    assert read_checkpoint(str(tmp_path / "boundary/epoch_1.pth"))["meta"]["iter"] == 4
+    train_main(AUGMENTED, str(tmp_path / "mid"), resume="auto", cfg_options=opts, device="cpu", seed=0)
+    train_main(AUGMENTED, str(tmp_path / "boundary"), resume=str(tmp_path / "boundary/epoch_1.pth"), cfg_options=opts,
+               device="cpu", seed=0)
+    for run in ("mid", "boundary"):
+        assert read_checkpoint(str(tmp_path / run / "latest.pth"))["meta"]["iter"] == 6
+        _assert_same_state(tmp_path / "full/latest.pth", tmp_path / run / "latest.pth")
+
+
+def test_augmentation_is_random_but_a_function_of_seed_epoch_and_index():
+    from solov2.data import SyntheticShapes
+    from solov2.engine.rng import SeededSamples
+    samples = SeededSamples(SyntheticShapes(num_images=16, image_size=32, flip_prob=0.5))
+    sampler = TrainSampler(16, seed=0, keyed=True)
+    keys = list(sampler)
+    flipped = [not torch.equal(samples[k][0], samples.dataset.__class__(16, image_size=32)[k[0]][0]) for k in keys]
+    assert 0 < sum(flipped) < 16  # some flipped, some not
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert all(torch.equal(samples[k][0], samples[k][0]) for k in keys[:4])
+    assert [torch.equal(samples[k][0], samples.dataset.__class__(16, image_size=32)[k[0]][0]) for k in keys] == \
+        [not f for f in flipped]
+    sampler.set_epoch(1)
+    assert {i for i, _ in sampler} == set(range(16)) and dict(sampler) != dict(keys)  # new seeds every epoch
+
+
+def test_resume_from_a_checkpoint_without_rng_states(tmp_path, caplog):
+    opts = {**SHORT, "max_iters": 3}
+    train_main(AUGMENTED, str(tmp_path), cfg_options={**opts, "max_iters": 2}, device="cpu", seed=0)
+    latest = tmp_path / "latest.pth"
+    ckpt = torch.load(latest, weights_only=True)
+    assert len(ckpt["rng"]) == 1 and ckpt["rng"][0]["torch"].dtype == torch.uint8
+    del ckpt["rng"]  # as written before RNG states were saved
+    torch.save(ckpt, latest)
+    train_main(AUGMENTED, str(tmp_path), resume="auto", cfg_options=opts, device="cpu", seed=0)
+    notes = (tmp_path / "train.log").read_text().splitlines()
+    assert sum("augmentation randomness cannot be restored" in line for line in notes) == 1
+    assert read_checkpoint(str(latest))["meta"]["iter"] == 3
+
+
+def test_accumulation_divides_by_the_group_size_and_logs_the_group_mean(tmp_path, monkeypatch):
+    # 8 images / 2 per batch = 4 batches per epoch; accumulate_steps=3 -> groups of 3 and 1 batches.
+    from solov2.engine.trainer import Trainer
+    from solov2.models.solov2 import SOLOv2
+    calls, grads, logged = [0], [], []
+
+    def fake_forward(self, images, targets):
+        calls[0] += 1  # loss_ins is the micro-batch's number; d loss_cate / d bias = 1 per micro-batch
+        bias = self.bbox_head.solo_cate.bias
+        return {"loss_ins": torch.tensor(float(calls[0])), "loss_cate": bias.sum()}
+
+    original_step = Trainer._step
+
+    def recording_step(self):
+        grads.append(self.model.bbox_head.solo_cate.bias.grad.clone())
+        original_step(self)
+
+    monkeypatch.setattr(SOLOv2, "forward_train", fake_forward)
+    monkeypatch.setattr(Trainer, "_step", recording_step)
+    monkeypatch.setattr(Trainer, "_log", lambda self, values: logged.append(values))
+    train_main(TINY, str(tmp_path), device="cpu", cfg_options={
+        "data.train.num_images": 8, "accumulate_steps": 3, "max_iters": 2, "log_config.interval": 1,
+        "evaluation.interval": -1, "optimizer.lr": 0.0, "optimizer.weight_decay": 0.0})
+    assert calls[0] == 4 and len(grads) == 2
+    for g in grads:  # the mean gradient of each group, the short last one included
+        assert torch.allclose(g, torch.ones_like(g))
+    assert [round(v["loss_ins"], 6) for v in logged] == [2.0, 4.0]  # mean of 1, 2, 3; then 4 alone
+
+
+# ----------------------------------------------------------------------------- Ctrl-C and checkpoint writing
+def _sigint_self():
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def _train_args(work, *extra):
+    return ["train", TINY, "--work-dir", str(work), "--device", "cpu", *extra, "--cfg-options", "max_iters=6",
+            "evaluation.interval=-1", "checkpoint_config.latest_iters=2"]
+
+
+@pytest.mark.parametrize("when", ["mid-iteration", "checkpoint-write"])
+def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, monkeypatch, capsys, when):
+    from solov2.models.solov2 import SOLOv2
+    calls = {"forward": 0, "save": 0}
+    if when == "mid-iteration":
+        original = SOLOv2.forward_train
+
+        def forward(self, images, targets):
+            calls["forward"] += 1
+            if calls["forward"] == 3:
+                _sigint_self()
+            return original(self, images, targets)
+
+        monkeypatch.setattr(SOLOv2, "forward_train", forward)
+        expected_iter = 3
+    else:
+        real_save = torch.save
+
+        def save(obj, f, *args, **kwargs):  # Ctrl-C twice inside the first checkpoint's serialization
+            calls["save"] += 1
+
+            class Interrupting:
+                writes = 0
+
+                def write(self, data):
+                    Interrupting.writes += 1
+                    if calls["save"] == 1 and Interrupting.writes in (2, 4):
+                        _sigint_self()
+                    return f.write(data)
+
+                def flush(self):
+                    f.flush()
+
+            return real_save(obj, Interrupting(), *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+        expected_iter = 2  # latest.pth at iteration 2 (latest_iters=2) was being written
+    work = tmp_path / "run"
+    assert main(_train_args(work)) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    latest = work / "latest.pth"
+    assert err[-1] == (f"interrupted at iteration {expected_iter}; resume with: solov2 "
+                       f"{' '.join(_train_args(work))} --resume {latest}")
+    assert read_checkpoint(str(latest))["meta"]["iter"] == expected_iter
+    assert not [p for p in work.iterdir() if p.name.startswith(".tmp")]
+    monkeypatch.undo()
+    assert main(_train_args(work, "--resume", str(latest))) == 0
+    assert read_checkpoint(str(latest))["meta"]["iter"] == 6
+
+
+def test_sigint_to_the_process_group_with_loader_workers(tmp_path):
+    # As a terminal sends Ctrl-C: to the main process and its data loader workers.
+    work = tmp_path / "run"
+    cmd = [sys.executable, "-m", "solov2.cli", "train", TINY, "--work-dir", str(work), "--device", "cpu",
+           "--cfg-options", "max_iters=200", "evaluation.interval=-1", "checkpoint_config.latest_iters=2",
+           "data.workers_per_gpu=2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    latest = work / "latest.pth"
+    wait_for_checkpoint(proc, latest, min_iter=2, timeout=240)
+    os.killpg(proc.pid, signal.SIGINT)
+    err = proc.communicate(timeout=240)[1]
+    assert proc.returncode == 130, err[-2000:]
+    stopped = read_checkpoint(str(latest))["meta"]["iter"]
+    assert 2 <= stopped < 200
+    assert err.strip().splitlines()[-1].endswith(f"resume with: solov2 {' '.join(cmd[3:])} --resume {latest}")
+    assert "Traceback" not in err
+
+
+def test_tools_train_says_how_to_resume_in_its_own_spelling(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    from solov2.models.solov2 import SOLOv2
+    original = SOLOv2.forward_train
+    calls = [0]
+
+    def forward(self, images, targets):
+        calls[0] += 1
+        if calls[0] == 2:
+            _sigint_self()
+        return original(self, images, targets)
+
+    monkeypatch.setattr(SOLOv2, "forward_train", forward)
+    spec = importlib.util.spec_from_file_location("tools_train", ROOT / "tools/train.py")
+    tools_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tools_train)
+    work = tmp_path / "run"
+    args = [TINY, "--work_dir", str(work), "--resume_from", str(tmp_path / "old.pth"), "--device", "cpu",
+            "--cfg-options", "max_iters=4", "evaluation.interval=-1"]
+    monkeypatch.setattr(sys, "argv", ["tools/train.py", *[a for a in args if "old.pth" not in a and a != "--resume_from"]])
+    assert tools_train.main() == 130
+    expected = " ".join(["python", *sys.argv, "--resume_from", str(work / "latest.pth")])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"interrupted at iteration 2; resume with: {expected}"
+    from solov2.cli import resume_command  # an earlier --resume_from is replaced, not repeated
+    assert resume_command(["python", "tools/train.py", *args], ("--resume_from",), "new.pth") == \
+        " ".join(["python", "tools/train.py", *args[:3], *args[5:], "--resume_from", "new.pth"])
+
+
+def test_an_epoch_checkpoint_is_serialized_once(tmp_path, monkeypatch):
+    # 4 images / 2 per batch = 2 iterations per epoch; 4 iterations: epoch_1, epoch_2 (each also latest.pth).
+    real_save, paths = torch.save, []
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: (paths.append(f.name), real_save(obj, f, *a, **k)))
+    train_main(TINY, str(tmp_path), device="cpu", cfg_options={
+        "data.train.num_images": 4, "max_iters": 4, "evaluation.interval": -1, "checkpoint_config.latest_iters": 0})
+    assert len(paths) == 2
+    assert (tmp_path / "latest.pth").read_bytes() == (tmp_path / "epoch_2.pth").read_bytes()
+    assert read_checkpoint(str(tmp_path / "latest.pth"))["meta"]["iter"] == 4

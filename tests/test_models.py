@@ -52,11 +52,12 @@ def test_torchvision_checkpoint_loads_from_local_path(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(tv.state_dict(), path)
     net = ResNet(depth=18, pretrained=str(path))
+    assert net.load_pretrained() == str(path)
     assert torch.equal(net.layer2[0].conv1.weight, tv.layer2[0].conv1.weight)
     with pytest.raises(ValueError, match="does not match ResNet-50"):
         load_pretrained_backbone(ResNet(depth=50), str(path))
-    with pytest.raises(FileNotFoundError, match="never downloaded"):
-        ResNet(depth=18, pretrained=str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match="missing.pth: pretrained backbone checkpoint not found"):
+        ResNet(depth=18, pretrained=str(tmp_path / "missing.pth")).load_pretrained()
 
 
 def test_unknown_model_key_is_named():

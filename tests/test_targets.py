@@ -51,7 +51,9 @@ def test_region_is_limited_to_3x3_around_center():
     boxes = torch.tensor([[0.0, 0.0, 128.0, 128.0]])
     centers = torch.tensor([[64.0, 64.0]])
     region = center_regions(boxes, centers, (128, 128), 12, sigma=1.0)
-    assert region.tolist() == [[5, 7, 5, 7]]
+    # The centre 64/128 lies exactly on the boundary of cells 5 and 6: the official float32
+    # (0.5 // (1 / 12)) = 5 picks cell 5, so the region is 4..6.
+    assert region.tolist() == [[4, 6, 4, 6]]
 
 
 def test_later_instance_owns_shared_cells_and_batch_layout():
@@ -60,7 +62,7 @@ def test_later_instance_owns_shared_cells_and_batch_layout():
     labels = torch.tensor([0, 1])
     empty = torch.zeros((0, 128, 128), dtype=torch.bool)
     t = build_targets([empty, masks], [torch.zeros(0, dtype=torch.long), labels], (128, 128), GRIDS, RANGES,
-                      0.2, 5)
+                      0.2, 5, shared_cells="last_owner")
     assert t.cate_labels.shape == (2 * sum(s * s for s in GRIDS),)
     assert set(t.pos_image.tolist()) == {1}
     level0_img1 = t.cate_labels[1600:3200].view(40, 40)
@@ -75,3 +77,27 @@ def test_empty_and_degenerate_instances():
     t = build_targets([masks], [torch.tensor([1])], (64, 64), GRIDS, RANGES, 0.2, 5)
     assert (t.cate_labels == 5).all()
     assert t.mask_targets.shape == (0, 16, 16)
+
+
+def test_cell_of_a_centre_on_a_boundary_follows_the_official_float32_division():
+    # Centre x = 32 of 128 with S = 12: 0.25 // (1 / 12) in float32 is 2 (floor(0.25 * 12) would be 3).
+    boxes = torch.tensor([[31.0, 31.0, 33.0, 33.0]])
+    centers = torch.tensor([[32.0, 32.0]])
+    region = center_regions(boxes, centers, (128, 128), 12, sigma=0.0)  # sigma 0: the centre cell alone
+    assert region.tolist() == [[2, 2, 2, 2]]
+
+
+def test_all_pairs_trains_every_instance_on_a_shared_cell():
+    # The two squares of the test above: level 0 regions are rows 16..18, cols 10..12 (first) and
+    # cols 11..13 (second); cols 11 and 12 are shared. Classes: the later instance's. Masks: one pair per
+    # (instance, cell), first instance's 9 cells then the second's 9 (instance-major, cells row-major).
+    masks = rect_masks((128, 128), [(20, 40, 52, 72), (24, 40, 56, 72)])
+    t = build_targets([masks], [torch.tensor([0, 1])], (128, 128), GRIDS, RANGES, 0.2, 5)
+    level0 = t.cate_labels[:1600].view(40, 40)
+    assert level0[16, 10] == 0 and level0[16, 11] == 1 and level0[16, 12] == 1 and level0[16, 13] == 1
+    first = [r * 40 + c for r in range(16, 19) for c in range(10, 13)]
+    second = [r * 40 + c for r in range(16, 19) for c in range(11, 14)]
+    level0_pairs = t.pos_cell[t.pos_cell < 1600].tolist()
+    assert level0_pairs == first + second
+    small = torch.nn.functional.interpolate(masks[None].float(), size=(32, 32), mode="bilinear")[0] >= 0.5
+    assert torch.equal(t.mask_targets[0].bool(), small[0]) and torch.equal(t.mask_targets[9].bool(), small[1])

@@ -17,9 +17,11 @@ def main() -> int:
     p.add_argument("--eval", choices=["segm", "cityscapes"], default="segm")
     p.add_argument("--out", help="metrics JSON file")
     p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--split", choices=["train", "val", "test"], default="test",
+                   help="data set of the config to evaluate (default test, as MMDetection's test.py)")
     p.add_argument("--cfg-options", "--cfg_options", dest="cfg_options", nargs="+")
     a = p.parse_args()
-    argv = ["eval", a.config, *([a.checkpoint] if a.checkpoint else []), "--metric", a.eval, "--split", "test"]
+    argv = ["eval", a.config, *([a.checkpoint] if a.checkpoint else []), "--metric", a.eval, "--split", a.split]
     if a.out:
         argv += ["--metrics-out", a.out]
     if a.device:

@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from solov2.cli import main as solov2_main  # noqa: E402
+from solov2.cli import main as solov2_main, resume_command  # noqa: E402
 
 
 def main() -> int:
@@ -30,7 +30,8 @@ def main() -> int:
     argv += ["--deterministic"] * a.deterministic + ["--amp"] * a.amp
     if a.cfg_options:
         argv += ["--cfg-options", *a.cfg_options]
-    return solov2_main(argv)
+    return solov2_main(argv, resume_hint=lambda ckpt: resume_command(
+        ["python", sys.argv[0], *sys.argv[1:]], ("--resume_from", "--resume-from"), ckpt))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 _base_ = ['../_base_/models/solov2_light_r50_fpn.py', '../_base_/default_runtime.py']
 
 model = dict(
-    backbone=dict(depth=18, frozen_stages=-1, norm_eval=False),  # no ImageNet weights: train every BN
+    pretrained=None,  # offline, from scratch: no ImageNet weights, every layer and BN trained
+    backbone=dict(depth=18, frozen_stages=-1, norm_eval=False),
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
     mask_feat_head=dict(in_channels=64, out_channels=64, num_classes=64),
     bbox_head=dict(num_classes=5, in_channels=64, seg_feat_channels=128, ins_out_channels=64,

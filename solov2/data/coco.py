@@ -2,7 +2,9 @@
 
 Segmentations may be polygons, uncompressed RLE or compressed RLE. Crowd regions (``iscrowd=1``) stay in
 :attr:`CocoDataset.coco` for evaluation but are not training targets. Annotations that cannot be used
-(broken polygons, zero area, unknown category or image) are dropped once at load time, with one warning.
+(broken polygons, zero area, unknown category or image) are dropped once at load time, with one warning,
+and listed in :attr:`CocoDataset.problems`. Image ids may be strings (renumbered internally, see
+:attr:`CocoDataset.original_ids`).
 """
 from __future__ import annotations
 
@@ -15,15 +17,15 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch import Tensor
 
 from .errors import DataError, first_usable
+from .image import read_image
 from .transforms import hflip
 
-__all__ = ["CocoDataset", "load_coco_json", "decode_segmentations", "read_image"]
+__all__ = ["CocoDataset", "load_coco_json", "coco_from_data", "decode_segmentations", "read_image"]
 
 
 class CocoDataset(torch.utils.data.Dataset):
@@ -46,7 +48,10 @@ class CocoDataset(torch.utils.data.Dataset):
         CLASSES: category names, in label order.
         cat_ids: category id of each label (labels are the sorted category ids, renumbered 0..C-1).
         coco: the ``pycocotools`` ground truth (without the dropped annotations), for evaluation.
-        img_ids: the image ids in data set order.
+        img_ids: the (int) image ids in data set order.
+        problems: ``{reason: [annotation ids]}`` of the annotations dropped (or partly dropped) at load time.
+        original_ids: ``{int image id: the file's image id}`` when the file's ids are not all ints (e.g.
+            ``"img_001"``; they are renumbered 1..N in file order), else empty. See :meth:`original_image_id`.
     """
 
     def __init__(self, ann_file: str, img_prefix: str, flip_prob: float = 0.0, filter_empty_gt: bool = True,
@@ -57,7 +62,7 @@ class CocoDataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"{img_prefix}: image folder not found")
         self.ann_file, self.img_prefix = ann_file, img_prefix
         self.flip_prob, self.skip_bad_images = flip_prob, skip_bad_images
-        self.coco = load_coco_json(ann_file)
+        self.coco, self.problems, self.original_ids = coco_from_data(_read_json(ann_file), ann_file)
         self.cat_ids = sorted(self.coco.cats)
         self.CLASSES = tuple(str(self.coco.cats[c].get("name", c)) for c in self.cat_ids)
         self.cat2label = {c: i for i, c in enumerate(self.cat_ids)}
@@ -68,6 +73,10 @@ class CocoDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.img_ids)
+
+    def original_image_id(self, img_id: int):
+        """The annotation file's own id of image ``img_id`` (for results written for the user)."""
+        return self.original_ids.get(img_id, img_id)
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict]:
         if not self.skip_bad_images:
@@ -83,7 +92,7 @@ class CocoDataset(torch.utils.data.Dataset):
         image = read_image(path)
         h, w = image.shape[-2:]
         if (h, w) != (info["height"], info["width"]):
-            raise DataError(f"{path}: image is {h}x{w} but {self.ann_file} says {info['height']}x{info['width']}")
+            raise DataError(size_mismatch(path, (h, w), (info["height"], info["width"]), self.ann_file))
         anns = [a for a in self.coco.imgToAnns[img_id] if not a.get("iscrowd", 0)]
         masks = decode_segmentations([a["segmentation"] for a in anns], h, w)
         labels = torch.tensor([self.cat2label[a["category_id"]] for a in anns], dtype=torch.int64)
@@ -95,19 +104,13 @@ class CocoDataset(torch.utils.data.Dataset):
                        "orig_size": (int(h), int(w))}
 
 
-def read_image(path: str) -> Tensor:
-    """An image file as ``(3, H, W)`` uint8 RGB (grey, palette and RGBA images are converted).
-
-    Raises :class:`DataError` naming the file when it is missing or cannot be decoded.
-    """
-    try:
-        with Image.open(path) as im:
-            arr = np.array(im.convert("RGB"))  # np.array, not asarray: torch needs a writable buffer
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: cannot read image ({_one_line(exc)})") from None
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+def size_mismatch(path: str, got: tuple[int, int], want: tuple[int, int], ann_file: str) -> str:
+    """The one-line error for an image whose (upright) size ``got`` (H, W) is not the ``want`` of ``ann_file``."""
+    msg = (f"{path}: image is {got[1]} x {got[0]} (width x height) but {ann_file} says {want[1]} x {want[0]}")
+    if tuple(got) == tuple(want)[::-1]:
+        msg += ("; the image is read upright, with its EXIF orientation applied: were the annotations made on "
+                "the unrotated image?")
+    return msg
 
 
 def decode_segmentations(segms: list, height: int, width: int) -> Tensor:
@@ -134,11 +137,27 @@ def load_coco_json(ann_file: str) -> COCO:
 
     Invalid JSON or a missing ``images``/``categories`` list raises :class:`DataError` naming the file.
     """
+    return coco_from_data(_read_json(ann_file), ann_file)[0]
+
+
+def _read_json(ann_file: str):
     try:
         with open(ann_file, encoding="utf-8") as f:
-            data = json.load(f)
+            return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{ann_file}: invalid JSON ({_one_line(exc)})") from None
+
+
+def coco_from_data(data, ann_file: str) -> tuple[COCO, dict[str, list], dict[int, object]]:
+    """:func:`load_coco_json` of already parsed JSON content (modified in place).
+
+    Returns ``(coco, problems, original_ids)``: ``problems`` maps each reason an annotation was dropped (or
+    partly dropped) to the annotation ids concerned; ``original_ids`` maps the int image ids used internally
+    to the file's own ids where those are not all ints (e.g. ``"img_001"``: pycocotools, COCOeval and the
+    targets' ``image_id`` want ints), and is empty otherwise.
+    """
+    _check_structure(data, ann_file)
+    original_ids = _int_image_ids(data)
     images, cat_ids = _check_structure(data, ann_file)
     data["annotations"], problems = _clean_annotations(data.get("annotations") or [], images, cat_ids)
     if problems:
@@ -147,7 +166,31 @@ def load_coco_json(ann_file: str) -> COCO:
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
         coco.createIndex()
-    return coco
+    return coco, problems, original_ids
+
+
+def _int_image_ids(data: dict) -> dict[int, object]:
+    """Renumber the images 1..N (file order) if any image id is not an int; annotations follow.
+
+    Returns ``{new id: the file's id}``, empty when the ids are already ints (then nothing changes).
+    """
+    ids = [img["id"] for img in data["images"]]
+    if all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        return {}
+    new_of: dict = {}
+    for new, img in enumerate(data["images"], start=1):
+        new_of.setdefault(_hashable(img["id"]), new)
+        img["id"] = new_of[_hashable(img["id"])]
+    for ann in data.get("annotations") or []:
+        if isinstance(ann, dict) and _hashable(ann.get("image_id")) in new_of:
+            ann["image_id"] = new_of[_hashable(ann["image_id"])]
+        elif isinstance(ann, dict):
+            ann["image_id"] = None  # reported as "unknown image id", never confused with a renumbered id
+    return {new: orig for orig, new in new_of.items()}
+
+
+def _hashable(value):
+    return value if not isinstance(value, (list, dict)) else json.dumps(value)
 
 
 def _check_structure(data, ann_file: str) -> tuple[dict[int, dict], set]:

@@ -5,12 +5,15 @@ Layout (a plain dict of tensors and builtins, so ``torch.load(weights_only=True)
     {"state_dict": model weights (official SOLO key names),
      "meta": {"epoch": int, "iter": int, "classes": [str, ...], "cat_ids": [COCO category id per label, ...],
               "config": the resolved config as a plain dict (solov2.checkpoint_config; older: its text)},
-     "optimizer": optimizer.state_dict(), "scaler": GradScaler state (optional)}
+     "optimizer": optimizer.state_dict(), "scaler": GradScaler state (optional),
+     "rng": [random generator states of each process (``rng.rng_state``), by rank] (optional)}
 """
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import uuid
 from typing import Any
 
 import torch
@@ -21,7 +24,8 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or does not fit the model; the message names the file."""
 
 
-def save_checkpoint(path: str, model: nn.Module, optimizer=None, meta: dict | None = None, scaler=None) -> None:
+def save_checkpoint(path: str, model: nn.Module, optimizer=None, meta: dict | None = None, scaler=None,
+                    rng: list[dict] | None = None) -> None:
     """Write to a temporary file in the same folder, then rename: a kill never leaves a half-written file."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     state = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta or {}}
@@ -29,7 +33,29 @@ def save_checkpoint(path: str, model: nn.Module, optimizer=None, meta: dict | No
         state["optimizer"] = optimizer.state_dict()
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
+    if rng is not None:
+        state["rng"] = rng
     atomic_save(state, path)
+
+
+def link_checkpoint(source: str, path: str) -> None:
+    """Make ``path`` hold the bytes of the checkpoint ``source`` without serializing it again: a hard link
+    (a copy where the file system has none) under a temporary name, renamed over ``path``.
+
+    The two names then share one file until either is replaced or removed (``os.replace`` by
+    :func:`atomic_save` and ``os.remove`` leave the other name intact).
+    """
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp_{uuid.uuid4().hex}.pth")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def atomic_save(obj: dict, path: str) -> None:

@@ -6,6 +6,7 @@ environment) each process joins the group torchrun set up, which also covers mul
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from typing import Any, Callable
 
@@ -34,11 +35,38 @@ def init_process_group(rank: int, world_size: int, device: str) -> None:
     dist.init_process_group(backend_for(device), rank=rank, world_size=world_size)
 
 
-def spawn(fn: Callable[..., Any], nprocs: int, args: tuple) -> None:
-    """Start ``nprocs`` local workers running ``fn(rank, *args)`` with a fresh rendezvous port."""
+def spawn(fn: Callable[..., Any], nprocs: int, args: tuple) -> bool:
+    """Start ``nprocs`` local workers running ``fn(rank, *args)`` with a fresh rendezvous port; wait for them.
+
+    Ctrl-C does not stop the wait: it is passed on to the workers (which stop after their current iteration
+    and save, see ``interrupt``) and the wait goes on until they have ended. Returns whether Ctrl-C was
+    pressed. A worker's error is raised (the others are ended), as by ``torch.multiprocessing.spawn``.
+    """
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ["MASTER_PORT"] = str(free_port())
-    torch.multiprocessing.spawn(fn, args=args, nprocs=nprocs, join=True)
+    interrupted = []
+
+    def forward(signum, frame):
+        interrupted.append(signum)
+        for p in context.processes:
+            try:
+                os.kill(p.pid, signal.SIGINT)
+            except ProcessLookupError:  # already ended
+                pass
+
+    context = torch.multiprocessing.start_processes(fn, args=args, nprocs=nprocs, join=False,
+                                                    start_method="spawn")
+    try:
+        previous = signal.signal(signal.SIGINT, forward)
+    except ValueError:  # not the main thread: Ctrl-C keeps its default behaviour
+        previous = None
+    try:
+        while not context.join():
+            pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return bool(interrupted)
 
 
 def is_distributed() -> bool:
@@ -80,12 +108,20 @@ def reduce_mean(values: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(v) for k, v in zip(names, stacked)}
 
 
-def broadcast_object(obj: Any) -> Any:
+def any_process(flag: bool, device: str = "cpu") -> bool:
+    """True on every process when ``flag`` is true on any (e.g. "Ctrl-C was pressed"), so all stop together."""
     if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics), in place."""
+    if is_distributed():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def cleanup() -> None:

@@ -76,8 +76,9 @@ def evaluate(dataset, encoded: list[dict], metric: str, out_dir: str, log=print)
         for image_id, enc in zip(img_ids, encoded):
             coco_results += rles_to_coco(enc["rles"], enc["labels"], enc["scores"], image_id, dataset.cat_ids)
         os.makedirs(out_dir, exist_ok=True)
+        original_id = getattr(dataset, "original_image_id", lambda i: i)  # the file's own (e.g. str) ids
         with open(os.path.join(out_dir, "segm_results.json"), "w") as f:
-            json.dump(coco_results, f)
+            json.dump([{**r, "image_id": original_id(r["image_id"])} for r in coco_results], f)
         return evaluate_coco(dataset.coco, coco_results, log=log, img_ids=img_ids)
     if metric == "cityscapes":
         from ..evaluation.cityscapes import evaluate_cityscapes

@@ -1,5 +1,6 @@
 """The training loop: SGD with warmup and step decay, AMP, gradient clipping and accumulation,
-atomic checkpoints, exact resume, TensorBoard, evaluation, and DistributedDataParallel."""
+atomic checkpoints, exact resume (bit for bit, augmentation included: see ``rng``), a clean stop on Ctrl-C
+(see ``interrupt``), TensorBoard, evaluation, and DistributedDataParallel."""
 from __future__ import annotations
 
 import inspect
@@ -19,10 +20,13 @@ from tqdm import tqdm
 
 from ..checkpoint_config import checkpoint_meta, resolve_classes
 from ..config import Config, ConfigError
-from ..models import build_model
+from ..models import build_model, init_backbone_for_training
 from . import distributed as du
-from .checkpoint import load_weights, read_checkpoint, save_checkpoint
+from . import interrupt
+from .checkpoint import link_checkpoint, load_weights, read_checkpoint, save_checkpoint
 from .evaluate import evaluate, inference_on_dataset
+from .interrupt import TrainingInterrupted
+from .rng import LOADER, SCALE, SeededSamples, derive_seed, rng_state, set_rng_state
 from .sampler import TrainSampler
 from .schedule import build_schedule
 
@@ -56,12 +60,15 @@ def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
 
 
 def _build_train_loader(cfg: Config, seed: int):
+    """The sampler yields ``(index, augmentation seed)`` keys (see ``rng``); the loader's own generator (re-seeded
+    every epoch) draws its workers' base seed, so creating a loader iterator leaves torch's global RNG alone."""
     from ..data import build_dataset, collate
     dataset = build_dataset(cfg.data.train, {"skip_bad_images": cfg.data.get("skip_bad_images", False)})
     sampler = TrainSampler(len(dataset), shuffle=True, seed=seed, rank=du.get_rank(),
-                           world_size=du.get_world_size())
-    loader = DataLoader(dataset, batch_size=cfg.data.imgs_per_gpu, sampler=sampler,
+                           world_size=du.get_world_size(), keyed=True)
+    loader = DataLoader(SeededSamples(dataset), batch_size=cfg.data.imgs_per_gpu, sampler=sampler,
                         num_workers=cfg.data.workers_per_gpu, collate_fn=collate,
+                        worker_init_fn=interrupt.ignore_sigint, generator=torch.Generator(),
                         persistent_workers=False, pin_memory=False)
     return dataset, sampler, loader
 
@@ -71,6 +78,12 @@ def _autocast(device: str, amp: bool):
         return nullcontext()
     # fp16 with loss scaling on GPUs; bfloat16 (no scaling needed) on CPUs.
     return torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16)
+
+
+def fingerprint(tensors: dict[str, torch.Tensor]) -> float:
+    """The float64 sum of every floating-point tensor, in key order: equal states give equal numbers."""
+    return float(sum(tensors[k].detach().double().sum().cpu() for k in sorted(tensors)
+                     if tensors[k].is_floating_point()))
 
 
 class Trainer:
@@ -83,29 +96,32 @@ class Trainer:
     def __init__(self, cfg: Config, work_dir: str, device: str = "cpu", amp: bool = False,
                  resume: str | None = None, seed: int = 0, deterministic: bool = False):
         self.cfg, self.work_dir, self.device, self.amp = cfg, work_dir, device, amp
-        self.rank, self.world = du.get_rank(), du.get_world_size()
+        self.rank, self.world, self.seed = du.get_rank(), du.get_world_size(), seed
         set_seed(seed + self.rank, deterministic)
         self.dataset, self.sampler, self.loader = _build_train_loader(cfg, seed)
         # The training data decides the classes (cfg.model.bbox_head.num_classes is set in place).
         self.classes, self.cat_ids = resolve_classes(cfg, self.dataset)
-        model = build_model(cfg).to(device)
-        if cfg.get("sync_bn") and self.world > 1:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = self._batchnorm_across_processes(build_model(cfg).to(device))
+        # The random train scale: re-seeded from (seed, rank, iteration, micro-batch) before every forward.
+        self.scale_rng = random.Random()
+        if hasattr(model, "transform"):
+            model.transform.rng = self.scale_rng
         self.model = model
+        init_backbone_for_training(model, resume, cfg.get("load_from"))  # ImageNet weights, or train every layer
         self.optimizer = build_optimizer(model, cfg.optimizer)
-        self.schedule = build_schedule(cfg.optimizer.lr, cfg.get("lr_config", {}))
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp and device == "cuda")
         self.accumulate = int(cfg.get("accumulate_steps", 1) or 1)
         self.iters_per_epoch = math.ceil(len(self.loader) / self.accumulate)
         self.total_epochs = int(cfg.total_epochs)
         max_iters = cfg.get("max_iters")
         self.max_iters = min(self.total_epochs * self.iters_per_epoch, max_iters or math.inf)
+        self.schedule = build_schedule(cfg.optimizer.lr, cfg.get("lr_config", {}),
+                                       total_iters=self.total_epochs * self.iters_per_epoch)
         self.epoch, self.iter = 0, 0
         self._latest_iter = -1  # iteration that latest.pth holds, so it is not written twice
         if cfg.get("load_from") and not resume:
             load_weights(self.model, cfg.load_from)
-        if resume:
-            self._resume(resume)
+        rng = self._resume(resume) if resume else None
         if self.world > 1:
             ids = [torch.cuda.current_device()] if device == "cuda" else None
             self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids,
@@ -113,13 +129,36 @@ class Trainer:
         else:
             self.ddp = model
         self.writer = None
-        if self.rank == 0:
+        if du.is_main_process():
             os.makedirs(work_dir, exist_ok=True)
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(os.path.join(work_dir, "tensorboard"))
+        if rng is not None:  # last, so that nothing above draws from the restored generators
+            set_rng_state(rng)
+
+    def _batchnorm_across_processes(self, model: nn.Module) -> nn.Module:
+        """SyncBatchNorm where asked for and possible (CUDA); otherwise each process normalizes with its own
+        batches and DDP gives every process rank 0's running statistics (before each forward and at the end
+        of training), which rank 0 saves. Says which in one log line."""
+        if self.world == 1 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            return model
+        per_process = ("each process normalizes with its own batches; rank 0's BatchNorm running statistics are "
+                       "given to all processes and saved")
+        if self.cfg.get("sync_bn") and str(self.device).startswith("cuda"):
+            if self.rank == 0:
+                logger.info("BatchNorm: SyncBatchNorm over the %d processes (sync_bn=True)", self.world)
+            return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.rank == 0:
+            if self.cfg.get("sync_bn"):
+                logger.warning("sync_bn=True: SyncBatchNorm needs CUDA (NCCL), not %s; instead %s",
+                               self.device, per_process)
+            else:
+                logger.info("BatchNorm: %s (sync_bn=True synchronizes them on CUDA)", per_process)
+        return model
 
     # ----------------------------------------------------------------- checkpoints
-    def _resume(self, path: str) -> None:
+    def _resume(self, path: str) -> dict | None:
+        """Load weights, optimizer and position; returns this process's saved RNG states (None if absent)."""
         ckpt = read_checkpoint(path)
         load_weights(self.model, ckpt)
         if "optimizer" in ckpt:
@@ -127,19 +166,31 @@ class Trainer:
         if "scaler" in ckpt and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.iter = int(ckpt["meta"].get("epoch", 0)), int(ckpt["meta"].get("iter", 0))
+        rng = ckpt.get("rng") or []
         if self.rank == 0:
             logger.info("resumed from %s at epoch %d, iteration %d", path, self.epoch, self.iter)
+            if not rng:
+                logger.info("%s has no random generator states (an older checkpoint): augmentation randomness "
+                            "cannot be restored, so the run will not repeat an uninterrupted one exactly", path)
+        return rng[self.rank] if self.rank < len(rng) else None
 
     def save(self, name: str) -> None:
-        if self.rank != 0 or (name == "latest.pth" and self._latest_iter == self.iter):
+        """Rank 0 writes ``name``; an epoch checkpoint becomes ``latest.pth`` too, from the same bytes.
+
+        Every process must call it (each one's RNG states are gathered into the checkpoint).
+        """
+        if name == "latest.pth" and self._latest_iter == self.iter:
             return
         self._latest_iter = self.iter
+        rng = du.all_gather_object(rng_state())
+        if self.rank != 0:
+            return
         meta = {"epoch": self.epoch, "iter": self.iter, **checkpoint_meta(self.cfg, self.classes, self.cat_ids)}
         path = os.path.join(self.work_dir, name)
-        save_checkpoint(path, self.model, self.optimizer, meta, self.scaler if self.scaler.is_enabled() else None)
+        save_checkpoint(path, self.model, self.optimizer, meta, self.scaler if self.scaler.is_enabled() else None,
+                        rng=rng)
         if name != "latest.pth":
-            save_checkpoint(os.path.join(self.work_dir, "latest.pth"), self.model, self.optimizer, meta,
-                            self.scaler if self.scaler.is_enabled() else None)
+            link_checkpoint(path, os.path.join(self.work_dir, "latest.pth"))
             self._remove_old_epoch_checkpoints()
 
     def _remove_old_epoch_checkpoints(self) -> None:
@@ -154,53 +205,86 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def run(self) -> dict:
+        """Train to ``max_iters``, then evaluate. Ctrl-C stops after the current iteration: ``latest.pth`` is
+        saved and :class:`~solov2.engine.interrupt.TrainingInterrupted` raised (on every process)."""
+        with interrupt.deferred_sigint():
+            try:
+                return self._run()
+            finally:
+                if self.writer:
+                    self.writer.close()
+
+    def _run(self) -> dict:
         ckpt_cfg = self.cfg.get("checkpoint_config", {})
         eval_cfg = self.cfg.get("evaluation", {}) or {}
         metrics = {}
         bar = tqdm(total=self.max_iters, initial=self.iter, desc="train", disable=self.rank != 0,
                    dynamic_ncols=True)
         self.start_time, self.start_iter = time.time(), self.iter
-        while self.iter < self.max_iters:
-            done_in_epoch = self.iter - self.epoch * self.iters_per_epoch
-            self.sampler.set_epoch(self.epoch, skip=done_in_epoch * self.accumulate * self.cfg.data.imgs_per_gpu)
-            self._train_epoch(bar, ckpt_cfg.get("latest_iters"))
-            epoch_finished = self.iter % self.iters_per_epoch == 0
-            if epoch_finished:
-                self.epoch += 1
-            if epoch_finished and self.epoch % ckpt_cfg.get("interval", 1) == 0:
-                self.save(f"epoch_{self.epoch}.pth")
-            interval = eval_cfg.get("interval", 0)
-            if interval > 0 and epoch_finished and self.epoch % interval == 0 and self.iter < self.max_iters:
-                metrics = self._evaluate_or_fail(f"at epoch {self.epoch}", bar)
-        bar.close()
+        try:
+            while self.iter < self.max_iters:
+                done_in_epoch = self.iter - self.epoch * self.iters_per_epoch
+                self.sampler.set_epoch(self.epoch,
+                                       skip=done_in_epoch * self.accumulate * self.cfg.data.imgs_per_gpu)
+                self.loader.generator.manual_seed(derive_seed(self.seed, LOADER, self.epoch))
+                self._train_epoch(bar, ckpt_cfg.get("latest_iters"))
+                epoch_finished = self.iter % self.iters_per_epoch == 0
+                if epoch_finished:
+                    self.epoch += 1
+                if epoch_finished and self.epoch % ckpt_cfg.get("interval", 1) == 0:
+                    self.save(f"epoch_{self.epoch}.pth")
+                interval = eval_cfg.get("interval", 0)
+                if interval > 0 and epoch_finished and self.epoch % interval == 0 and self.iter < self.max_iters:
+                    du.broadcast_buffers(self.model)
+                    metrics = self._evaluate_or_fail(f"at epoch {self.epoch}")
+                self._stop_if_interrupted()
+        finally:
+            bar.close()
         self.save("latest.pth")
+        du.broadcast_buffers(self.model)  # rank 0's BatchNorm statistics (the saved ones) on every process
         if self.world > 1:
             self._check_replicas_in_sync()
+        self._stop_if_interrupted()
         if self.cfg.data.get("val") is not None and eval_cfg.get("interval", 0) >= 0:
             metrics = self._evaluate_or_fail("after training")
-        if self.writer:
-            self.writer.close()
+            self._stop_if_interrupted()  # Ctrl-C during the evaluation ends with 130 too, never a silent 0
         return metrics
+
+    def _stop_if_interrupted(self) -> None:
+        """If Ctrl-C was pressed on any process: save latest.pth and raise TrainingInterrupted (all processes)."""
+        if not du.any_process(interrupt.requested(), self.device):
+            return
+        if self.rank == 0:
+            logger.info("Ctrl-C: stopping at iteration %d", self.iter)
+        self.save("latest.pth")
+        raise TrainingInterrupted(os.path.join(self.work_dir, "latest.pth"), self.iter)
 
     def _train_epoch(self, bar, latest_iters: int | None) -> None:
         self.ddp.train()
         log_interval = self.cfg.get("log_config", {}).get("interval", 50)
+        batches = len(self.loader)
         for step, (images, targets) in enumerate(self.loader):
             images = [im.to(self.device, non_blocking=True) for im in images]
             targets = [{"masks": t["masks"].to(self.device), "labels": t["labels"].to(self.device)} for t in targets]
-            last_of_group = (step + 1) % self.accumulate == 0 or step + 1 == len(self.loader)
+            first = step - step % self.accumulate  # first micro-batch of this accumulation group
+            group = min(self.accumulate, batches - first)  # the epoch's last group may be shorter
+            last_of_group = step + 1 == first + group
+            self.scale_rng.seed(derive_seed(self.seed, SCALE, self.rank, self.iter, step - first))
             sync = nullcontext() if last_of_group or self.world == 1 else self.ddp.no_sync()
             with sync:
                 with _autocast(self.device, self.amp):
                     losses = self.ddp(images, targets)
                 loss = sum(losses.values())
                 self._check_finite(loss, losses)
-                self.scaler.scale(loss / self.accumulate).backward()
+                self.scaler.scale(loss / group).backward()
+            parts = {**losses, "loss": loss}
+            summed = {k: v.detach() for k, v in parts.items()} if step == first else \
+                {k: summed[k] + v.detach() for k, v in parts.items()}
             if not last_of_group:
                 continue
             self._step()
             self.iter += 1
-            logged = du.reduce_mean({**losses, "loss": loss})
+            logged = du.reduce_mean({k: v / group for k, v in summed.items()})  # the group's mean
             bar.update(1)
             bar.set_postfix(loss=f"{logged['loss']:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
             if self.rank == 0 and (self.iter % log_interval == 0 or self.iter == self.max_iters):
@@ -209,6 +293,8 @@ class Trainer:
                 self.save("latest.pth")
             if self.iter >= self.max_iters:
                 break
+            if step + 1 < batches:  # at the end of the epoch, run() checks after the epoch checkpoint
+                self._stop_if_interrupted()
 
     def _step(self) -> None:
         lr = self.schedule.lr_at(self.epoch, self.iter)
@@ -242,27 +328,29 @@ class Trainer:
         self.writer.add_scalar("train/lr", lr, self.iter)
 
     def _check_replicas_in_sync(self) -> None:
-        """DDP keeps every process's weights equal; verify it once, cheaply, from one number per process."""
+        """DDP keeps every process's parameters equal; verify it once, cheaply, from one number per process.
+
+        Buffers are not compared: BatchNorm statistics differ per process until ``broadcast_buffers``.
+        Logs the parameters' fingerprint of every process and that of rank 0's whole state (the saved one).
+        """
         with torch.no_grad():
-            fingerprint = float(sum(p.double().sum() for p in self.model.state_dict().values()
-                                    if p.is_floating_point()))
-        prints = du.all_gather_object(fingerprint)
+            own = fingerprint({k: p for k, p in self.model.named_parameters()})
+        prints = du.all_gather_object(own)
         if self.rank == 0:
-            logger.info("weights of the %d processes after training: %s", self.world,
-                        ", ".join(f"{p:.10e}" for p in prints))
+            saved = fingerprint(self.model.state_dict())
+            logger.info("weights of the %d processes after training: %s (parameters); rank 0's whole state, saved: "
+                        "%.10e", self.world, ", ".join(f"{p:.10e}" for p in prints), saved)
         if len(set(prints)) != 1:
             raise TrainingError(f"the {self.world} processes ended with different weights: {prints}")
 
-    def _evaluate_or_fail(self, when: str, bar=None) -> dict:
+    def _evaluate_or_fail(self, when: str) -> dict:
         """:meth:`evaluate` with the weights on disk first; a failure is a one-line :class:`TrainingError`
         naming the checkpoint to evaluate later, not a traceback (SOLOV2_DEBUG=1 shows the cause).
-        ``bar``: the training progress bar, closed on failure so that it is not redrawn after the error."""
+        Every process calls it (as :meth:`save`)."""
         self.save("latest.pth")  # a no-op where latest.pth already holds this iteration
         try:
             return self.evaluate()
         except Exception as exc:
-            if bar is not None:
-                bar.close()
             latest = os.path.join(self.work_dir, "latest.pth")
             raise TrainingError(f"evaluation failed {when} ({_reason(exc)}); the trained weights are in {latest}: "
                                 f"solov2 eval {latest}") from exc

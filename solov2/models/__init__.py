@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import inspect
+import logging
+import os
 from typing import Any
 
 from ..config import ConfigError
@@ -14,7 +16,8 @@ from .solov2 import SOLOv2
 from .solov2_head import SOLOv2Head
 from .transform import ImageTransform
 
-__all__ = ["build_model", "SOLOv2", "ResNet", "FPN", "MaskFeatHead", "SOLOv2Head", "ConvModule"]
+__all__ = ["build_model", "init_backbone_for_training", "SOLOv2", "ResNet", "FPN", "MaskFeatHead", "SOLOv2Head",
+           "ConvModule"]
 
 COMPONENTS = {"ResNet": ResNet, "FPN": FPN, "MaskFeatHead": MaskFeatHead, "SOLOv2Head": SOLOv2Head}
 
@@ -41,8 +44,9 @@ def build_model(cfg: Any) -> SOLOv2:
 
     Keys of ``model``: ``backbone``, ``neck``, ``mask_feat_head``, ``bbox_head`` (each a dict with a
     ``type`` and the class's keyword arguments), ``transform`` (:class:`ImageTransform` arguments),
-    ``test_cfg`` (:class:`TestConfig` fields), optional ``type='SOLOv2'`` and ``pretrained`` (a local path
-    of torchvision ImageNet weights for the backbone). An unknown key raises :class:`ConfigError`.
+    ``test_cfg`` (:class:`TestConfig` fields), optional ``type='SOLOv2'`` and ``pretrained`` (the backbone's
+    ImageNet weights: ``'torchvision://resnet50'`` or a local path; only remembered, never read here: see
+    :func:`init_backbone_for_training`). An unknown key raises :class:`ConfigError`.
     """
     model_cfg = dict(cfg["model"] if "model" in cfg else cfg)
     if model_cfg.pop("type", "SOLOv2") != "SOLOv2":
@@ -69,3 +73,47 @@ def build_model(cfg: Any) -> SOLOv2:
         transform=_construct(ImageTransform, transform_cfg, "model.transform"),
         test_cfg=_construct(TestConfig, dict(model_cfg.get("test_cfg", {})), "model.test_cfg"),
     )
+
+
+def init_backbone_for_training(model: SOLOv2, resume: str | None = None, load_from: str | None = None) -> None:
+    """What the backbone starts training from; called by the Trainer after building the model, before the optimizer.
+
+    As the official code (``model.init_weights(pretrained)`` in its train script), the ImageNet weights of
+    ``model.pretrained`` are loaded only when training starts without a detector checkpoint (no ``resume``,
+    no ``load_from``): a checkpoint overwrites them anyway, and inference never needs them.
+    Without ImageNet weights and without ``load_from`` the backbone is random, so ``frozen_stages`` and
+    ``norm_eval`` would keep random layers and BatchNorm statistics fixed for good: every layer is trained
+    instead. That choice depends only on the config, so a resumed run makes the same one (and its optimizer
+    gets the same parameters).
+    """
+    backbone = model.backbone
+    log = logging.getLogger("solov2")
+    if not backbone.pretrained:
+        if load_from:
+            return  # the detector checkpoint holds trained backbone weights: the config's freezing applies
+        configured = f"frozen_stages={backbone.frozen_stages} and norm_eval={backbone.norm_eval}"
+        unchanged = backbone.frozen_stages < 0 and not backbone.norm_eval
+        backbone.train_every_layer()
+        log.info("no ImageNet weights (model.pretrained=None): training every backbone layer, "
+                 "BatchNorm statistics updated%s", "" if unchanged else f" ({configured} of the config not applied)")
+        return
+    if resume or load_from:
+        return
+    path = _once_per_node(backbone.load_pretrained)
+    log.info("backbone: ImageNet weights %s (%s)", backbone.pretrained, path)
+
+
+def _once_per_node(load):
+    """``load()`` on every process, the first process of each machine first: it downloads a missing
+    ``torchvision://`` file into the cache while the others wait, then they read it (not N downloads)."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return load()
+    first = int(os.environ.get("LOCAL_RANK", dist.get_rank())) == 0
+    if not first:
+        dist.barrier()
+    try:
+        return load()
+    finally:  # also on an error, so the others are not left waiting (they then fail the same way)
+        if first:
+            dist.barrier()

@@ -3,12 +3,20 @@
 PyTorch style by default: the stride of a bottleneck sits on its 3x3 conv; ``style="caffe"`` puts it on the
 1x1 conv instead, as detectron2's MSRA ResNets (``STRIDE_IN_1X1``) that AdelaiDet's SOLOv2 is trained from.
 Because the names are torchvision's
-(``conv1``, ``bn1``, ``layer1.0.conv1``, ...), an ImageNet checkpoint saved by torchvision loads from a
-local file with no key mapping (its ``fc.*`` keys are ignored). Nothing is ever downloaded.
+(``conv1``, ``bn1``, ``layer1.0.conv1``, ...), an ImageNet checkpoint saved by torchvision loads with no key
+mapping (its ``fc.*`` keys are ignored).
+
+ImageNet weights are named as in the official SOLO configs, ``pretrained='torchvision://resnet50'``, or by a
+local path. Building a model never reads them (a detector checkpoint is loaded over it anyway for inference,
+evaluation and export); :meth:`ResNet.load_pretrained` does, called by the Trainer when training starts
+without a detector checkpoint. A ``torchvision://`` name is read from the torch hub cache
+(``torch.hub.get_dir()/checkpoints``, i.e. ``$TORCH_HOME/hub/checkpoints``) and downloaded there once when it
+is missing; offline, the error names the file and the folder to put it in.
 """
 from __future__ import annotations
 
 import os
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -80,16 +88,22 @@ class ResNet(nn.Module):
         depth: 18, 34, 50 or 101.
         frozen_stages: stages whose weights are frozen: -1 none, 0 the stem, k the stem and layer1..k.
         norm_eval: keep every BatchNorm in eval mode (running statistics frozen) while training.
-        pretrained: local path of a torchvision-style checkpoint, or None.
+        pretrained: ``'torchvision://resnet50'`` (see :data:`TORCHVISION_ARCHS`), a local path of a
+            torchvision-style checkpoint, or None. Only remembered here: :meth:`load_pretrained` reads it.
         groups, base_width: ResNeXt cardinality and width per group (1 and 64 for ResNet).
         style: ``"pytorch"`` (stride on a bottleneck's 3x3 conv: torchvision, mmdet, the official SOLO) or
             ``"caffe"`` (stride on its first 1x1 conv: detectron2's MSRA weights, AdelaiDet). Same parameters.
+        zero_init_residual: start each residual block's last BatchNorm at weight 0, so a block starts as the
+            identity (the default of MMDetection's ResNet, which the official SOLO code uses). Matters only
+            from scratch: ImageNet weights overwrite it. Without it a randomly initialised ResNet's outputs grow
+            block by block, and the first steps of training overshoot (see docs/training.md).
 
     Input ``(B, 3, H, W)`` float; output 4 maps of strides 4, 8, 16, 32 with 64/128/256/512 x expansion channels.
     """
 
     def __init__(self, depth: int = 50, frozen_stages: int = 1, norm_eval: bool = True,
-                 pretrained: str | None = None, groups: int = 1, base_width: int = 64, style: str = "pytorch"):
+                 pretrained: str | None = None, groups: int = 1, base_width: int = 64, style: str = "pytorch",
+                 zero_init_residual: bool = True):
         super().__init__()
         if depth not in ARCH_SETTINGS:
             raise ValueError(f"ResNet: depth must be one of {sorted(ARCH_SETTINGS)}, got {depth}")
@@ -97,6 +111,7 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet: style must be 'pytorch' or 'caffe', got {style!r}")
         block, layers = ARCH_SETTINGS[depth]
         self.depth, self.frozen_stages, self.norm_eval = depth, frozen_stages, norm_eval
+        self.pretrained = pretrained or None
         self._groups, self._base_width, self._style = groups, base_width, style
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
@@ -108,10 +123,41 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
         self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
         self.out_channels = [c * block.expansion for c in (64, 128, 256, 512)]
-        self._init_weights()
-        if pretrained:
-            load_pretrained_backbone(self, pretrained)
+        self._init_weights(zero_init_residual)
         self._freeze_stages()
+
+    def load_pretrained(self, spec: str | None = None) -> str:
+        """Load ImageNet weights (``spec``, default ``self.pretrained``); returns the file read.
+
+        A ``torchvision://`` name is downloaded into the torch hub cache if it is not there yet. Raises
+        ``ValueError`` (unknown name, other architecture, unreadable file) or ``FileNotFoundError`` (missing
+        file; offline and not cached), each with a one-line message naming the file.
+        """
+        spec = spec or self.pretrained
+        if not spec:
+            raise ValueError("ResNet.load_pretrained: no weights given (pretrained=None)")
+        if spec.startswith(TORCHVISION_PREFIX):
+            self._check_torchvision_arch(spec)
+        return load_pretrained_backbone(self, spec)
+
+    def train_every_layer(self) -> None:
+        """Unfreeze every stage and let BatchNorm update its statistics (``frozen_stages=-1``,
+        ``norm_eval=False``): for training from random weights, where frozen layers would stay random."""
+        self.frozen_stages, self.norm_eval = -1, False
+        for p in self.parameters():
+            p.requires_grad_(True)
+        self.train(self.training)
+
+    def _check_torchvision_arch(self, spec: str) -> None:
+        """Refuse weights of another architecture before anything is downloaded."""
+        depth, groups, base_width = TORCHVISION_ARCHS[_torchvision_name(spec)]
+        if (depth, groups, base_width) != (self.depth, self._groups, self._base_width):
+            raise ValueError(f"{spec}: weights of depth {depth}, groups {groups}, base_width {base_width}, but "
+                             f"the backbone has depth {self.depth}, groups {self._groups}, base_width "
+                             f"{self._base_width}; set model.pretrained to the matching torchvision:// name")
+        if self._style != "pytorch":
+            raise ValueError(f"{spec}: torchvision weights are pytorch-style (stride on the 3x3 conv), the "
+                             f"backbone is style={self._style!r}; use detectron2's MSRA weights or pretrained=None")
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
@@ -126,13 +172,17 @@ class ResNet(nn.Module):
         layers += [block(self.inplanes, planes, **kwargs) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, (Bottleneck, BasicBlock)):
+                    nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
 
     def _stages(self) -> list[list[nn.Module]]:
         return [[self.conv1, self.bn1], [self.layer1], [self.layer2], [self.layer3], [self.layer4]]
@@ -162,17 +212,75 @@ class ResNet(nn.Module):
         return outs
 
 
-def load_pretrained_backbone(backbone: nn.Module, path: str) -> None:
-    """Load a torchvision (or ``backbone.``-prefixed) ImageNet checkpoint from a local file.
+TORCHVISION_PREFIX = "torchvision://"
+# torchvision's ImageNet classifiers that this ResNet can hold: name -> (depth, groups, base_width).
+TORCHVISION_ARCHS = {
+    "resnet18": (18, 1, 64), "resnet34": (34, 1, 64), "resnet50": (50, 1, 64), "resnet101": (101, 1, 64),
+    "resnext50_32x4d": (50, 32, 4), "resnext101_32x8d": (101, 32, 8), "resnext101_64x4d": (101, 64, 4),
+    "wide_resnet50_2": (50, 1, 128), "wide_resnet101_2": (101, 1, 128),
+}
 
-    Raises ``FileNotFoundError`` / ``ValueError`` with the path and the mismatched keys.
+
+def _torchvision_name(spec: str) -> str:
+    name = spec[len(TORCHVISION_PREFIX):]
+    if name not in TORCHVISION_ARCHS:
+        raise ValueError(f"{spec}: unknown torchvision ImageNet model; known: "
+                         + ", ".join(TORCHVISION_PREFIX + n for n in TORCHVISION_ARCHS))
+    return name
+
+
+def torchvision_weights_file(spec: str) -> tuple[str, str]:
+    """``'torchvision://resnet50'`` -> (download URL, path in the torch hub cache); no I/O.
+
+    The weights are torchvision's ``IMAGENET1K_V1`` (``ResNet50_Weights.IMAGENET1K_V1``: the checkpoint that
+    ``torchvision://resnet50`` meant in MMDetection 1.x and the official SOLO code). The cache folder is
+    ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``), where torchvision keeps them too.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: pretrained backbone checkpoint not found (weights are never downloaded)")
+    from torchvision.models import get_model_weights
+    url = get_model_weights(_torchvision_name(spec)).IMAGENET1K_V1.url
+    return url, os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
+
+
+def fetch_pretrained(spec: str) -> str:
+    """The local file of ``spec`` (a path, or a ``torchvision://`` name, downloaded into the cache if missing).
+
+    Raises ``FileNotFoundError`` with one line naming the file (and, offline, the folder to put it in).
+    """
+    if not spec.startswith(TORCHVISION_PREFIX):
+        if not os.path.isfile(spec):
+            raise FileNotFoundError(f"{spec}: pretrained backbone checkpoint not found (model.pretrained takes a "
+                                    f"local file or a torchvision:// name; model.pretrained=None trains from scratch)")
+        return spec
+    url, path = torchvision_weights_file(spec)
+    if os.path.isfile(path):
+        return path
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        # The file name carries the first digits of its SHA-256 (resnet50-0676ba61.pth), checked as torchvision
+        # does; the file is written to a temporary name first, so an interrupted download leaves nothing.
+        hash_prefix = os.path.basename(path).rsplit("-", 1)[-1].split(".")[0]
+        torch.hub.download_url_to_file(url, path, hash_prefix=hash_prefix, progress=True)
+    except Exception as exc:  # URLError, timeouts, HTTP errors, a full disk, a wrong hash: all end the same way
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise FileNotFoundError(
+            f"{spec}: not in the torch hub cache and cannot be downloaded ({reason}); put "
+            f"{os.path.basename(path)} from {url} into {folder}/ (or train from scratch with "
+            f"--cfg-options model.pretrained=None)") from None
+    return path
+
+
+def load_pretrained_backbone(backbone: nn.Module, spec: str) -> str:
+    """Load a torchvision (or ``backbone.``-prefixed) ImageNet checkpoint: a local file or ``torchvision://``.
+
+    Returns the file read. Raises ``FileNotFoundError`` / ``ValueError`` with the path and the mismatched keys.
+    """
+    path = fetch_pretrained(spec)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: cannot read checkpoint: {exc}") from None
+        hint = " (delete it to download it again)" if spec.startswith(TORCHVISION_PREFIX) else ""
+        raise ValueError(f"{path}: cannot read checkpoint{hint}: {' '.join(str(exc).split())}") from None
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     if any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
@@ -185,3 +293,4 @@ def load_pretrained_backbone(backbone: nn.Module, path: str) -> None:
         raise ValueError(f"{path}: does not match ResNet-{getattr(backbone, 'depth', '?')}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {bad_shape[:5]}")
     backbone.load_state_dict(state, strict=True)
+    return path

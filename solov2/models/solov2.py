@@ -4,11 +4,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..losses import solov2_losses
 from ..postprocess import TestConfig, cell_scores, empty_result, postprocess_single
-from ..targets import build_targets
 from .mask_feat_head import MaskFeatHead
-from .solov2_head import SOLOv2Head, dynamic_masks
+from .solov2_head import SOLOv2Head
 from .transform import ImageList, ImageTransform
 
 
@@ -69,14 +67,7 @@ class SOLOv2(nn.Module):
         cate_preds, kernel_preds, mask_feats = self.forward_features(image_list.tensors)
         pad_h, pad_w = image_list.tensors.shape[-2:]
         gt_masks = [_pad_masks(t["masks"], (pad_h, pad_w)) for t in targets]
-        head = self.bbox_head
-        tg = build_targets(gt_masks, [t["labels"] for t in targets], (pad_h, pad_w), head.num_grids,
-                           head.scale_ranges, head.sigma, head.num_classes)
-        kernels = head.flatten_kernels(kernel_preds)[tg.pos_image, tg.pos_cell]  # (P, E*k*k)
-        mask_preds = [dynamic_masks(mask_feats[b], kernels[tg.pos_image == b], head.kernel_size)
-                      for b in range(len(targets))]
-        mask_preds = torch.cat(mask_preds) if mask_preds else mask_feats.new_zeros((0, *mask_feats.shape[-2:]))
-        return solov2_losses(cate_preds, mask_preds, tg, head.num_classes, head.loss_cate, head.loss_ins_weight)
+        return self.bbox_head.loss(cate_preds, kernel_preds, mask_feats, gt_masks, [t["labels"] for t in targets])
 
     @torch.no_grad()
     def inference(self, images) -> list[dict[str, Tensor]]:

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses import FocalLoss
+from ..losses import FocalLoss, solov2_losses
+from ..ops.dynamic_masks import dynamic_masks
+from ..targets import SHARED_CELLS, build_targets
 from .layers import ModuleList, ConvModule
 from .coord import append_coords
 
@@ -28,13 +30,18 @@ class SOLOv2Head(nn.Module):
         num_grids: S per level.
         ins_out_channels: E, the mask feature channels the kernels apply to (128 light, 256 full).
         kernel_size: the dynamic kernel's spatial size k (1).
+        loss_cate: focal loss settings ``dict(alpha=0.25, gamma=2.0, loss_weight=1.0)`` (``type`` optional).
+        loss_ins: Dice loss settings, the official form ``dict(type='DiceLoss', loss_weight=3.0)``;
+            ``loss_ins_weight=3.0`` (the older key) is read too.
+        shared_cells: ``"all_pairs"`` (official) or ``"last_owner"``; see :mod:`solov2.targets`.
     """
 
     def __init__(self, num_classes: int, in_channels: int = 256, seg_feat_channels: int = 256,
                  stacked_convs: int = 2, strides=(8, 8, 16, 32, 32), num_grids=(40, 36, 24, 16, 12),
                  scale_ranges=((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048)), sigma: float = 0.2,
                  ins_out_channels: int = 128, kernel_size: int = 1, loss_cate: dict | None = None,
-                 loss_ins_weight: float = 3.0):
+                 loss_ins: dict | None = None, loss_ins_weight: float | None = None,
+                 shared_cells: str = "all_pairs"):
         super().__init__()
         if not (len(strides) == len(num_grids) == len(scale_ranges)):
             raise ValueError("SOLOv2Head: strides, num_grids and scale_ranges must have one entry per level")
@@ -42,8 +49,11 @@ class SOLOv2Head(nn.Module):
         self.strides, self.num_grids = list(strides), list(num_grids)
         self.scale_ranges = [tuple(r) for r in scale_ranges]
         self.sigma, self.ins_out_channels, self.kernel_size = sigma, ins_out_channels, kernel_size
-        self.loss_ins_weight = loss_ins_weight
-        self.loss_cate = FocalLoss(**(loss_cate or {}))
+        self.loss_ins_weight = _dice_weight(loss_ins, loss_ins_weight)
+        self.loss_cate = FocalLoss(**_loss_args(loss_cate, "FocalLoss"))
+        if shared_cells not in SHARED_CELLS:
+            raise ValueError(f"SOLOv2Head: shared_cells must be one of {SHARED_CELLS}, got {shared_cells!r}")
+        self.shared_cells = shared_cells
         self.cate_convs = ModuleList(
             ConvModule(in_channels if i == 0 else seg_feat_channels, seg_feat_channels, 3, padding=1, norm="GN",
                        activation="relu") for i in range(stacked_convs))
@@ -104,17 +114,41 @@ class SOLOv2Head(nn.Module):
         return torch.cat([torch.full((s * s,), float(st), device=device)
                           for s, st in zip(self.num_grids, self.strides)])
 
+    def loss(self, cate_preds: list[Tensor], kernel_preds: list[Tensor], mask_feats: Tensor,
+             gt_masks: list[Tensor], gt_labels: list[Tensor]) -> dict[str, Tensor]:
+        """Target assignment, dynamic masks of the positive pairs and the two losses.
 
-def dynamic_masks(mask_feat: Tensor, kernels: Tensor, kernel_size: int = 1) -> Tensor:
-    """Apply N dynamic kernels to one image's mask feature.
+        Args:
+            cate_preds, kernel_preds: the outputs of :meth:`forward`.
+            mask_feats: ``(B, E, Hp/4, Wp/4)`` from the mask feature branch.
+            gt_masks: per image ``(N, Hp, Wp)`` bool masks at the padded input size; gt_labels: ``(N,)`` int64.
+        Returns: ``{"loss_ins": ..., "loss_cate": ...}``, weighted.
+        """
+        image_size = tuple(gt_masks[0].shape[-2:])
+        tg = build_targets(gt_masks, gt_labels, image_size, self.num_grids, self.scale_ranges, self.sigma,
+                           self.num_classes, self.shared_cells)
+        kernels = self.flatten_kernels(kernel_preds)[tg.pos_image, tg.pos_cell]  # (P, E*k*k)
+        mask_preds = [dynamic_masks(mask_feats[b], kernels[tg.pos_image == b], self.kernel_size)
+                      for b in range(len(gt_masks))]
+        mask_preds = torch.cat(mask_preds) if mask_preds else mask_feats.new_zeros((0, *mask_feats.shape[-2:]))
+        return solov2_losses(cate_preds, mask_preds, tg, self.num_classes, self.loss_cate, self.loss_ins_weight)
 
-    Args:
-        mask_feat: ``(E, H, W)``.
-        kernels: ``(N, E * k * k)``.
-    Returns: ``(N, H, W)`` mask logits.
-    """
-    e = mask_feat.shape[0]
-    if kernel_size == 1:
-        return (kernels.to(mask_feat.dtype) @ mask_feat.flatten(1)).view(-1, *mask_feat.shape[1:])
-    weight = kernels.view(-1, e, kernel_size, kernel_size).to(mask_feat.dtype)
-    return F.conv2d(mask_feat[None], weight, padding=kernel_size // 2)[0]
+
+def _loss_args(cfg: dict | None, expected: str) -> dict:
+    """A loss config in the official form (``type``, ``use_sigmoid=True``, ...) -> the remaining arguments."""
+    cfg = dict(cfg or {})
+    if cfg.pop("type", expected) != expected or not cfg.pop("use_sigmoid", True):
+        raise ValueError(f"SOLOv2Head: expected dict(type='{expected}', use_sigmoid=True, ...), got {cfg}")
+    return cfg
+
+
+def _dice_weight(loss_ins: dict | None, loss_ins_weight: float | None) -> float:
+    """The Dice loss weight from ``loss_ins=dict(type='DiceLoss', loss_weight=w)`` or ``loss_ins_weight=w``."""
+    if loss_ins is not None and loss_ins_weight is not None:
+        raise ValueError("SOLOv2Head: give the Dice weight once, as loss_ins=dict(loss_weight=...) or loss_ins_weight")
+    if loss_ins is None:
+        return 3.0 if loss_ins_weight is None else float(loss_ins_weight)
+    args = _loss_args(loss_ins, "DiceLoss")
+    if set(args) - {"loss_weight"}:
+        raise ValueError(f"SOLOv2Head: loss_ins takes only loss_weight besides type and use_sigmoid, got {loss_ins}")
+    return float(args.get("loss_weight", 3.0))

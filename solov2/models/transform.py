@@ -38,6 +38,8 @@ class ImageTransform:
         mean, std: normalization on the 0..255 scale, in the network's channel order.
         size_divisor: padding multiple.
         bgr: the network takes BGR (detectron2 / AdelaiDet weights): the RGB input is flipped first.
+        rng: draws the train scales; None: Python's global ``random``. The trainer sets one and re-seeds it
+            before every forward pass, so a resumed run draws the same scales as an uninterrupted one.
     """
 
     train_scales: list[tuple[int, int]] = field(default_factory=lambda: [(1333, 800)])
@@ -46,6 +48,7 @@ class ImageTransform:
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     size_divisor: int = 32
     bgr: bool = False
+    rng: random.Random | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, images: list[Tensor] | Tensor, targets: list[dict] | None = None, training: bool = False
                  ) -> tuple[ImageList, list[dict] | None]:
@@ -53,7 +56,7 @@ class ImageTransform:
         check_images(images)
         out_images, sizes, new_targets = [], [], [] if targets is not None else None
         for i, img in enumerate(images):
-            scale = random.choice(self.train_scales) if training else self.test_scale
+            scale = (self.rng or random).choice(self.train_scales) if training else self.test_scale
             h, w = rescale_size(img.shape[-2], img.shape[-1], scale)
             out_images.append(self._resize_normalize(img, (h, w)))
             sizes.append((h, w))

@@ -1,7 +1,8 @@
 # SOLOv2 light: ResNet-50, FPN, 2 stacked convs of 256 channels per branch, 128-dim dynamic kernels.
 model = dict(
     type='SOLOv2',
-    pretrained=None,  # local path of torchvision ImageNet weights, e.g. 'checkpoints/resnet50-0676ba61.pth'
+    # ImageNet weights, downloaded once into the torch hub cache (or a local path; None trains from scratch).
+    pretrained='torchvision://resnet50',
     backbone=dict(type='ResNet', depth=50, frozen_stages=1, norm_eval=True),
     neck=dict(type='FPN', in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=5),
     mask_feat_head=dict(type='MaskFeatHead', in_channels=256, out_channels=128, start_level=0, end_level=3,
@@ -18,8 +19,9 @@ model = dict(
         num_grids=[40, 36, 24, 16, 12],
         ins_out_channels=128,
         kernel_size=1,
-        loss_cate=dict(alpha=0.25, gamma=2.0, loss_weight=1.0),
-        loss_ins_weight=3.0),
+        loss_cate=dict(type='FocalLoss', use_sigmoid=True, alpha=0.25, gamma=2.0, loss_weight=1.0),
+        loss_ins=dict(type='DiceLoss', use_sigmoid=True, loss_weight=3.0),
+        shared_cells='all_pairs'),  # official: a cell shared by two instances trains both masks
     # Resize / normalize / pad happen inside the model. Scales are (long side, short side) limits.
     transform=dict(
         train_scales=[(768, 352), (768, 384), (768, 416), (768, 448), (768, 480), (768, 512)],

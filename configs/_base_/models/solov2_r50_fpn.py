@@ -1,7 +1,7 @@
 # SOLOv2 (full): ResNet-50, FPN, 4 stacked convs of 512 channels per branch, 256-dim dynamic kernels.
 model = dict(
     type='SOLOv2',
-    pretrained=None,
+    pretrained='torchvision://resnet50',  # ImageNet weights (torch hub cache; None trains from scratch)
     backbone=dict(type='ResNet', depth=50, frozen_stages=1, norm_eval=True),
     neck=dict(type='FPN', in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=5),
     mask_feat_head=dict(type='MaskFeatHead', in_channels=256, out_channels=128, start_level=0, end_level=3,
@@ -18,8 +18,9 @@ model = dict(
         num_grids=[40, 36, 24, 16, 12],
         ins_out_channels=256,
         kernel_size=1,
-        loss_cate=dict(alpha=0.25, gamma=2.0, loss_weight=1.0),
-        loss_ins_weight=3.0),
+        loss_cate=dict(type='FocalLoss', use_sigmoid=True, alpha=0.25, gamma=2.0, loss_weight=1.0),
+        loss_ins=dict(type='DiceLoss', use_sigmoid=True, loss_weight=3.0),
+        shared_cells='all_pairs'),  # official: a cell shared by two instances trains both masks
     transform=dict(
         train_scales=[(1333, 800), (1333, 768), (1333, 736), (1333, 704), (1333, 672), (1333, 640)],
         test_scale=(1333, 800),

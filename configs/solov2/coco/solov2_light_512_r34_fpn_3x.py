@@ -1,2 +1,3 @@
 _base_ = './solov2_light_512_r50_fpn_3x.py'
-model = dict(backbone=dict(depth=34), neck=dict(in_channels=[64, 128, 256, 512]))
+model = dict(pretrained='torchvision://resnet34',
+            backbone=dict(depth=34), neck=dict(in_channels=[64, 128, 256, 512]))

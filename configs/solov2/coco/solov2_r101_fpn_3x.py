@@ -1,2 +1,2 @@
 _base_ = './solov2_r50_fpn_3x.py'
-model = dict(backbone=dict(depth=101))
+model = dict(pretrained='torchvision://resnet101', backbone=dict(depth=101))

@@ -4,6 +4,9 @@
 _base_ = './solov2_r50_fpn_3x.py'
 
 model = dict(
+    # torchvision's ImageNet weights are pytorch-style; AdelaiDet trains from detectron2's MSRA R-50
+    # (caffe style), which is not supported: this config is for its released SOLOv2 weights.
+    pretrained=None,
     backbone=dict(style='caffe'),
     transform=dict(
         train_scales=[(1333, 800), (1333, 768), (1333, 736), (1333, 704), (1333, 672), (1333, 640)],
