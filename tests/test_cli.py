@@ -245,11 +245,14 @@ def test_predict_results_load_against_the_users_annotations(detecting_checkpoint
     assert len(detections.anns) == len(results) > 0
 
 
-def test_predict_uses_the_checkpoints_category_ids(detecting_checkpoint, tmp_path, monkeypatch):
-    from solov2.predictor import Predictor
-    monkeypatch.setattr(Predictor, "cat_ids", [7, 8, 9, 20, 21], raising=False)  # what training stores
+def test_predict_uses_the_checkpoints_category_ids(detecting_checkpoint, tmp_path):
+    import torch
+    from solov2.engine.checkpoint import read_checkpoint
+    ckpt = read_checkpoint(detecting_checkpoint)
+    ckpt["meta"]["cat_ids"] = [7, 8, 9, 20, 21]  # what training stores: the training data's category ids
+    torch.save(ckpt, tmp_path / "ids.pth")
     _photos(tmp_path / "in", ["a.png"])
-    assert main(["predict", TINY, detecting_checkpoint, str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    assert main(["predict", TINY, str(tmp_path / "ids.pth"), str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
     results = json.loads((tmp_path / "out/results.json").read_text())
     assert results and {r["category_id"] for r in results} <= {7, 8, 9, 20, 21}
     names = dict(zip([7, 8, 9, 20, 21], ["disc", "rectangle", "triangle", "ring", "star"]))
