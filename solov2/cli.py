@@ -626,7 +626,32 @@ def main(argv: list[str] | None = None, resume_hint=None) -> int:
             raise
         print(f"error: {one_line(exc)}", file=sys.stderr)  # SOLOV2_DEBUG=1 shows the traceback
         return 1
+    except Exception as exc:
+        # --gpus N: a worker's error arrives as its traceback text; an expected one is shown as one line too.
+        message = worker_error(exc, expected)
+        if message is None or os.environ.get("SOLOV2_DEBUG"):
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     return 0
+
+
+def worker_error(exc: BaseException, expected: tuple[type, ...]) -> str | None:
+    """The message of an error of type ``expected`` raised in a spawned worker process (``exc`` is
+    ``torch.multiprocessing``'s ``ProcessRaisedException``, whose text ends with ``module.Type: message``);
+    None for anything else."""
+    import importlib
+    from torch.multiprocessing import ProcessRaisedException
+    if not isinstance(exc, ProcessRaisedException):
+        return None
+    last = one_line(exc)
+    qualified, _, message = last.partition(": ")
+    module, _, name = qualified.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module or "builtins"), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return message if isinstance(cls, type) and issubclass(cls, expected) and message else None
 
 
 if __name__ == "__main__":

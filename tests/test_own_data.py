@@ -196,3 +196,17 @@ def test_tools_test_with_the_checkpoint_alone(trained, data, tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 0.0 <= json.loads(out.read_text())["mask_AP"] <= 1.0
+
+
+@pytest.mark.slow
+def test_two_processes_stop_with_the_same_one_line_error(data, tmp_path):
+    """--gpus 2: each process finds the val categories differ; the user sees one line, no worker traceback."""
+    val5 = tmp_path / "val5"
+    write_shapes_coco(str(val5), num_images=2, seed=1, image_size=64)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "solov2.cli", "train", str(DEMO_CONFIG), "--gpus", "2", "--device",
+                           "cpu", "--work-dir", str(tmp_path / "work"), "--cfg-options",
+                           *data_options(data["train"], (val5 / "annotations.json", val5 / "images")), *SMALL,
+                           "max_iters=2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: data.val has 5 categories ['disc'")
