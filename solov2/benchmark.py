@@ -1,6 +1,6 @@
 """Speed benchmark of a SOLOv2 config: the network alone and end to end, fp32 (and fp16 on CUDA).
 
-``run_benchmark`` is what ``solov2 benchmark CONFIG [CHECKPOINT]`` runs; ``main(argv)`` is its command line::
+``run_benchmark`` is what ``solov2 benchmark CONFIG [CHECKPOINT]`` (or ``solov2 benchmark CHECKPOINT``) runs; ``main(argv)`` is its command line::
 
     python -m solov2.benchmark configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py \\
         --device cpu --threads 2 --input-size 448 768 --iters 20
@@ -24,7 +24,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .config import load_config, parse_overrides
+from .checkpoint_config import resolve_model
+from .config import parse_overrides
 from .predictor import PRECISIONS, load_model, precision_autocast
 
 __all__ = ["run_benchmark", "time_interleaved", "summarize", "peak_memory_mb", "format_table", "main",
@@ -91,9 +92,11 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
     """Measure latency, throughput and peak memory of a config's model on random images.
 
     Args:
-        config_path: the model's config file; ``overrides`` are dotted keys applied to it
+        config_path: the model's config file, or a checkpoint written by ``solov2 train`` (which carries its
+            config; ``checkpoint`` is then None); ``overrides`` are dotted keys applied to the config
             (e.g. ``{"model.backbone.depth": 18, "model.neck.in_channels": [64, 128, 256, 512]}``).
-        checkpoint: weights to load (random initialisation if None).
+        checkpoint: weights to load (random initialisation if None); with a config, the architecture comes
+            from the checkpoint where it carries one (:func:`solov2.checkpoint_config.resolve_model`).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         input_size: ``(H, W)`` of the input images; the model resizes them to its ``test_scale``.
         batch: images per call.
@@ -118,7 +121,8 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     torch.manual_seed(seed)
-    model, _ = load_model(load_config(config_path, overrides), checkpoint, dev, optimize)
+    resolved = resolve_model(config_path, checkpoint, overrides)
+    model, _ = load_model(resolved.cfg, resolved.ckpt, dev, optimize, name=resolved.checkpoint)
     h, w = input_size
     images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, device=dev) for _ in range(batch)]
     padded = model.transform(images, training=False)[0].tensors
@@ -141,7 +145,7 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
                 stats["detections_per_image"] = statistics.fmean(detections) / batch
                 results[f"end_to_end_{name}"] = stats
     report = {
-        "config": str(config_path), "checkpoint": checkpoint, "device": str(dev),
+        "config": str(config_path), "checkpoint": resolved.checkpoint, "device": str(dev),
         "num_threads": torch.get_num_threads(), "input_size": [h, w],
         "network_input": list(padded.shape), "batch": batch, "iters": iters, "warmup": warmup,
         "optimize": optimize, "torch": torch.__version__,
@@ -170,8 +174,9 @@ def format_table(report: dict[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``benchmark`` command's arguments (shared with ``solov2 benchmark``)."""
-    parser.add_argument("config", help="model config file")
-    parser.add_argument("checkpoint", nargs="?", default=None, help="weights (random initialisation if left out)")
+    parser.add_argument("config", help="model config file (.py), or a checkpoint written by `solov2 train` alone")
+    parser.add_argument("checkpoint", nargs="?", default=None,
+                        help="weights after a config (random initialisation if left out)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--input-size", nargs=2, type=int, default=(448, 768), metavar=("H", "W"),
                         help="input image size (default 448 768); the model resizes it to its test scale")

@@ -17,6 +17,9 @@ REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 PRECISIONS = ["fp32", "bf16", "fp16"]  # solov2.predictor.PRECISIONS, without importing torch for --help
+FROM_CHECKPOINT = ("a checkpoint written by `solov2 train` (it carries its config and class names), or a .py config "
+                   "file and then the checkpoint (the config's test-time settings are used; needed for older and "
+                   "official SOLO checkpoints)")
 
 
 def setup_logging(work_dir: str | None = None, rank: int = 0) -> None:
@@ -113,22 +116,27 @@ def _read_metrics(work_dir: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- eval
-def eval_main(config: str, checkpoint: str, metric: str | None = None, metrics_out: str | None = None,
+def eval_main(config: str | None, checkpoint: str, metric: str | None = None, metrics_out: str | None = None,
               cfg_options=None, device: str | None = None, split: str = "val", out_dir: str | None = None,
               precision: str = "fp32", optimize: bool = False) -> dict:
-    """Evaluate a checkpoint; ``precision``/``optimize`` evaluate the model as the Predictor would run it."""
+    """Evaluate a checkpoint on ``data.<split>`` (default ``val``, the set training evaluates on) of the config,
+    or (``config`` None) of the config the checkpoint was trained with; ``precision``/``optimize`` evaluate the
+    model as the Predictor would run it."""
     import torch
-    from .config import ConfigError, load_config
+    from .checkpoint_config import check_eval_classes, resolve_model
+    from .config import ConfigError
     from .data import build_dataset
     from .engine.evaluate import evaluate, inference_on_dataset
     from .predictor import autocast_dtype, load_model, precision_autocast
-    cfg = load_config(config, cfg_options)
+    resolved = resolve_model(config, checkpoint, cfg_options)
+    cfg = resolved.cfg
     device = device or _default_device()
     dtype = autocast_dtype(precision, device)
-    model, _ = load_model(cfg, checkpoint, device, optimize)
+    model, _ = load_model(cfg, resolved.ckpt, device, optimize, name=checkpoint)
     if cfg.data.get(split) is None:
-        raise ConfigError(f"{config}: data.{split} is not set; evaluate another one with --split")
+        raise ConfigError(f"{config or checkpoint}: data.{split} is not set; evaluate another one with --split")
     dataset = build_dataset(cfg.data[split])
+    check_eval_classes(resolved, dataset, f"data.{split}")
     metric = metric or (cfg.get("evaluation") or {}).get("metric", "segm")
     with torch.inference_mode(), precision_autocast(dtype, device):
         encoded = inference_on_dataset(model, dataset, device)
@@ -185,7 +193,7 @@ def collect_named_inputs(inputs: list[str]) -> list[tuple[str, str]]:
     return named
 
 
-def predict_main(config: str, checkpoint: str, inputs: list[str], out: str = "runs/predict",
+def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: str = "runs/predict",
                  score_thr: float = 0.3, device: str | None = None, save_json: bool = True,
                  save_masks: bool = False, precision: str = "fp32", optimize: bool = True,
                  ann_file: str | None = None) -> list[str]:
@@ -416,8 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--deterministic", action="store_true")
 
     e = sub.add_parser("eval", help="evaluate a checkpoint (COCO mask AP or Cityscapes AP)")
-    e.add_argument("config")
-    e.add_argument("checkpoint")
+    e.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT)
     e.add_argument("--metric", choices=["segm", "cityscapes"])
     e.add_argument("--metrics-out")
     e.add_argument("--split", default="val", choices=["train", "val", "test"],
@@ -431,9 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate the optimized model that predict runs (BatchNorm folded, channels_last, Winograd)")
 
     pr = sub.add_parser("predict", help="predict on images, folders, globs or videos and draw the results")
-    pr.add_argument("config")
-    pr.add_argument("checkpoint")
-    pr.add_argument("inputs", nargs="+")
+    pr.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT INPUT",
+                    help=FROM_CHECKPOINT + "; then images, folders, globs or videos")
     pr.add_argument("--out", default="runs/predict")
     pr.add_argument("--score-thr", type=float, default=0.3)
     pr.add_argument("--device", choices=["cpu", "cuda"])
@@ -483,8 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "use it as img_prefix / the second argument of CocoDataset")
 
     x = sub.add_parser("export", help="export to ONNX or TorchScript")
-    x.add_argument("config")
-    x.add_argument("checkpoint")
+    x.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT)
     x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     x.add_argument("--out", required=True)
     x.add_argument("--input-size", type=int, nargs=2, default=[448, 768], metavar=("H", "W"))
@@ -505,6 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     from .config import parse_overrides
     opts = parse_overrides(args.cfg_options) if getattr(args, "cfg_options", None) else None
+    if args.command in ("eval", "predict", "export"):
+        from .checkpoint_config import split_sources
+        args.config, args.checkpoint, rest = split_sources(args.sources, args.command)
+        if args.command == "predict":
+            if not rest:
+                raise ValueError(f"solov2 predict: no images or videos given after the checkpoint {args.checkpoint}")
+            args.inputs = rest
+        elif rest:
+            raise ValueError(f"solov2 {args.command}: unexpected argument(s) {rest}; expected [CONFIG.py] CHECKPOINT")
     if args.command == "train":
         train_main(args.config, args.work_dir, args.resume, opts, args.device, args.amp, args.gpus,
                    args.launcher, args.seed, args.deterministic)
@@ -543,10 +557,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _export(args) -> None:
+    from .checkpoint_config import resolve_model
     from .export import export_onnx, export_torchscript
-    from .config import load_config
     from .predictor import load_model
-    model, _ = load_model(load_config(args.config), args.checkpoint)
+    resolved = resolve_model(args.config, args.checkpoint)
+    model, _ = load_model(resolved.cfg, resolved.ckpt, name=resolved.checkpoint)
     if args.format == "onnx":
         export_onnx(model, args.out, input_size=tuple(args.input_size), dynamic=args.dynamic,
                     with_postprocess=args.with_postprocess)
@@ -611,7 +626,32 @@ def main(argv: list[str] | None = None, resume_hint=None) -> int:
             raise
         print(f"error: {one_line(exc)}", file=sys.stderr)  # SOLOV2_DEBUG=1 shows the traceback
         return 1
+    except Exception as exc:
+        # --gpus N: a worker's error arrives as its traceback text; an expected one is shown as one line too.
+        message = worker_error(exc, expected)
+        if message is None or os.environ.get("SOLOV2_DEBUG"):
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     return 0
+
+
+def worker_error(exc: BaseException, expected: tuple[type, ...]) -> str | None:
+    """The message of an error of type ``expected`` raised in a spawned worker process (``exc`` is
+    ``torch.multiprocessing``'s ``ProcessRaisedException``, whose text ends with ``module.Type: message``);
+    None for anything else."""
+    import importlib
+    from torch.multiprocessing import ProcessRaisedException
+    if not isinstance(exc, ProcessRaisedException):
+        return None
+    last = one_line(exc)
+    qualified, _, message = last.partition(": ")
+    module, _, name = qualified.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module or "builtins"), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return message if isinstance(cls, type) and issubclass(cls, expected) and message else None
 
 
 if __name__ == "__main__":

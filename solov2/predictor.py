@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, load_config
+from .config import Config
 from .engine.checkpoint import load_weights
 from .models import build_model
 from .optimize import optimize_for_inference
@@ -41,26 +41,36 @@ def precision_autocast(dtype: torch.dtype | None, device: str | torch.device):
     return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
 
 
-def load_model(cfg: Config, checkpoint: str | None, device: str = "cpu", optimize: bool = False
-               ) -> tuple[nn.Module, dict]:
+def load_model(cfg: Config, checkpoint: str | dict | None, device: str = "cpu", optimize: bool = False,
+               name: str | None = None) -> tuple[nn.Module, dict]:
     """The config's model with the checkpoint's weights (random if None), on ``device``, in eval mode;
     with ``optimize``, :func:`solov2.optimize.optimize_for_inference` of it (same results up to float
-    rounding, tests/test_optimize.py). Returns ``(model, the checkpoint's meta)``."""
+    rounding, tests/test_optimize.py). ``checkpoint`` is a path or an already read checkpoint dict (``name``:
+    its path, for error messages). Returns ``(model, the checkpoint's meta)``.
+
+    To build the model a checkpoint was trained as, from the checkpoint alone or with a config, resolve the
+    config first with :func:`solov2.checkpoint_config.resolve_model` (as :class:`Predictor` does)."""
     model = build_model(cfg)
-    meta = load_weights(model, checkpoint)["meta"] if checkpoint else {}
+    meta = load_weights(model, checkpoint, name=name)["meta"] if checkpoint else {}
     model.to(device).eval()
     return (optimize_for_inference(model) if optimize else model), meta
 
 
 class Predictor:
-    """Load a config and a checkpoint once, then predict on images.
+    """Load a checkpoint (and optionally a config) once, then predict on images.
 
     Example::
 
-        >>> predictor = Predictor("configs/demo/solov2_light_r18_shapes.py", "runs/demo/latest.pth")
+        >>> predictor = Predictor("runs/demo/latest.pth")  # the checkpoint carries its config and class names
         >>> result = predictor("photo.jpg")          # or an (H, W, 3) uint8 RGB array, or a list of them
         >>> result["masks"].shape, result["class_names"]
         >>> picture = predictor.draw("photo.jpg", result)
+
+    ``Predictor(CONFIG, CHECKPOINT)`` (a ``.py`` file or a ``Config`` first) also works: the architecture and
+    classes still come from the checkpoint, the test-time settings (``model.test_cfg``,
+    ``model.transform.test_scale``) from the config; checkpoints without an embedded config (older ones,
+    official SOLO weights) need this form (:func:`solov2.checkpoint_config.resolve_model`).
+    ``Predictor(CONFIG)`` runs random weights.
 
     ``optimize`` (default on) runs a copy of the model with BatchNorm folded, NHWC weights and Winograd
     convolutions on CPU (:func:`solov2.optimize.optimize_for_inference`), which changes results by float
@@ -70,18 +80,20 @@ class Predictor:
 
     Each result holds ``masks`` ``(N, H, W)`` bool at the image's size, ``labels`` ``(N,)`` int64,
     ``scores`` ``(N,)`` float32 (NumPy arrays, best first, above ``score_thr``) and ``class_names`` (N names).
+    Attributes: ``class_names`` (one per label), ``cat_ids`` (the training data's COCO category id per label,
+    or None where the checkpoint does not say), ``cfg`` (the resolved config), ``model``.
     """
 
-    def __init__(self, config: str | Config, checkpoint: str | None, device: str = "cpu", score_thr: float = 0.3,
-                 batch_size: int = 4, optimize: bool = True, precision: str = "fp32"):
-        self.cfg = load_config(config) if not isinstance(config, Config) else config
+    def __init__(self, config: str | os.PathLike | Config | None = None, checkpoint: str | os.PathLike | None = None,
+                 device: str = "cpu", score_thr: float = 0.3, batch_size: int = 4, optimize: bool = True,
+                 precision: str = "fp32"):
+        from .checkpoint_config import resolve_model
+        resolved = resolve_model(config, checkpoint)
+        self.cfg, self.checkpoint = resolved.cfg, resolved.checkpoint
         self.device, self.score_thr, self.batch_size = device, score_thr, batch_size
         self.autocast_dtype = autocast_dtype(precision, device)
-        self.model, meta = load_model(self.cfg, checkpoint, device, optimize)
-        n = self.model.num_classes
-        self.class_names = list(meta.get("classes") or []) or [f"class_{i}" for i in range(n)]
-        if len(self.class_names) != n:
-            raise ValueError(f"{checkpoint}: checkpoint names {len(self.class_names)} classes, the config {n}")
+        self.model, _ = load_model(self.cfg, resolved.ckpt, device, optimize, name=resolved.checkpoint)
+        self.class_names, self.cat_ids = resolved.classes, resolved.cat_ids
 
     def __call__(self, images: ImageLike | list[ImageLike]):
         single = not isinstance(images, (list, tuple))

@@ -61,3 +61,16 @@ def test_time_interleaved_and_summarize():
     assert stats["median_ms"] == pytest.approx(300)
     assert stats["p90_ms"] == pytest.approx(1000)
     assert stats["images_per_s"] == pytest.approx(2 / 0.3)
+
+
+def test_benchmark_from_a_checkpoint_alone(tmp_path):
+    """A checkpoint of `solov2 train` carries its config: no config file is needed."""
+    from solov2 import build_model, load_config
+    from solov2.checkpoint_config import checkpoint_meta
+    from solov2.engine.checkpoint import save_checkpoint
+    cfg = load_config(CONFIG, TINY)
+    path = tmp_path / "model.pth"
+    save_checkpoint(str(path), build_model(cfg), meta=checkpoint_meta(cfg, [f"c{i}" for i in range(8)], list(range(8))))
+    report = run_benchmark(str(path), input_size=(128, 160), iters=1, warmup=0, verbose=False)
+    assert report["network_input"] == [1, 3, 128, 160] and report["checkpoint"] == str(path)
+    assert report["results"]["end_to_end_fp32"]["median_ms"] > 0

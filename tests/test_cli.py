@@ -110,8 +110,15 @@ def test_predict_bad_inputs_one_line(trained, tmp_path, capsys):
     assert last_line.startswith(f"error: {bad}: cannot read image")
 
 
-def test_checkpoint_of_another_architecture_is_named(trained, capsys):
-    assert main(["eval", str(SEED_CONFIG), str(trained / "run/latest.pth")]) == 1
+def test_checkpoint_of_another_architecture_is_named(trained, tmp_path, capsys):
+    # A checkpoint that carries its config is built as it was trained, whatever the config says; one without
+    # (older solov2, official SOLO weights) is loaded into the config's model, and a mismatch is named.
+    import torch
+    from solov2.engine.checkpoint import read_checkpoint
+    ckpt = read_checkpoint(str(trained / "run/latest.pth"))
+    ckpt["meta"] = {"classes": ckpt["meta"]["classes"]}
+    torch.save(ckpt, tmp_path / "old.pth")
+    assert main(["eval", str(SEED_CONFIG), str(tmp_path / "old.pth")]) == 1
     err = capsys.readouterr().err.strip()
     assert "does not match the model built from the config" in err and "\n" not in err
 
@@ -238,11 +245,14 @@ def test_predict_results_load_against_the_users_annotations(detecting_checkpoint
     assert len(detections.anns) == len(results) > 0
 
 
-def test_predict_uses_the_checkpoints_category_ids(detecting_checkpoint, tmp_path, monkeypatch):
-    from solov2.predictor import Predictor
-    monkeypatch.setattr(Predictor, "cat_ids", [7, 8, 9, 20, 21], raising=False)  # what training stores
+def test_predict_uses_the_checkpoints_category_ids(detecting_checkpoint, tmp_path):
+    import torch
+    from solov2.engine.checkpoint import read_checkpoint
+    ckpt = read_checkpoint(detecting_checkpoint)
+    ckpt["meta"]["cat_ids"] = [7, 8, 9, 20, 21]  # what training stores: the training data's category ids
+    torch.save(ckpt, tmp_path / "ids.pth")
     _photos(tmp_path / "in", ["a.png"])
-    assert main(["predict", TINY, detecting_checkpoint, str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    assert main(["predict", TINY, str(tmp_path / "ids.pth"), str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
     results = json.loads((tmp_path / "out/results.json").read_text())
     assert results and {r["category_id"] for r in results} <= {7, 8, 9, 20, 21}
     names = dict(zip([7, 8, 9, 20, 21], ["disc", "rectangle", "triangle", "ring", "star"]))

@@ -42,6 +42,16 @@ def test_results_to_coco_format():
     assert results_to_coco(empty, 1, [7, 11]) == []
 
 
+def test_a_label_without_a_category_is_a_one_line_error():
+    """A model with more classes than the data's categories (the reported IndexError in ``cat_ids[label]``)."""
+    masks = torch.ones((2, 4, 4), dtype=torch.bool)
+    result = {"masks": masks, "labels": torch.tensor([1, 5]), "scores": torch.tensor([0.9, 0.8])}
+    with pytest.raises(ValueError) as err:
+        results_to_coco(result, image_id=3, cat_ids=[7, 11])
+    assert str(err.value).startswith("image 3: the model predicted label(s) [5] but the data set has 2 categories")
+    assert "\n" not in str(err.value)
+
+
 def test_perfect_predictions_give_ap_one(shapes):
     lines = []
     metrics = evaluate_coco(shapes.coco, _predictions(shapes), log=lines.append)

@@ -1,4 +1,6 @@
-"""MMDetection-style entry point: python tools/test.py CONFIG CHECKPOINT --eval segm|cityscapes [--out FILE]"""
+"""MMDetection-style entry point: python tools/test.py [CONFIG] CHECKPOINT --eval segm|cityscapes [--out FILE]
+
+A checkpoint written by ``solov2 train`` carries its config, so CONFIG may be left out."""
 import argparse
 import os
 import sys
@@ -10,8 +12,8 @@ from solov2.cli import main as solov2_main  # noqa: E402
 
 def main() -> int:
     p = argparse.ArgumentParser(description="Evaluate SOLOv2 (wrapper over `solov2 eval`)")
-    p.add_argument("config")
-    p.add_argument("checkpoint")
+    p.add_argument("config", help="config file (.py), or the checkpoint alone if it was written by solov2 train")
+    p.add_argument("checkpoint", nargs="?")
     p.add_argument("--eval", choices=["segm", "cityscapes"], default="segm")
     p.add_argument("--out", help="metrics JSON file")
     p.add_argument("--device", choices=["cpu", "cuda"])
@@ -19,7 +21,7 @@ def main() -> int:
                    help="data set of the config to evaluate (default test, as MMDetection's test.py)")
     p.add_argument("--cfg-options", "--cfg_options", dest="cfg_options", nargs="+")
     a = p.parse_args()
-    argv = ["eval", a.config, a.checkpoint, "--metric", a.eval, "--split", a.split]
+    argv = ["eval", a.config, *([a.checkpoint] if a.checkpoint else []), "--metric", a.eval, "--split", a.split]
     if a.out:
         argv += ["--metrics-out", a.out]
     if a.device:

@@ -3,7 +3,8 @@
 Layout (a plain dict of tensors and builtins, so ``torch.load(weights_only=True)`` reads it)::
 
     {"state_dict": model weights (official SOLO key names),
-     "meta": {"epoch": int, "iter": int, "classes": [str, ...], "config": str (the config's text)},
+     "meta": {"epoch": int, "iter": int, "classes": [str, ...], "cat_ids": [COCO category id per label, ...],
+              "config": the resolved config as a plain dict (solov2.checkpoint_config; older: its text)},
      "optimizer": optimizer.state_dict(), "scaler": GradScaler state (optional),
      "rng": [random generator states of each process (``rng.rng_state``), by rank] (optional)}
 """
@@ -94,13 +95,15 @@ def read_checkpoint(path: str) -> dict[str, Any]:
     return ckpt
 
 
-def load_weights(model: nn.Module, path_or_ckpt: str | dict, strict: bool = True) -> dict[str, Any]:
+def load_weights(model: nn.Module, path_or_ckpt: str | dict, strict: bool = True, name: str | None = None
+                 ) -> dict[str, Any]:
     """Load weights into ``model``; a mismatch raises :class:`CheckpointError` listing the keys.
 
+    ``name`` is what error messages call an already read checkpoint dict (default: its path, or "checkpoint").
     Returns the checkpoint dict (for its ``meta`` and optimizer state).
     """
     ckpt = read_checkpoint(path_or_ckpt) if isinstance(path_or_ckpt, str) else path_or_ckpt
-    name = path_or_ckpt if isinstance(path_or_ckpt, str) else "checkpoint"
+    name = path_or_ckpt if isinstance(path_or_ckpt, str) else (name or "checkpoint")
     model = getattr(model, "module", model)
     state = ckpt["state_dict"]
     if any(k.startswith("module.") for k in state):

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..checkpoint_config import checkpoint_meta, resolve_classes
 from ..config import Config, ConfigError
 from ..models import build_model, init_backbone_for_training
 from . import distributed as du
@@ -98,7 +99,8 @@ class Trainer:
         self.rank, self.world, self.seed = du.get_rank(), du.get_world_size(), seed
         set_seed(seed + self.rank, deterministic)
         self.dataset, self.sampler, self.loader = _build_train_loader(cfg, seed)
-        self.classes = list(getattr(self.dataset, "CLASSES", []))
+        # The training data decides the classes (cfg.model.bbox_head.num_classes is set in place).
+        self.classes, self.cat_ids = resolve_classes(cfg, self.dataset)
         model = self._batchnorm_across_processes(build_model(cfg).to(device))
         # The random train scale: re-seeded from (seed, rank, iteration, micro-batch) before every forward.
         self.scale_rng = random.Random()
@@ -183,7 +185,7 @@ class Trainer:
         rng = du.all_gather_object(rng_state())
         if self.rank != 0:
             return
-        meta = {"epoch": self.epoch, "iter": self.iter, "classes": self.classes, "config": self.cfg.pretty_text}
+        meta = {"epoch": self.epoch, "iter": self.iter, **checkpoint_meta(self.cfg, self.classes, self.cat_ids)}
         path = os.path.join(self.work_dir, name)
         save_checkpoint(path, self.model, self.optimizer, meta, self.scaler if self.scaler.is_enabled() else None,
                         rng=rng)
@@ -234,7 +236,7 @@ class Trainer:
                 interval = eval_cfg.get("interval", 0)
                 if interval > 0 and epoch_finished and self.epoch % interval == 0 and self.iter < self.max_iters:
                     du.broadcast_buffers(self.model)
-                    metrics = self.evaluate()
+                    metrics = self._evaluate_or_fail(f"at epoch {self.epoch}")
                 self._stop_if_interrupted()
         finally:
             bar.close()
@@ -244,7 +246,7 @@ class Trainer:
             self._check_replicas_in_sync()
         self._stop_if_interrupted()
         if self.cfg.data.get("val") is not None and eval_cfg.get("interval", 0) >= 0:
-            metrics = self.evaluate()
+            metrics = self._evaluate_or_fail("after training")
             self._stop_if_interrupted()  # Ctrl-C during the evaluation ends with 130 too, never a silent 0
         return metrics
 
@@ -341,19 +343,46 @@ class Trainer:
         if len(set(prints)) != 1:
             raise TrainingError(f"the {self.world} processes ended with different weights: {prints}")
 
+    def _evaluate_or_fail(self, when: str) -> dict:
+        """:meth:`evaluate` with the weights on disk first; a failure is a one-line :class:`TrainingError`
+        naming the checkpoint to evaluate later, not a traceback (SOLOV2_DEBUG=1 shows the cause).
+        Every process calls it (as :meth:`save`)."""
+        self.save("latest.pth")  # a no-op where latest.pth already holds this iteration
+        try:
+            return self.evaluate()
+        except Exception as exc:
+            latest = os.path.join(self.work_dir, "latest.pth")
+            raise TrainingError(f"evaluation failed {when} ({_reason(exc)}); the trained weights are in {latest}: "
+                                f"solov2 eval {latest}") from exc
+
     def evaluate(self) -> dict:
         from ..data import build_dataset
         eval_cfg = self.cfg.get("evaluation", {}) or {}
-        dataset = build_dataset(self.cfg.data.val)
-        encoded = inference_on_dataset(self.model, dataset, self.device)
-        metrics = {}
-        if self.rank == 0:
-            metrics = evaluate(dataset, encoded, eval_cfg.get("metric", "segm"), self.work_dir,
-                               log=lambda s: logger.info("%s", s))
-            with open(os.path.join(self.work_dir, "metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=2)
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)):
-                    self.writer.add_scalar(f"val/{k}", v, self.iter)
-        du.barrier()
+        metrics, error = {}, None
+        try:
+            dataset = build_dataset(self.cfg.data.val)
+            encoded = inference_on_dataset(self.model, dataset, self.device)
+            if self.rank == 0:
+                metrics = evaluate(dataset, encoded, eval_cfg.get("metric", "segm"), self.work_dir,
+                                   log=lambda s: logger.info("%s", s))
+                with open(os.path.join(self.work_dir, "metrics.json"), "w") as f:
+                    json.dump(metrics, f, indent=2)
+                for k, v in metrics.items():
+                    if isinstance(v, (int, float)):
+                        self.writer.add_scalar(f"val/{k}", v, self.iter)
+        except Exception as exc:
+            if self.world == 1:
+                raise
+            error = _reason(exc)
+        if self.world > 1:
+            # Also the barrier: a process whose evaluation failed tells the others instead of leaving them waiting.
+            failed = [e for e in du.all_gather_object(error) if e]
+            if failed:
+                raise TrainingError(failed[0])
         return metrics
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception in one line; the type is named unless it is an error about the input (a ValueError) or ours."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, (ValueError, TrainingError)) and text else f"{type(exc).__name__}: {text}".rstrip(": ")

@@ -23,7 +23,7 @@ def results_to_coco(result: dict, image_id: int, cat_ids: Sequence[int]) -> list
         result: ``{"masks": (N, H, W) bool, "labels": (N,) int64, "scores": (N,) float}`` tensors (or arrays)
             at the image's original size.
         image_id: the COCO image id.
-        cat_ids: category id of each label (``dataset.cat_ids``).
+        cat_ids: category id of each label (``dataset.cat_ids``); a label without one raises ``ValueError``.
 
     Returns:
         ``[{"image_id", "category_id", "segmentation": RLE with str counts, "bbox": [x, y, w, h], "score"}]``.
@@ -40,6 +40,11 @@ def rles_to_coco(rles: list[dict], labels, scores, image_id: int, cat_ids: Seque
     if len(rles) == 0:
         return []
     labels, scores = _numpy(labels).tolist(), _numpy(scores).tolist()
+    beyond = sorted({label for label in labels if not 0 <= label < len(cat_ids)})
+    if beyond:  # a model trained for other classes than the data's: say so rather than IndexError
+        raise ValueError(f"image {image_id}: the model predicted label(s) {beyond[:10]} but the data set has "
+                         f"{len(cat_ids)} categories (labels 0..{len(cat_ids) - 1}); the model's classes do not "
+                         f"match the evaluation data")
     boxes = mask_utils.toBbox(rles).tolist()
     return [{"image_id": int(image_id), "category_id": int(cat_ids[label]),
              "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},  # JSON needs str
