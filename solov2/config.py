@@ -78,7 +78,7 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> None:
 
 # Top-level keys that configs may leave out and the command line may still set.
 OPTIONAL_TOP_LEVEL = {"max_iters", "load_from", "resume_from", "work_dir", "evaluation", "seed", "grad_clip",
-                      "accumulate_steps", "sync_bn", "find_unused_parameters"}
+                      "accumulate_steps", "sync_bn", "find_unused_parameters", "auto_scale_lr"}
 
 
 def _has(node: Any, part: str) -> bool:

@@ -68,7 +68,9 @@ def test_unknown_model_key_is_named():
 
 
 def test_caffe_style_puts_the_stride_on_the_1x1_conv():
-    pytorch_style, caffe_style = ResNet(depth=50, frozen_stages=-1), ResNet(depth=50, frozen_stages=-1, style="caffe")
+    # zero_init_residual=False: with zero-initialised residual branches both styles start as the same function
+    pytorch_style = ResNet(depth=50, frozen_stages=-1, zero_init_residual=False)
+    caffe_style = ResNet(depth=50, frozen_stages=-1, style="caffe", zero_init_residual=False)
     for name in ("layer2", "layer3", "layer4"):
         a, b = getattr(pytorch_style, name)[0], getattr(caffe_style, name)[0]
         assert (a.conv1.stride, a.conv2.stride) == ((1, 1), (2, 2))

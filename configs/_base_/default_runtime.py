@@ -10,3 +10,6 @@ resume_from = None
 max_iters = None  # optional cap on the total number of iterations (smoke runs)
 accumulate_steps = 1  # gradient accumulation
 sync_bn = False  # convert BatchNorm to SyncBatchNorm for distributed training
+# optimizer.lr is for base_batch_size images per step; the run's lr is scaled linearly to its own batch
+# (images per GPU x GPUs x accumulate_steps). enable=False uses optimizer.lr as it is.
+auto_scale_lr = dict(enable=True, base_batch_size=16)

@@ -65,3 +65,11 @@ def build_schedule(base_lr: float, lr_config: dict, total_iters: int | None = No
     if unknown:
         raise ValueError(f"lr_config: unknown key(s) {unknown}; allowed: policy, step, {', '.join(sorted(known))}")
     return StepSchedule(base_lr=base_lr, step=step, **cfg)
+
+
+def scaled_lr(lr: float, auto_scale_lr: dict | None, batch_size: int) -> float:
+    """The linear scaling rule: ``lr`` is for ``auto_scale_lr.base_batch_size`` images per step; the run
+    uses ``batch_size`` (images per GPU x processes x accumulation). Disabled or absent: ``lr`` as it is."""
+    if not auto_scale_lr or not auto_scale_lr.get("enable", True):
+        return lr
+    return lr * batch_size / auto_scale_lr["base_batch_size"]

@@ -28,7 +28,8 @@ from .evaluate import evaluate, inference_on_dataset
 from .interrupt import TrainingInterrupted
 from .rng import LOADER, SCALE, SeededSamples, derive_seed, rng_state, set_rng_state
 from .sampler import TrainSampler
-from .schedule import build_schedule
+from .monitor import CollapseGuard, branch_grad_norms
+from .schedule import build_schedule, scaled_lr
 
 logger = logging.getLogger("solov2")
 
@@ -115,8 +116,19 @@ class Trainer:
         self.total_epochs = int(cfg.total_epochs)
         max_iters = cfg.get("max_iters")
         self.max_iters = min(self.total_epochs * self.iters_per_epoch, max_iters or math.inf)
-        self.schedule = build_schedule(cfg.optimizer.lr, cfg.get("lr_config", {}),
+        batch = cfg.data.imgs_per_gpu * self.world * self.accumulate
+        self.base_lr = scaled_lr(cfg.optimizer.lr, cfg.get("auto_scale_lr"), batch)
+        self.schedule = build_schedule(self.base_lr, cfg.get("lr_config", {}),
                                        total_iters=self.total_epochs * self.iters_per_epoch)
+        self.guard = CollapseGuard(model.bbox_head.loss_ins_weight, hint=(
+            f"restart with a lower learning rate (now {self.base_lr:g} for {batch} images per step), a longer "
+            f"warm-up (lr_config.warmup_iters) or ImageNet weights (model.pretrained='torchvision://resnet50'); "
+            f"see docs/training.md"))
+        self._grad_norms: dict[str, float] = {}
+        if self.rank == 0:
+            self._log_setup(batch)
+            from ..data.report import log_data_report
+            log_data_report(self.dataset, cfg, work_dir, log=logger.info)
         self.epoch, self.iter = 0, 0
         self._latest_iter = -1  # iteration that latest.pth holds, so it is not written twice
         if cfg.get("load_from") and not resume:
@@ -135,6 +147,15 @@ class Trainer:
             self.writer = SummaryWriter(os.path.join(work_dir, "tensorboard"))
         if rng is not None:  # last, so that nothing above draws from the restored generators
             set_rng_state(rng)
+
+    def _log_setup(self, batch: int) -> None:
+        scale = self.cfg.get("auto_scale_lr") or {}
+        rule = (f" (optimizer.lr {self.cfg.optimizer.lr:g} is for {scale['base_batch_size']}: linear scaling, "
+                f"auto_scale_lr)" if scale.get("enable", True) and scale else "")
+        precision = ("fp16 autocast" if self.device.startswith("cuda") else "bf16 autocast") if self.amp else "fp32"
+        logger.info("%d images per step (%d per process x %d processes x %d accumulated), lr %g%s, %s, %d iterations",
+                    batch, self.cfg.data.imgs_per_gpu, self.world, self.accumulate, self.base_lr, rule, precision,
+                    self.max_iters)
 
     def _batchnorm_across_processes(self, model: nn.Module) -> nn.Module:
         """SyncBatchNorm where asked for and possible (CUDA); otherwise each process normalizes with its own
@@ -285,6 +306,9 @@ class Trainer:
             self._step()
             self.iter += 1
             logged = du.reduce_mean({k: v / group for k, v in summed.items()})  # the group's mean
+            warning = self.guard.update(logged["loss_ins"], self.iter)
+            if warning and self.rank == 0:
+                logger.warning("%s", warning)
             bar.update(1)
             bar.set_postfix(loss=f"{logged['loss']:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
             if self.rank == 0 and (self.iter % log_interval == 0 or self.iter == self.max_iters):
@@ -301,8 +325,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         clip = self.cfg.get("grad_clip")
-        if clip:
+        log_now = self.rank == 0 and (self.iter + 1) % self.cfg.get("log_config", {}).get("interval", 50) == 0
+        if clip or log_now:
             self.scaler.unscale_(self.optimizer)
+        if log_now:  # per-branch gradient norms, to TensorBoard: a collapsing branch shows here first
+            self._grad_norms = branch_grad_norms(self.model)
+        if clip:
             nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], **clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -326,6 +354,8 @@ class Trainer:
         for k, v in logged.items():
             self.writer.add_scalar(f"train/{k}", v, self.iter)
         self.writer.add_scalar("train/lr", lr, self.iter)
+        for k, v in self._grad_norms.items():
+            self.writer.add_scalar(f"grad_norm/{k}", v, self.iter)
 
     def _check_replicas_in_sync(self) -> None:
         """DDP keeps every process's parameters equal; verify it once, cheaply, from one number per process.

@@ -14,3 +14,4 @@ total_epochs = 4
 checkpoint_config = dict(interval=1, latest_iters=2, max_keep_ckpts=2)
 log_config = dict(interval=2)
 evaluation = dict(interval=0, metric='segm')
+auto_scale_lr = dict(enable=False)  # lr chosen for these tests' batch of 2
