@@ -94,16 +94,16 @@ class ResNet(nn.Module):
         style: ``"pytorch"`` (stride on a bottleneck's 3x3 conv: torchvision, mmdet, the official SOLO) or
             ``"caffe"`` (stride on its first 1x1 conv: detectron2's MSRA weights, AdelaiDet). Same parameters.
         zero_init_residual: start each residual block's last BatchNorm at weight 0, so a block starts as the
-            identity (the default of MMDetection's ResNet, which the official SOLO code uses). Matters only
-            from scratch: ImageNet weights overwrite it. Without it a randomly initialised ResNet's outputs grow
-            block by block, and the first steps of training overshoot (see docs/training.md).
+            identity (MMDetection's ResNet does; torchvision's does not). Matters only from scratch: ImageNet
+            weights overwrite it. Off by default: from scratch it halved the demo's mask AP (0.105 vs 0.208)
+            and did not help the light R50 at batch 2 (docs/training.md).
 
     Input ``(B, 3, H, W)`` float; output 4 maps of strides 4, 8, 16, 32 with 64/128/256/512 x expansion channels.
     """
 
     def __init__(self, depth: int = 50, frozen_stages: int = 1, norm_eval: bool = True,
                  pretrained: str | None = None, groups: int = 1, base_width: int = 64, style: str = "pytorch",
-                 zero_init_residual: bool = True):
+                 zero_init_residual: bool = False):
         super().__init__()
         if depth not in ARCH_SETTINGS:
             raise ValueError(f"ResNet: depth must be one of {sorted(ARCH_SETTINGS)}, got {depth}")

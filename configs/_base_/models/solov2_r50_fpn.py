@@ -2,7 +2,7 @@
 model = dict(
     type='SOLOv2',
     pretrained='torchvision://resnet50',  # ImageNet weights (torch hub cache; None trains from scratch)
-    backbone=dict(type='ResNet', depth=50, frozen_stages=1, norm_eval=True, zero_init_residual=True),
+    backbone=dict(type='ResNet', depth=50, frozen_stages=1, norm_eval=True, zero_init_residual=False),
     neck=dict(type='FPN', in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=5),
     mask_feat_head=dict(type='MaskFeatHead', in_channels=256, out_channels=128, start_level=0, end_level=3,
                         num_classes=256),
