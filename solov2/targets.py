@@ -107,11 +107,11 @@ def _assign_level(cover: Tensor, shared_cells: str) -> tuple[Tensor, Tensor, Ten
     The owner (whose class a cell takes) is the last instance covering it; the pairs are every covering
     instance (``"all_pairs"``) or the owner only (``"last_owner"``), instance-major, cells row-major.
     """
-    k = cover.shape[0]
     cover = cover.flatten(1)  # (K, S*S)
-    ids = torch.arange(k, device=cover.device)[:, None].expand_as(cover)
-    owner = torch.where(cover, ids, torch.full_like(ids, -1)).amax(0) if k else cover.new_full(cover.shape[1:], -1,
-                                                                                               dtype=torch.int64)
+    owner = torch.full(cover.shape[1:], -1, dtype=torch.int64, device=cover.device)
+    if cover.shape[0]:
+        ids = torch.arange(cover.shape[0], device=cover.device)[:, None].expand_as(cover)
+        owner = torch.where(cover, ids, owner).amax(0)
     if shared_cells == "last_owner":
         cell = torch.nonzero(owner >= 0).flatten()
         return owner, owner[cell], cell
