@@ -37,9 +37,8 @@ def resolve_classes(cfg: Config, train_dataset, log: Callable[[str], None] | Non
 
     The config's count is a default that the data overrides, as Ultralytics overrides ``nc`` from the data
     file; the override is logged in one line naming the classes. The validation set (when evaluation will
-    run) and the test set (when it can be read and differs from the validation set) must list the same
-    categories in the same label order: else :class:`~solov2.data.DataError` names both lists, before any
-    training. Every process of a multi-process run calls this and resolves the same way.
+    run) must list the same categories in the same label order: else :class:`~solov2.data.DataError` names both
+    lists, before any training. A test set that differs (training does not read it) gets a one-line warning. Every process of a multi-process run calls this and resolves the same way.
 
     Returns ``(classes, cat_ids)``: the names in label order and the COCO category id of each label
     (both empty for a data set that does not name its classes; the config then decides).
@@ -68,8 +67,13 @@ def resolve_classes(cfg: Config, train_dataset, log: Callable[[str], None] | Non
             continue  # not (yet) on disk: `solov2 eval` will say so if it is ever used
         other = [str(c) for c in (getattr(dataset, "CLASSES", None) or [])]
         if other and other != classes:
-            raise DataError(f"data.{split} has {len(other)} categories {other} but data.train has "
-                            f"{len(classes)} {classes}; both must list the same categories in the same id order")
+            problem = (f"data.{split} has {len(other)} categories {other} but data.train has {len(classes)} "
+                       f"{classes}; both must list the same categories in the same id order")
+            if required:
+                raise DataError(problem)
+            # Training never reads data.test, and a config's default test set (the demo's, say) may still be
+            # on disk: say it, and let `solov2 eval --split test` refuse it if it is ever used.
+            log(f"WARNING: {problem} (training does not read data.test; set it to evaluate it later)")
     head = cfg.model.bbox_head
     if head.get("num_classes") != len(classes):
         log(f"classes: data.train has {len(classes)} categories ({', '.join(classes)}); the head is built for "

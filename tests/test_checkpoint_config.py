@@ -72,6 +72,17 @@ def test_val_categories_must_be_the_training_sets():
     assert calls == []  # the demo's test set is its val set: not read twice
 
 
+
+def test_a_test_set_with_other_categories_is_a_warning_not_a_stop():
+    # e.g. the demo config's data.test still points at the demo's shapes after `make demo`, while the user's
+    # train/val sets have other classes: training does not read data.test, so it warns and goes on.
+    cfg = _cfg(**{"evaluation.interval": -1, "data.test.ann_file": "elsewhere.json"})
+    said = []
+    classes, _ = resolve_classes(cfg, ThreeClasses(), log=said.append, build_dataset=lambda c: SyntheticShapes(1))
+    assert classes == NAMES
+    warnings = [s for s in said if s.startswith("WARNING: data.test has 5 categories ['disc'")]
+    assert len(warnings) == 1 and "training does not read data.test" in warnings[0]
+
 def test_checkpoint_meta_is_read_back_with_weights_only(tmp_path):
     path, _ = _trained_like_checkpoint(tmp_path)
     meta = read_checkpoint(path)["meta"]  # torch.load(weights_only=True)
