@@ -376,8 +376,11 @@ def labelme_to_coco_main(folder: str, out_json: str, image_root: str | None = No
 
 # ----------------------------------------------------------------------------- demo
 def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int = 100, image_size: int = 128,
-              cfg_options=None) -> dict:
-    """Built-in data -> train a small SOLOv2 on CPU -> mask AP on the val split -> pictures in ``out``."""
+              cfg_options=None, amp: bool | None = None) -> dict:
+    """Built-in data -> train a small SOLOv2 on CPU -> mask AP on the val split -> pictures in ``out``.
+
+    ``amp=None`` trains with bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX): 35 % less
+    time per step here at the same mask AP (0.210 vs 0.203 in fp32, docs/training.md); fp32 elsewhere."""
     from .data.synthetic import write_shapes_coco
     start = time.time()
     data_dir = os.path.join(out, "data")
@@ -392,7 +395,8 @@ def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int 
                "data.test.img_prefix": f"{data_dir}/val/images"}
     options.update(cfg_options or {})
     config = str(REPO_CONFIGS / "demo" / "solov2_light_r18_shapes.py")
-    metrics = train_main(config, work_dir=out, cfg_options=options, device="cpu")
+    amp = cpu_has_native_bf16() if amp is None else amp
+    metrics = train_main(config, work_dir=out, cfg_options=options, device="cpu", amp=amp)
     val_images_dir = os.path.join(data_dir, "val", "images")
     examples = sorted(os.listdir(val_images_dir))[:8]
     pictures = predict_main(config, os.path.join(out, "latest.pth"),
@@ -403,6 +407,17 @@ def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int 
           f"AP75 {metrics.get('mask_AP75', 0):.3f} on {val_images} val images; {minutes:.1f} min; "
           f"{len(pictures)} pictures in {os.path.join(out, 'pictures')}")
     return metrics
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (Linux ``avx512_bf16`` / ``amx_bf16`` flags); elsewhere False,
+    since emulated bf16 is slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 # ----------------------------------------------------------------------------- parser
@@ -461,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--val-images", type=int, default=100)
     d.add_argument("--image-size", type=int, default=128)
     d.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE")
+    d.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast in training (default: on where the CPU has native bf16, AVX512-BF16 or AMX); "
+                        "--no-amp trains in fp32")
 
     m = sub.add_parser("make-shapes", help="write the built-in synthetic data set as a COCO folder")
     m.add_argument("out")
@@ -530,7 +548,7 @@ def run(args: argparse.Namespace) -> None:
                                args.save_json, args.save_masks, args.precision, args.optimize, args.ann)
         print(f"wrote {len(written)} result(s) to {args.out}")
     elif args.command == "demo":
-        demo_main(args.out, args.train_images, args.val_images, args.image_size, opts)
+        demo_main(args.out, args.train_images, args.val_images, args.image_size, opts, args.amp)
     elif args.command == "make-shapes":
         from .data.synthetic import write_shapes_coco
         path = write_shapes_coco(args.out, num_images=args.num_images, seed=args.seed,
