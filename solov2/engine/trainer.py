@@ -125,6 +125,7 @@ class Trainer:
             f"warm-up (lr_config.warmup_iters) or ImageNet weights (model.pretrained='torchvision://resnet50'); "
             f"see docs/training.md"))
         self._grad_norms: dict[str, float] = {}
+        self.log_interval = cfg.get("log_config", {}).get("interval", 50)
         if self.rank == 0:
             self._log_setup(batch)
             from ..data.report import log_data_report
@@ -282,7 +283,6 @@ class Trainer:
 
     def _train_epoch(self, bar, latest_iters: int | None) -> None:
         self.ddp.train()
-        log_interval = self.cfg.get("log_config", {}).get("interval", 50)
         batches = len(self.loader)
         for step, (images, targets) in enumerate(self.loader):
             images = [im.to(self.device, non_blocking=True) for im in images]
@@ -311,7 +311,7 @@ class Trainer:
                 logger.warning("%s", warning)
             bar.update(1)
             bar.set_postfix(loss=f"{logged['loss']:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-            if self.rank == 0 and (self.iter % log_interval == 0 or self.iter == self.max_iters):
+            if self.rank == 0 and (self.iter % self.log_interval == 0 or self.iter == self.max_iters):
                 self._log(logged)
             if latest_iters and self.iter % latest_iters == 0:
                 self.save("latest.pth")
@@ -325,7 +325,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         clip = self.cfg.get("grad_clip")
-        log_now = self.rank == 0 and (self.iter + 1) % self.cfg.get("log_config", {}).get("interval", 50) == 0
+        log_now = self.rank == 0 and (self.iter + 1) % self.log_interval == 0
         if clip or log_now:
             self.scaler.unscale_(self.optimizer)
         if log_now:  # per-branch gradient norms, to TensorBoard: a collapsing branch shows here first
