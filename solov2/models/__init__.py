@@ -8,22 +8,31 @@ from typing import Any
 
 from ..config import ConfigError
 from ..postprocess import TestConfig
-from .backbone import ResNet
+from .backbone import ResNet, ResNeXt
 from .layers import ConvModule
 from .fpn import FPN
 from .mask_feat_head import MaskFeatHead
 from .solov2 import SOLOv2
-from .solov2_head import SOLOv2Head
+from .solov2_head import SOLOv2Head, SOLOv2LightHead
 from .transform import ImageTransform
 
 __all__ = ["build_model", "init_backbone_for_training", "SOLOv2", "ResNet", "FPN", "MaskFeatHead", "SOLOv2Head",
            "ConvModule"]
 
-COMPONENTS = {"ResNet": ResNet, "FPN": FPN, "MaskFeatHead": MaskFeatHead, "SOLOv2Head": SOLOv2Head}
+COMPONENTS = {"ResNet": ResNet, "ResNeXt": ResNeXt, "FPN": FPN, "MaskFeatHead": MaskFeatHead,
+              "SOLOv2Head": SOLOv2Head, "SOLOv2LightHead": SOLOv2LightHead}
+
+
+def _init_params(cls) -> dict:
+    """The keyword arguments ``cls(...)`` takes; a ``**kwargs`` passed on to the base class counts as its."""
+    params = dict(inspect.signature(cls.__init__).parameters)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()) and cls.__mro__[1] is not object:
+        params = {**_init_params(cls.__mro__[1]), **{k: p for k, p in params.items() if p.kind is not p.VAR_KEYWORD}}
+    return params
 
 
 def _construct(cls, kwargs: dict, where: str, skip: tuple[str, ...] = ()):
-    params = inspect.signature(cls.__init__).parameters
+    params = _init_params(cls)
     unknown = sorted(k for k in kwargs if k not in params or k in skip)
     if unknown:
         allowed = sorted(k for k in params if k not in ("self", *skip))

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
+from .dcn import build_conv, is_deform_conv
 from .layers import BatchNorm2d
 
 
@@ -32,8 +33,11 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 groups: int = 1, base_width: int = 64, style: str = "pytorch"):
+                 groups: int = 1, base_width: int = 64, style: str = "pytorch", dcn: dict | None = None):
         super().__init__()
+        if dcn is not None:  # the official BasicBlock asserts the same
+            raise ValueError("ResNet: dcn is not supported in BasicBlock (depth 18/34); use depth >= 50 or "
+                             "stage_with_dcn=(False, False, False, False)")
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = _bn(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -52,13 +56,15 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 groups: int = 1, base_width: int = 64, style: str = "pytorch"):
+                 groups: int = 1, base_width: int = 64, style: str = "pytorch", dcn: dict | None = None):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         stride_1x1, stride_3x3 = (stride, 1) if style == "caffe" else (1, stride)
         self.conv1 = nn.Conv2d(inplanes, width, 1, stride=stride_1x1, bias=False)
         self.bn1 = _bn(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride_3x3, padding=1, groups=groups, bias=False)
+        # With ``dcn`` the 3x3 conv is deformable (``conv2.weight`` plus ``conv2.conv_offset.*``), stride included
+        # (``fallback_on_stride=False`` in every official config).
+        self.conv2 = build_conv(dcn, width, width, 3, stride=stride_3x3, padding=1, groups=groups, bias=False)
         self.bn2 = _bn(width)
         self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
         self.bn3 = _bn(planes * self.expansion)
@@ -93,6 +99,11 @@ class ResNet(nn.Module):
         groups, base_width: ResNeXt cardinality and width per group (1 and 64 for ResNet).
         style: ``"pytorch"`` (stride on a bottleneck's 3x3 conv: torchvision, mmdet, the official SOLO) or
             ``"caffe"`` (stride on its first 1x1 conv: detectron2's MSRA weights, AdelaiDet). Same parameters.
+        dcn: the official ``dict(type='DCNv2' | 'DCN', deformable_groups=1, fallback_on_stride=False)``: the 3x3
+            conv of every bottleneck in the stages ``stage_with_dcn`` marks becomes deformable (v2: modulated).
+            ``fallback_on_stride=True`` keeps the stride-2 blocks' conv2 plain.
+        stage_with_dcn: per stage (layer1..layer4) whether it gets ``dcn``; official DCN models use
+            ``(False, True, True, True)``.
         zero_init_residual: start each residual block's last BatchNorm at weight 0, so a block starts as the
             identity (MMDetection's ResNet does; torchvision's does not). Matters only from scratch: ImageNet
             weights overwrite it. Off by default: from scratch it halved the demo's mask AP (0.105 vs 0.208)
@@ -103,7 +114,8 @@ class ResNet(nn.Module):
 
     def __init__(self, depth: int = 50, frozen_stages: int = 1, norm_eval: bool = True,
                  pretrained: str | None = None, groups: int = 1, base_width: int = 64, style: str = "pytorch",
-                 zero_init_residual: bool = False):
+                 zero_init_residual: bool = False, dcn: dict | None = None,
+                 stage_with_dcn=(False, False, False, False)):
         super().__init__()
         if depth not in ARCH_SETTINGS:
             raise ValueError(f"ResNet: depth must be one of {sorted(ARCH_SETTINGS)}, got {depth}")
@@ -113,15 +125,21 @@ class ResNet(nn.Module):
         self.depth, self.frozen_stages, self.norm_eval = depth, frozen_stages, norm_eval
         self.pretrained = pretrained or None
         self._groups, self._base_width, self._style = groups, base_width, style
+        dcn = dict(dcn) if dcn is not None else None
+        fallback_on_stride = bool(dcn.pop("fallback_on_stride", False)) if dcn is not None else False
+        if len(stage_with_dcn) != 4:
+            raise ValueError(f"ResNet: stage_with_dcn needs one entry per stage (4), got {tuple(stage_with_dcn)}")
+        self.dcn, self.stage_with_dcn = dcn, tuple(bool(v) for v in stage_with_dcn)
+        self._fallback_on_stride = fallback_on_stride
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = _bn(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.layer1 = self._make_layer(block, 64, layers[0], dcn=dcn if self.stage_with_dcn[0] else None)
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dcn=dcn if self.stage_with_dcn[1] else None)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dcn=dcn if self.stage_with_dcn[2] else None)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dcn=dcn if self.stage_with_dcn[3] else None)
         self.out_channels = [c * block.expansion for c in (64, 128, 256, 512)]
         self._init_weights(zero_init_residual)
         self._freeze_stages()
@@ -159,7 +177,8 @@ class ResNet(nn.Module):
             raise ValueError(f"{spec}: torchvision weights are pytorch-style (stride on the 3x3 conv), the "
                              f"backbone is style={self._style!r}; use detectron2's MSRA weights or pretrained=None")
 
-    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1, dcn: dict | None = None
+                    ) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
@@ -167,9 +186,10 @@ class ResNet(nn.Module):
                 _bn(planes * block.expansion),
             )
         kwargs = dict(groups=self._groups, base_width=self._base_width, style=self._style)
-        layers = [block(self.inplanes, planes, stride, downsample, **kwargs)]
+        first_dcn = None if stride != 1 and self._fallback_on_stride else dcn
+        layers = [block(self.inplanes, planes, stride, downsample, dcn=first_dcn, **kwargs)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, **kwargs) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, dcn=dcn, **kwargs) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
@@ -179,6 +199,10 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        for m in self.modules():  # a deformable conv2 starts as the plain conv it replaces: zero offsets
+            if is_deform_conv(m):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                m.init_offset()
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, (Bottleneck, BasicBlock)):
@@ -210,6 +234,17 @@ class ResNet(nn.Module):
             x = layer(x)
             outs.append(x)
         return outs
+
+
+class ResNeXt(ResNet):
+    """The official config type ``'ResNeXt'``: :class:`ResNet` with ``groups`` and ``base_width`` (per group).
+
+    As the official ResNeXt, ``groups=1`` is a plain ResNet whatever ``base_width`` says; the official X101
+    is ``groups=64, base_width=4`` (``torchvision://resnext101_64x4d`` holds ImageNet weights of that shape).
+    """
+
+    def __init__(self, depth: int = 101, groups: int = 1, base_width: int = 4, **kwargs):
+        super().__init__(depth=depth, groups=groups, base_width=64 if groups == 1 else base_width, **kwargs)
 
 
 TORCHVISION_PREFIX = "torchvision://"
@@ -286,11 +321,14 @@ def load_pretrained_backbone(backbone: nn.Module, spec: str) -> str:
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     own = backbone.state_dict()
-    missing = sorted(set(own) - set(state))
+    # ImageNet classifiers have no deformable offsets: a DCN backbone keeps its zero-initialised conv_offset
+    # (the official code loads them with strict=False for the same reason).
+    offsets = {k for k in own if ".conv_offset." in k and k not in state}
+    missing = sorted(set(own) - set(state) - offsets)
     unexpected = sorted(set(state) - set(own))
     bad_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or bad_shape:
         raise ValueError(f"{path}: does not match ResNet-{getattr(backbone, 'depth', '?')}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {bad_shape[:5]}")
-    backbone.load_state_dict(state, strict=True)
+    backbone.load_state_dict(state, strict=not offsets)
     return path

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .dcn import build_conv
+
 
 class BatchNorm2d(nn.BatchNorm2d):
     def extra_repr(self) -> str:
@@ -44,13 +46,16 @@ class ConvModule(nn.Module):
         norm: ``None``, ``"GN"`` (32 groups) or ``"BN"``. The conv has a bias only without a norm.
         activation: ``None`` or ``"relu"``.
         inplace: whether the ReLU works in place (the official code uses both, and prints them).
+        conv_cfg: the official ``conv_cfg``: ``None`` (plain ``Conv2d``), ``dict(type='DCN')`` or
+            ``dict(type='DCNv2')`` (deformable, :mod:`solov2.models.dcn`; ``conv.conv_offset.*`` keys).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 norm: str | None = None, activation: str | None = None, inplace: bool = True):
+                 norm: str | None = None, activation: str | None = None, inplace: bool = True,
+                 conv_cfg: dict | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                              bias=norm is None)
+        self.conv = build_conv(conv_cfg, in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                               bias=norm is None)
         self.norm_name = None
         if norm == "GN":
             self.norm_name = "gn"

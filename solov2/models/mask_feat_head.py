@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .dcn import is_deform_conv
 from .layers import ModuleList, ConvModule, Upsample
 from .coord import append_coords
 
@@ -19,12 +20,14 @@ class MaskFeatHead(nn.Module):
         out_channels: hidden channels (128).
         num_classes: output channels, i.e. the dynamic kernel's input width E (128 light, 256 full).
         start_level, end_level: FPN levels used (0..3, i.e. P2..P5).
+        conv_cfg: the official key: ``dict(type='DCNv2')`` makes every conv of the branch deformable, the 1x1
+            ``conv_pred`` included (official R101-DCN and X101-DCN).
 
     Input: the FPN outputs. Output: ``(B, num_classes, H/4, W/4)``.
     """
 
     def __init__(self, in_channels: int = 256, out_channels: int = 128, start_level: int = 0, end_level: int = 3,
-                 num_classes: int = 128):
+                 num_classes: int = 128, conv_cfg: dict | None = None):
         super().__init__()
         self.start_level, self.end_level = start_level, end_level
         self.convs_all_levels = ModuleList()
@@ -34,14 +37,20 @@ class MaskFeatHead(nn.Module):
                 chn = in_channels if j > 0 or i < end_level else in_channels + 2
                 chn = out_channels if j > 0 else chn
                 level.add_module(f"conv{j}", ConvModule(chn, out_channels, 3, padding=1, norm="GN",
-                                                        activation="relu", inplace=False))
+                                                        activation="relu", inplace=False,
+                                                        conv_cfg=conv_cfg))
                 if i > 0:
                     level.add_module(f"upsample{j}", Upsample(scale_factor=2, mode="bilinear", align_corners=False))
             self.convs_all_levels.append(level)
-        self.conv_pred = nn.Sequential(ConvModule(out_channels, num_classes, 1, norm="GN", activation="relu"))
+        self.conv_pred = nn.Sequential(ConvModule(out_channels, num_classes, 1, norm="GN", activation="relu",
+                                                  conv_cfg=conv_cfg))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.01)
+        for m in self.modules():  # deformable convs start as plain convs: zero offsets
+            if is_deform_conv(m):
+                nn.init.normal_(m.weight, std=0.01)
+                m.init_offset()
 
     def forward(self, inputs: list[Tensor]) -> Tensor:
         feature = None

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ..losses import FocalLoss, solov2_losses
 from ..ops.dynamic_masks import dynamic_masks
 from ..targets import SHARED_CELLS, build_targets
+from .dcn import is_deform_conv
 from .layers import ModuleList, ConvModule
 from .coord import append_coords
 
@@ -34,6 +35,9 @@ class SOLOv2Head(nn.Module):
         loss_ins: Dice loss settings, the official form ``dict(type='DiceLoss', loss_weight=3.0)``;
             ``loss_ins_weight=3.0`` (the older key) is read too.
         shared_cells: ``"all_pairs"`` (official) or ``"last_owner"``; see :mod:`solov2.targets`.
+        use_dcn_in_tower, type_dcn: the official keys: with ``use_dcn_in_tower=True`` every conv of both
+            towers is a deformable conv of ``type_dcn`` (``'DCNv2'`` modulated, ``'DCN'`` v1);
+            :class:`SOLOv2LightHead` makes only the last conv of each tower deformable.
     """
 
     def __init__(self, num_classes: int, in_channels: int = 256, seg_feat_channels: int = 256,
@@ -41,8 +45,12 @@ class SOLOv2Head(nn.Module):
                  scale_ranges=((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048)), sigma: float = 0.2,
                  ins_out_channels: int = 128, kernel_size: int = 1, loss_cate: dict | None = None,
                  loss_ins: dict | None = None, loss_ins_weight: float | None = None,
-                 shared_cells: str = "all_pairs"):
+                 shared_cells: str = "all_pairs", use_dcn_in_tower: bool = False, type_dcn: str | None = None):
         super().__init__()
+        if use_dcn_in_tower and type_dcn not in ("DCN", "DCNv2"):
+            raise ValueError(f"{type(self).__name__}: use_dcn_in_tower=True needs type_dcn='DCN' or 'DCNv2', "
+                             f"got {type_dcn!r}")
+        self.use_dcn_in_tower, self.type_dcn = bool(use_dcn_in_tower), type_dcn
         if not (len(strides) == len(num_grids) == len(scale_ranges)):
             raise ValueError("SOLOv2Head: strides, num_grids and scale_ranges must have one entry per level")
         self.num_classes = num_classes
@@ -56,13 +64,20 @@ class SOLOv2Head(nn.Module):
         self.shared_cells = shared_cells
         self.cate_convs = ModuleList(
             ConvModule(in_channels if i == 0 else seg_feat_channels, seg_feat_channels, 3, padding=1, norm="GN",
-                       activation="relu") for i in range(stacked_convs))
+                       activation="relu", conv_cfg=self.tower_conv_cfg(i, stacked_convs))
+            for i in range(stacked_convs))
         self.kernel_convs = ModuleList(
             ConvModule(in_channels + 2 if i == 0 else seg_feat_channels, seg_feat_channels, 3, padding=1,
-                       norm="GN", activation="relu") for i in range(stacked_convs))
+                       norm="GN", activation="relu", conv_cfg=self.tower_conv_cfg(i, stacked_convs))
+            for i in range(stacked_convs))
         self.solo_cate = nn.Conv2d(seg_feat_channels, num_classes, 3, padding=1)
         self.solo_kernel = nn.Conv2d(seg_feat_channels, ins_out_channels * kernel_size ** 2, 3, padding=1)
         self._init_weights()
+
+    def tower_conv_cfg(self, i: int, stacked_convs: int) -> dict | None:
+        """The ``conv_cfg`` of tower conv ``i``: deformable everywhere with ``use_dcn_in_tower`` (official
+        ``SOLOv2Head``)."""
+        return dict(type=self.type_dcn) if self.use_dcn_in_tower else None
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -70,6 +85,10 @@ class SOLOv2Head(nn.Module):
                 nn.init.normal_(m.weight, std=0.01)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        for m in self.modules():  # as the official normal_init(m.conv): weights N(0, 0.01), offsets stay zero
+            if is_deform_conv(m):
+                nn.init.normal_(m.weight, std=0.01)
+                m.init_offset()
         # Focal-loss prior: every cell starts out predicting foreground with probability 0.01.
         nn.init.constant_(self.solo_cate.bias, -math.log((1 - 0.01) / 0.01))
 
@@ -132,6 +151,14 @@ class SOLOv2Head(nn.Module):
                       for b in range(len(gt_masks))]
         mask_preds = torch.cat(mask_preds) if mask_preds else mask_feats.new_zeros((0, *mask_feats.shape[-2:]))
         return solov2_losses(cate_preds, mask_preds, tg, self.num_classes, self.loss_cate, self.loss_ins_weight)
+
+
+class SOLOv2LightHead(SOLOv2Head):
+    """The official ``SOLOv2LightHead``: the same layers as :class:`SOLOv2Head`, but ``use_dcn_in_tower``
+    makes only the last conv of each tower deformable (``solov2_light_512_dcn_r50``: 3 convs, the third a DCN)."""
+
+    def tower_conv_cfg(self, i: int, stacked_convs: int) -> dict | None:
+        return dict(type=self.type_dcn) if self.use_dcn_in_tower and i == stacked_convs - 1 else None
 
 
 def _loss_args(cfg: dict | None, expected: str) -> dict:
