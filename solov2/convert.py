@@ -100,6 +100,7 @@ _BACKBONE = [
     "backbone.conv1.weight",
     "backbone.bn1.{bn}",
     "backbone.layer{s}.{b}.conv{c}.weight",
+    "backbone.layer{s}.{b}.conv2.conv_offset.{wb}",  # DCN models (same name in mmcv's deformable packs)
     "backbone.layer{s}.{b}.bn{c}.{bn}",
     "backbone.layer{s}.{b}.downsample.0.weight",
     "backbone.layer{s}.{b}.downsample.1.{bn}",
@@ -107,12 +108,16 @@ _BACKBONE = [
 _NECK = ["neck.lateral_convs.{i}.conv.{wb}", "neck.fpn_convs.{i}.conv.{wb}"]
 _OURS = _BACKBONE + _NECK + [
     "mask_feat_head.convs_all_levels.{i}.conv{j}.conv.weight",
+    "mask_feat_head.convs_all_levels.{i}.conv{j}.conv.conv_offset.{wb}",
     "mask_feat_head.convs_all_levels.{i}.conv{j}.gn.{wb}",
     "mask_feat_head.conv_pred.0.conv.weight",
+    "mask_feat_head.conv_pred.0.conv.conv_offset.{wb}",
     "mask_feat_head.conv_pred.0.gn.{wb}",
     "bbox_head.cate_convs.{i}.conv.weight",
+    "bbox_head.cate_convs.{i}.conv.conv_offset.{wb}",
     "bbox_head.cate_convs.{i}.gn.{wb}",
     "bbox_head.kernel_convs.{i}.conv.weight",
+    "bbox_head.kernel_convs.{i}.conv.conv_offset.{wb}",
     "bbox_head.kernel_convs.{i}.gn.{wb}",
     "bbox_head.solo_cate.{wb}",
     "bbox_head.solo_kernel.{wb}",
@@ -132,6 +137,13 @@ _RULES: dict[str, list[_Rule]] = {
         _Rule("bbox_head.cate_convs.{i}.gn.{wb}", "mask_head.cls_convs.{i}.gn.{wb}"),
         _Rule("bbox_head.kernel_convs.{i}.conv.weight", "mask_head.kernel_convs.{i}.conv.weight"),
         _Rule("bbox_head.kernel_convs.{i}.gn.{wb}", "mask_head.kernel_convs.{i}.gn.{wb}"),
+        # DCN models (mmcv's ModulatedDeformConv2dPack keeps the official conv_offset name)
+        _Rule("mask_feat_head.convs_all_levels.{i}.conv{j}.conv.conv_offset.{wb}",
+              "mask_head.mask_feature_head.convs_all_levels.{i}.conv{j}.conv.conv_offset.{wb}"),
+        _Rule("mask_feat_head.conv_pred.0.conv.conv_offset.{wb}",
+              "mask_head.mask_feature_head.conv_pred.conv.conv_offset.{wb}"),
+        _Rule("bbox_head.cate_convs.{i}.conv.conv_offset.{wb}", "mask_head.cls_convs.{i}.conv.conv_offset.{wb}"),
+        _Rule("bbox_head.kernel_convs.{i}.conv.conv_offset.{wb}", "mask_head.kernel_convs.{i}.conv.conv_offset.{wb}"),
         _Rule("bbox_head.solo_cate.{wb}", "mask_head.conv_cls.{wb}"),
         _Rule("bbox_head.solo_kernel.{wb}", "mask_head.conv_kernel.{wb}"),
     ],

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from .models.transform import ImageTransform, check_images, rescale_size
+from .export_dcn import prepare_onnx_export
 from .postprocess import TestConfig, cell_scores, masks_at_original_size, postprocess_fixed, postprocess_single
 
 __all__ = ["ExportError", "SOLOv2ExportWrapper", "ExportedSOLOv2", "export_onnx", "export_torchscript",
@@ -153,6 +154,7 @@ def export_onnx(model: nn.Module, out_path: str, input_size: Sequence[int] = (44
     names = POSTPROCESSED_NAMES if with_postprocess else OUTPUT_NAMES
     dynamic_axes = ({"input": {2: "height", 3: "width"}, names[2]: {1: "feat_height", 2: "feat_width"}}
                     if dynamic else None)
+    opset = prepare_onnx_export(model, opset, out_path)  # DCN: opset 19 DeformConv, or a one-line error
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with _quiet_deprecations(), _eval_mode(model), torch.no_grad():
         torch.onnx.export(wrapper, (example,), out_path, dynamo=False, opset_version=opset,

@@ -151,3 +151,31 @@ def test_bad_conv_cfg_is_one_line_error():
         build_conv(dict(type="DCNv2", fallback_on_stride=False), 4, 4, 3)
     with pytest.raises(ValueError, match="no bias"):
         build_conv(dict(type="DCN"), 4, 4, 3, bias=True)
+
+
+def test_resnet_dcn_stages_forward_backward_and_imagenet_weights_without_offsets(tmp_path):
+    from solov2.models.backbone import ResNet, ResNeXt, load_pretrained_backbone
+    dcn = dict(type="DCNv2", deformable_groups=1, fallback_on_stride=False)
+    net = ResNet(50, frozen_stages=-1, norm_eval=False, dcn=dcn, stage_with_dcn=(False, True, True, True))
+    assert isinstance(net.layer2[0].conv2, ModulatedDeformConvPack) and net.layer2[0].conv2.stride == (2, 2)
+    assert isinstance(net.layer1[0].conv2, torch.nn.Conv2d)
+    assert all(not m.conv_offset.weight.any() for m in net.modules() if isinstance(m, ModulatedDeformConvPack))
+    outs = net(torch.randn(2, 3, 64, 64))
+    assert [tuple(o.shape[1:]) for o in outs] == [(256, 16, 16), (512, 8, 8), (1024, 4, 4), (2048, 2, 2)]
+    sum(o.mean() for o in outs).backward()
+    assert net.layer3[0].conv2.conv_offset.weight.grad.abs().sum() > 0  # offsets learn
+    # An ImageNet classifier's checkpoint has no conv_offset: it loads, offsets stay zero; other gaps still fail.
+    plain = ResNet(50).state_dict()
+    torch.save(plain, tmp_path / "r50.pth")
+    fresh = ResNet(50, dcn=dcn, stage_with_dcn=(False, True, True, True))
+    load_pretrained_backbone(fresh, str(tmp_path / "r50.pth"))
+    assert torch.equal(fresh.layer3[1].conv2.weight, plain["layer3.1.conv2.weight"])
+    del plain["layer3.1.conv2.weight"]
+    torch.save(plain, tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match="missing"):
+        load_pretrained_backbone(fresh, str(tmp_path / "broken.pth"))
+    # DCN in a BasicBlock (R18/34) is refused, as in the official code; ResNeXt groups=1 is a plain ResNet.
+    with pytest.raises(ValueError, match="BasicBlock"):
+        ResNet(18, dcn=dcn, stage_with_dcn=(False, True, True, True))
+    assert ResNeXt(50, groups=1).layer1[0].conv2.weight.shape == (64, 64, 3, 3)
+    assert ResNeXt(50, groups=32, base_width=4).layer1[0].conv2.weight.shape == (128, 4, 3, 3)

@@ -84,3 +84,20 @@ def test_dcn_models_have_deformable_layers_where_the_official_configs_put_them()
     assert light["backbone.layer3.5.conv2.conv_offset.weight"] == (18, 256, 3, 3)  # DCN (v1): 2 x 9 offsets
     assert "bbox_head.cate_convs.1.conv.conv_offset.weight" not in light  # light head: only the last conv
     assert light["bbox_head.cate_convs.2.conv.conv_offset.weight"] == (18, 256, 3, 3)
+
+
+@pytest.mark.parametrize("name", ["solov2_r101_dcn_fpn_3x", "solov2_x101_dcn_fpn_3x", "solov2_light_512_dcn_r50_fpn_3x"])
+def test_dcn_keys_convert_from_solo_and_mmdet(name):
+    # Official DCN checkpoints need no conversion (--from solo keeps every key); MMDetection 3.x's R101-DCN and
+    # X101-DCN name the deformable layers as mmcv does (conv_offset), under its own head names.
+    from solov2.convert import convert_state_dict, convert_to_source
+    state = {k: torch.empty(s, device="meta") for k, s in OFFICIAL[name][2].items()}
+    same, unmapped = convert_state_dict(state, "solo")
+    assert unmapped == [] and list(same) == list(state)
+    theirs, unmapped = convert_to_source(state, "mmdet")
+    assert unmapped == []
+    assert "mask_head.cls_convs.2.conv.conv_offset.weight" in theirs
+    if "mask_feat_head.conv_pred.0.conv.conv_offset.weight" in state:
+        assert "mask_head.mask_feature_head.conv_pred.conv.conv_offset.weight" in theirs
+    back, unmapped = convert_state_dict(theirs, "mmdet")
+    assert unmapped == [] and sorted(back) == sorted(state)

@@ -3,7 +3,8 @@ model = dict(
     type='SOLOv2',
     # ImageNet weights, downloaded once into the torch hub cache (or a local path; None trains from scratch).
     pretrained='torchvision://resnet50',
-    backbone=dict(type='ResNet', depth=50, frozen_stages=1, norm_eval=True, zero_init_residual=False),
+    backbone=dict(type='ResNet', depth=50, frozen_stages=1, norm_eval=True, zero_init_residual=False,
+                  stage_with_dcn=(False, False, False, False)),  # with dcn=dict(...): solov2_*_dcn_*.py
     neck=dict(type='FPN', in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=5),
     mask_feat_head=dict(type='MaskFeatHead', in_channels=256, out_channels=128, start_level=0, end_level=3,
                         num_classes=128),
@@ -21,6 +22,8 @@ model = dict(
         kernel_size=1,
         loss_cate=dict(type='FocalLoss', use_sigmoid=True, alpha=0.25, gamma=2.0, loss_weight=1.0),
         loss_ins=dict(type='DiceLoss', use_sigmoid=True, loss_weight=3.0),
+        use_dcn_in_tower=False,  # True: deformable tower convs of type_dcn ('DCN' or 'DCNv2')
+        type_dcn=None,
         shared_cells='all_pairs'),  # official: a cell shared by two instances trains both masks
     # Resize / normalize / pad happen inside the model. Scales are (long side, short side) limits.
     transform=dict(
