@@ -89,3 +89,16 @@ def test_plain_models_keep_their_opset(tmp_path):
     model = tiny_model(3).eval()
     assert not export_dcn.has_deform_conv(model)
     assert export_dcn.prepare_onnx_export(model, 17, str(tmp_path / "x.onnx")) == 17
+
+
+def test_dcn_model_trains_one_step():
+    from helpers import image_with, rect_masks
+    cfg = load_config(DEMO_CONFIG, {"model.bbox_head.num_classes": 3, "model.transform.train_scales": [(128, 128)],
+                                    "model.bbox_head.use_dcn_in_tower": True, "model.bbox_head.type_dcn": "DCNv2"})
+    cfg.model.mask_feat_head.conv_cfg = dict(type="DCNv2")
+    model = build_model(cfg).train()
+    masks = rect_masks((128, 128), [(10, 20, 70, 90), (60, 8, 120, 50)])
+    losses = model([image_with(masks)], [{"masks": masks, "labels": torch.tensor([0, 2])}])
+    sum(losses.values()).backward()
+    grads = [m.conv_offset.weight.grad for m in model.modules() if isinstance(m, ModulatedDeformConvPack)]
+    assert len(grads) == 2 * 2 + 8 and all(g is not None and g.abs().sum() > 0 for g in grads)
