@@ -204,7 +204,8 @@ def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: st
     from tqdm import tqdm
     from .data.errors import DataError
     from .evaluation.coco import results_to_coco
-    from .predictor import Predictor, read_image
+    from .data.image import read_rgb as read_image
+    from .predictor import Predictor
     from .visualize import save_image
     named = collect_named_inputs(inputs)
     predictor = Predictor(config, checkpoint, device=device or _default_device(), score_thr=score_thr,

@@ -9,36 +9,13 @@ import torch
 from torch import nn
 
 from .config import Config
+from .data.image import read_rgb
 from .engine.checkpoint import load_weights
 from .models import build_model
 from .optimize import optimize_for_inference
+from .precision import PRECISIONS, autocast_dtype, precision_autocast  # noqa: F401 (re-exported)
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB, upright (EXIF orientation applied), 16-bit scaled to 8;
-    one-line ``ValueError`` naming the file if unreadable. The data sets' decoder (:func:`solov2.data.image.read_rgb`),
-    so prediction sees the pixels that training and evaluation saw."""
-    from .data.image import read_rgb
-    return read_rgb(path)
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` ("fp32", "bf16" or "fp16") on ``device``; None for fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    if precision == "fp16" and torch.device(device).type != "cuda":
-        raise ValueError("precision fp16 needs a CUDA device; on CPU use bf16")
-    return PRECISIONS[precision]
-
-
-def precision_autocast(dtype: torch.dtype | None, device: str | torch.device):
-    """``torch.autocast`` for a dtype from :func:`autocast_dtype` on ``device``; a no-op for None (fp32)."""
-    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
 
 
 def load_model(cfg: Config, checkpoint: str | dict | None, device: str = "cpu", optimize: bool = False,
@@ -108,7 +85,7 @@ class Predictor:
 
     def _as_array(self, image: ImageLike) -> np.ndarray:
         if isinstance(image, (str, os.PathLike)):
-            return read_image(image)
+            return read_rgb(image)
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
             desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ValueError(f"Predictor: expected a path or an (H, W, 3) uint8 RGB array, got {desc}")

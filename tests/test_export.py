@@ -88,8 +88,8 @@ def test_exported_matches_pytorch(model, reference, tmp_path, fmt):
     _assert_same_instances(exported([image])[0], ref)
 
     # The raw graph outputs agree with the network's too, not only after thresholds.
-    tensor, _ = preprocess_for_export(model, image, INPUT_SIZE)
-    cate_scores, kernels, mask_feat = exported.run(tensor)
+    tensor, meta = preprocess_for_export(model, image, INPUT_SIZE)
+    cate_scores, kernels, mask_feat = exported.run(tensor, meta["image_size"])
     with torch.no_grad():
         cate_preds, kernel_preds, mask_feats = model.forward_features(tensor)
     assert cate_scores.shape == (sum(s * s for s in model.bbox_head.num_grids), model.num_classes)
@@ -111,8 +111,8 @@ def test_export_with_postprocess_in_the_graph(model, reference, tmp_path, fmt):
     assert exported.with_postprocess
     _assert_same_instances(exported([image])[0], ref)
     # The graph's own outputs: fixed size, padded with score 0, the planted instances first.
-    tensor, _ = preprocess_for_export(model, image, INPUT_SIZE)
-    scores, labels, mask_probs = exported.run(tensor)
+    tensor, meta = preprocess_for_export(model, image, INPUT_SIZE)
+    scores, labels, mask_probs = exported.run(tensor, meta["image_size"])
     d = model.test_cfg.max_per_img
     assert scores.shape == labels.shape == (d,) and mask_probs.shape == (d, INPUT_SIZE[0] // 4, INPUT_SIZE[1] // 4)
     assert (scores > 0).sum().item() == ref["scores"].numel()
