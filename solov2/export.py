@@ -62,20 +62,61 @@ __all__ = ["ExportError", "SOLOv2ExportWrapper", "ExportedSOLOv2", "export_onnx"
 class SOLOv2ExportWrapper(nn.Module):
     """``(1, 3, H, W)`` normalized, padded image and ``(2,)`` its resized ``(h, w)`` ->
     ``(cate_scores (M, C), kernels (M, D), mask_feat (E, Hi/4, Wi/4))``, or with ``with_postprocess`` ->
-    ``(scores (D,), labels (D,), mask_probs (D, Hi/4, Wi/4))``: :meth:`SOLOv2.predict_cells` for one image."""
+    ``(scores (D,), labels (D,), mask_probs (D, Hi/4, Wi/4))``: :meth:`SOLOv2.predict_cells` for one image.
+
+    The input may be larger than the image's own padded size ``(Hi, Wi)`` (a static graph). So that the
+    backbone and FPN compute what they would for the image alone, every convolution and pooling there that
+    reads neighbouring pixels sees its input zeroed outside the region the image's own padded input has at
+    that resolution, as its zero padding would be (after a ReLU, zero pads a max pool as -inf does);
+    :meth:`SOLOv2.image_features` then crops every level to that region. Use it as a context manager
+    (``with SOLOv2ExportWrapper(model) as wrapper:``): the masking hooks are on the model only inside.
+    """
 
     def __init__(self, model: nn.Module, with_postprocess: bool = False):
         super().__init__()
         self.model = model
         self.with_postprocess = with_postprocess
+        self._region: tuple[Tensor, Tensor, int, int] | None = None
+        self._hooks: list = []
+
+    def __enter__(self) -> "SOLOv2ExportWrapper":
+        for part in (self.model.backbone, self.model.neck):
+            for m in part.modules():
+                if isinstance(m, (nn.Conv2d, nn.MaxPool2d)) and _reads_neighbours(m):
+                    self._hooks.append(m.register_forward_pre_hook(self._zero_outside))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def _zero_outside(self, module: nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        region_h, region_w, full_h, full_w = self._region
+        h, w = x.shape[-2], x.shape[-1]
+        # This resolution is the input's / stride; the region's size here is (Hi, Wi) / stride (exact:
+        # Hi, Wi are multiples of 32 and strides up to 32).
+        rows = torch.arange(h, device=x.device) < region_h * h // full_h
+        cols = torch.arange(w, device=x.device) < region_w * w // full_w
+        return (x * (rows[:, None] & cols[None, :]).to(x.dtype),) + tuple(args[1:])
 
     def forward(self, x: Tensor, image_size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        region_h, region_w = padded_size((image_size[0], image_size[1]), self.model.transform.size_divisor)
+        self._region = (region_h, region_w, x.shape[-2], x.shape[-1])
         scores, kernels, mask_feats = self.model.predict_cells(x, image_size[None])
         if not self.with_postprocess:
             return scores[0], kernels[0], mask_feats[0]
         head = self.model.bbox_head
         return postprocess_fixed(scores[0], kernels[0], mask_feats[0], head.cell_strides(x.device),
                                  self.model.test_cfg, head.kernel_size)
+
+
+def _reads_neighbours(m: nn.Module) -> bool:
+    """A layer whose output at a pixel reads other pixels than its own (stride-1 1x1 convolutions do not)."""
+    ks, stride = m.kernel_size, m.stride
+    return any(k > 1 for k in (ks if isinstance(ks, tuple) else (ks,))) or \
+        any(s > 1 for s in (stride if isinstance(stride, tuple) else (stride,)))
 
 
 def default_input_size(model: nn.Module) -> tuple[int, int]:
@@ -170,14 +211,14 @@ def export_onnx(model: nn.Module, out_path: str, input_size: Sequence[int] | Non
 
     h, w = _check_input_size(model, input_size)
     _check_class_names(model, class_names)
-    wrapper = SOLOv2ExportWrapper(model, with_postprocess)
     names = POSTPROCESSED_NAMES if with_postprocess else OUTPUT_NAMES
     # The mask output always follows the image's own padded region; the input's size only if dynamic.
     dynamic_axes = {names[2]: {1: "feat_height", 2: "feat_width"}}
     if dynamic:
         dynamic_axes["input"] = {2: "height", 3: "width"}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with quiet_deprecations(), _eval_mode(model), torch.no_grad():
+    with quiet_deprecations(), _eval_mode(model), torch.no_grad(), \
+            SOLOv2ExportWrapper(model, with_postprocess) as wrapper:
         torch.onnx.export(wrapper, _example_inputs(model, h, w), out_path, dynamo=False, opset_version=opset,
                           input_names=INPUT_NAMES, output_names=names, dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
@@ -199,10 +240,9 @@ def export_torchscript(model: nn.Module, out_path: str, input_size: Sequence[int
     """
     h, w = _check_input_size(model, input_size)
     _check_class_names(model, class_names)
-    wrapper = SOLOv2ExportWrapper(model, with_postprocess)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with quiet_deprecations():
-        with _eval_mode(model), torch.no_grad():
+        with _eval_mode(model), torch.no_grad(), SOLOv2ExportWrapper(model, with_postprocess) as wrapper:
             traced = torch.jit.trace(wrapper, _example_inputs(model, h, w), check_trace=False)
         meta = _export_meta(model, (h, w), "torchscript", with_postprocess, class_names)
         torch.jit.save(traced, out_path, _extra_files=_metadata_props(meta))

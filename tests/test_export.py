@@ -1,4 +1,6 @@
-"""ONNX / TorchScript export: the exported file gives the PyTorch model's instances (same post-processing)."""
+"""ONNX / TorchScript export: the exported file gives the PyTorch model's instances (same post-processing),
+for the image alone, whatever the size the graph was exported at."""
+import json
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,9 @@ pytest.importorskip("onnxruntime")
 from helpers import plant_detections  # noqa: E402
 
 from solov2 import build_model, load_config  # noqa: E402
-from solov2.export import (ExportError, export_onnx, export_torchscript, load_exported,  # noqa: E402
-                           preprocess_for_export)
+from solov2.export import (ExportError, SOLOv2ExportWrapper, export_onnx, export_torchscript,  # noqa: E402
+                           load_exported, preprocess_for_export)
+from solov2.runtime import quiet_deprecations  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
 TEST_SCALE = (384, 224)  # (long, short): a quarter of the config's pixels keeps the test fast
@@ -20,13 +23,17 @@ INPUT_SIZE = (224, 384)
 # TEST_SCALE resizes 300x512 to 224x382: the export input is padded on the right, and masks come back
 # at 300x512, so cropping and both resizes of the post-processing are exercised.
 IMAGE_SIZE = (300, 512)
+# Several sizes and aspect ratios (issue 14): landscape, square, tall, odd sizes; at TEST_SCALE they are resized
+# to 224x358, 224x224, 384x154, 75x224 (padded to 224x384, 224x224, 384x160, 96x224).
+SIZES = [(160, 256), (256, 256), (400, 160), (97, 290)]
+OPTIONS = {"model.backbone.depth": 18, "model.neck.in_channels": [64, 128, 256, 512],
+           "model.transform.test_scale": TEST_SCALE}
 
 
 @pytest.fixture(scope="module")
 def model():
     # ResNet-18 keeps the test fast; its C2..C5 have 64..512 channels.
-    cfg = load_config(CONFIG, {"model.backbone.depth": 18, "model.neck.in_channels": [64, 128, 256, 512],
-                               "model.transform.test_scale": TEST_SCALE})
+    cfg = load_config(CONFIG, OPTIONS)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     plant_detections(model)
@@ -137,3 +144,105 @@ def test_dynamic_onnx_other_size(model, tmp_path, with_postprocess):
 def test_bad_input_size_at_export(model, tmp_path):
     with pytest.raises(ValueError, match="multiples of 32"):
         export_onnx(model, str(tmp_path / "bad.onnx"), input_size=(230, 384))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_larger_input_gives_the_single_image_outputs(size):
+    """The graph's computation in PyTorch: an image padded far beyond its own padded size, with its size
+    given, gives the outputs of the image alone (no planted scores: the category branch is compared too)."""
+    torch.manual_seed(1)
+    model = build_model(load_config(CONFIG, OPTIONS)).eval()
+    image = _image(size, seed=2)
+    alone, meta = preprocess_for_export(model, image, None)
+    padded, _ = preprocess_for_export(model, image, (416, 448))
+    assert padded.shape[-2:] != alone.shape[-2:]
+    image_size = torch.tensor(meta["image_size"])
+    with torch.no_grad():
+        ref = model.predict_cells(alone, [meta["image_size"]])
+        with SOLOv2ExportWrapper(model) as wrapper:
+            got = wrapper(padded, image_size)
+        unmasked = wrapper(padded, image_size)  # outside the context: only the crops, no zeroing in the FPN
+    for g, r in zip(got, ref):
+        assert g.shape == r[0].shape
+        torch.testing.assert_close(g, r[0], atol=1e-4, rtol=1e-4)
+    # What the zeroing is for: without it the backbone and FPN see image zeros, not conv padding, beyond
+    # the region, and features near its border change.
+    assert max((u - r[0]).abs().max().item() for u, r in zip(unmasked, ref)) > 1e-3
+
+
+@pytest.fixture(scope="module")
+def static_onnx(model, tmp_path_factory):
+    """A static graph at the default input size."""
+    return load_exported(export_onnx(model, str(tmp_path_factory.mktemp("static") / "static.onnx")))
+
+
+def test_default_static_size_holds_any_aspect_ratio(static_onnx):
+    assert static_onnx.input_size == (384, 384)  # TEST_SCALE's long side, either way round
+
+
+@pytest.mark.parametrize("size", [SIZES[0], pytest.param(SIZES[1], marks=pytest.mark.slow),
+                                  pytest.param(SIZES[2], marks=pytest.mark.slow),
+                                  pytest.param(SIZES[3], marks=pytest.mark.slow)])
+def test_static_export_gives_the_single_image_answer(model, static_onnx, size):
+    image = _image(size, seed=4)
+    with torch.no_grad():
+        ref = model([image])[0]
+    _assert_same_instances(static_onnx([image])[0], ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("with_postprocess", [False, True])
+def test_export_size_does_not_change_the_answer(model, tmp_path, fmt, with_postprocess):
+    """A static graph larger than every image, and one of exactly the default size: the same instances
+    as the model on each image alone."""
+    export = export_onnx if fmt == "onnx" else export_torchscript
+    exported = load_exported(export(model, str(tmp_path / f"big.{'onnx' if fmt == 'onnx' else 'pt'}"),
+                                    input_size=(448, 512), with_postprocess=with_postprocess))
+    for k, size in enumerate(SIZES):
+        image = _image(size, seed=10 + k)
+        with torch.no_grad():
+            ref = model([image])[0]
+        _assert_same_instances(exported([image])[0], ref)
+
+
+def _onnx_props(path):
+    import onnx
+    return {p.key: p.value for p in onnx.load(path).metadata_props}
+
+
+def test_metadata_holds_class_names_and_thresholds(model, tmp_path):
+    names = [f"thing{i}" for i in range(model.num_classes)]
+    path = export_onnx(model, str(tmp_path / "m.onnx"), input_size=INPUT_SIZE, class_names=names)
+    props = _onnx_props(path)
+    assert json.loads(props["class_names"]) == names
+    assert float(props["score_thr"]) == model.test_cfg.score_thr
+    assert float(props["mask_thr"]) == model.test_cfg.mask_thr
+    meta = json.loads(props["solov2"])
+    assert meta["class_names"] == names and meta["transform"]["mean"] == list(model.transform.mean)
+    assert load_exported(path).class_names == names
+
+    ts = export_torchscript(model, str(tmp_path / "m.pt"), input_size=INPUT_SIZE, class_names=names)
+    extra = {"class_names": "", "score_thr": ""}
+    with quiet_deprecations():
+        torch.jit.load(ts, _extra_files=extra)
+    assert json.loads(extra["class_names"]) == names and float(extra["score_thr"]) == model.test_cfg.score_thr
+    assert load_exported(ts).class_names == names
+
+    with pytest.raises(ValueError, match="2 names for a model of 8 classes"):
+        export_onnx(model, str(tmp_path / "bad.onnx"), input_size=INPUT_SIZE, class_names=["a", "b"])
+
+
+def test_export_command_takes_test_time_settings(model, tmp_path):
+    from solov2.cli import main
+    from solov2.engine.checkpoint import save_checkpoint
+    names = [f"thing{i}" for i in range(model.num_classes)]
+    checkpoint = str(tmp_path / "model.pth")
+    save_checkpoint(checkpoint, model, meta={"classes": names})
+    out = str(tmp_path / "cli.onnx")
+    options = [f"{k}={v!r}".replace(" ", "") for k, v in OPTIONS.items()] + ["model.test_cfg.score_thr=0.25"]
+    assert main(["export", str(CONFIG), checkpoint, "--out", out, "--cfg-options", *options]) == 0
+    props = _onnx_props(out)
+    assert float(props["score_thr"]) == 0.25 and json.loads(props["class_names"]) == names
+    exported = load_exported(out)
+    assert exported.test_cfg.score_thr == 0.25 and exported.input_size == (384, 384)

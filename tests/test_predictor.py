@@ -35,10 +35,10 @@ def _predictor(checkpoint, **kwargs):
     return predictor
 
 
-def _image(seed=0):
+def _image(seed=0, size=IMAGE_SIZE):
     g = torch.Generator().manual_seed(seed)
-    low = torch.rand(1, 3, IMAGE_SIZE[0] // 32, IMAGE_SIZE[1] // 32, generator=g)
-    image = F.interpolate(low, size=IMAGE_SIZE, mode="bilinear", align_corners=False)[0] * 255
+    low = torch.rand(1, 3, size[0] // 32, size[1] // 32, generator=g)
+    image = F.interpolate(low, size=size, mode="bilinear", align_corners=False)[0] * 255
     return image.to(torch.uint8).permute(1, 2, 0).numpy()
 
 
@@ -78,6 +78,17 @@ def test_inputs_and_outputs(checkpoint, reference, tmp_path):
     assert predictor.draw(image, reference).shape[2] == 3
     with pytest.raises(ValueError, match="uint8 RGB array"):
         predictor(image.astype(np.float32))
+
+
+def test_results_do_not_depend_on_the_batch(checkpoint):
+    # Landscape, square, tall and the reference size: four different padded sizes in one batch.
+    predictor = _predictor(checkpoint)
+    images = [_image(2, (160, 256)), _image(3, (256, 256)), _image(4, (420, 180)), _image(5)]
+    together = predictor(images)
+    for image, got in zip(images, together):
+        _assert_same_instances(got, predictor(image), 1e-3, 0.99)
+    a, b = images[0], images[2]
+    _assert_same_instances(predictor([a, b])[1], predictor([b, b])[0], 1e-3, 0.99)
 
 
 def test_optimized_default_gives_the_same_instances(checkpoint, reference, monkeypatch):

@@ -50,22 +50,13 @@ class SOLOv2(nn.Module):
             return self.forward_train(images, targets)
         return self.inference(images)
 
-    def forward_features(self, batch: Tensor, image_sizes=None
-                         ) -> tuple[list[Tensor], list[Tensor], Tensor | list[Tensor]]:
+    def forward_features(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """Padded, normalized ``(B, 3, Hp, Wp)`` -> (category logits ``(B, C, S, S)`` per level, kernels
-        ``(B, E*k*k, S, S)`` per level, mask features).
-
-        Without ``image_sizes`` the padded batch is one input, as in training (and the official code's): the
-        mask features are ``(B, E, Hp/4, Wp/4)``. With ``image_sizes`` (the resized ``(h, w)`` of each image)
-        every image gets what it would get alone (:meth:`image_features`): mask features are then a list of
-        ``(E, Hi/4, Wi/4)``, unless every image fills the batch.
-        """
+        ``(B, E*k*k, S, S)`` per level, mask features ``(B, E, Hp/4, Wp/4)``), the padded batch as one input
+        (training, as in the official code; :meth:`inference` runs each image at its own padded size)."""
         feats = self.neck(self.backbone(batch))
-        regions = self.image_features(feats, batch, image_sizes)
-        level_inputs = self._level_inputs(feats, regions)
-        head = self.bbox_head
-        return ([head.forward_cate(x) for x in level_inputs], [head.forward_kernel(x) for x in level_inputs],
-                self._mask_features(feats, regions))
+        cate_preds, kernel_preds = self.bbox_head(feats)
+        return cate_preds, kernel_preds, self.mask_features(feats)
 
     def predict_cells(self, batch: Tensor, image_sizes, score_thr: float | None = None
                       ) -> tuple[Tensor, Tensor | None, Tensor | list[Tensor] | None]:
@@ -159,16 +150,30 @@ class SOLOv2(nn.Module):
 
     @torch.no_grad()
     def inference(self, images) -> list[dict[str, Tensor]]:
-        """The same results as ``postprocess(*forward_features(batch, image_sizes), ...)``, computed lazily
-        (:meth:`predict_cells` with ``test_cfg.score_thr``). Each image's result does not depend on the
-        others in the batch (:meth:`image_features`)."""
+        """The same results as ``postprocess(*forward_features(...))`` on each image alone, computed lazily
+        (:meth:`predict_cells` with ``test_cfg.score_thr``).
+
+        An image's result does not depend on the others in the batch: images are run in groups of the same
+        padded size (the size each has alone, ``padded_size``), each group as one batch. Further padding would
+        change the results (:meth:`image_features`) and costs time on the padded pixels.
+        """
         image_list = self.transform(images, training=False)[0]
-        scores, kernels, mask_feats = self.predict_cells(image_list.tensors, image_list.image_sizes,
-                                                         self.test_cfg.score_thr)
-        if kernels is None:
-            device = image_list.tensors.device
-            return [empty_result(size, device) for size in image_list.original_sizes]
-        return self._postprocess_cells(scores, kernels, mask_feats, image_list)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, size in enumerate(image_list.image_sizes):
+            groups.setdefault(padded_size(size, self.transform.size_divisor), []).append(i)
+        results: list[dict[str, Tensor] | None] = [None] * len(image_list.image_sizes)
+        for (h, w), index in groups.items():
+            batch = image_list.tensors if len(groups) == 1 else image_list.tensors[index, :, :h, :w]
+            group = ImageList(batch, [image_list.image_sizes[i] for i in index],
+                              [image_list.original_sizes[i] for i in index])
+            scores, kernels, mask_feats = self.predict_cells(batch, group.image_sizes, self.test_cfg.score_thr)
+            if kernels is None:
+                out = [empty_result(size, batch.device) for size in group.original_sizes]
+            else:
+                out = self._postprocess_cells(scores, kernels, mask_feats, group)
+            for i, r in zip(index, out):
+                results[i] = r
+        return results
 
     def postprocess(self, cate_preds: list[Tensor], kernel_preds: list[Tensor], mask_feats: Tensor | list[Tensor],
                     image_list: ImageList) -> list[dict[str, Tensor]]:
