@@ -246,3 +246,39 @@ def test_export_command_takes_test_time_settings(model, tmp_path):
     assert float(props["score_thr"]) == 0.25 and json.loads(props["class_names"]) == names
     exported = load_exported(out)
     assert exported.test_cfg.score_thr == 0.25 and exported.input_size == (384, 384)
+
+
+def test_readme_deployment_contract(model, tmp_path):
+    """README "Deploying the exported model", steps 2-7, with onnxruntime, NumPy and a bilinear resize only
+    (no solov2 code), read from the file's metadata: the model's instances for a tall image."""
+    import numpy as np
+    import onnxruntime as ort
+    path = export_onnx(model, str(tmp_path / "deploy.onnx"), with_postprocess=True)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    props = session.get_modelmeta().custom_metadata_map
+    meta = json.loads(props["solov2"])
+
+    def resize(x, size):  # bilinear, half-pixel centres, no antialiasing; x (C, H, W) float32
+        return F.interpolate(torch.from_numpy(x)[None], size=size, mode="bilinear", align_corners=False)[0].numpy()
+
+    image = _image((400, 160), seed=7)
+    rgb = image.numpy().astype(np.float32)  # (3, H0, W0) RGB
+    h0, w0 = rgb.shape[1:]
+    long_side, short_side = max(meta["transform"]["test_scale"]), min(meta["transform"]["test_scale"])
+    f = min(long_side / max(h0, w0), short_side / min(h0, w0))
+    h, w = int(np.floor(h0 * f + 0.5)), int(np.floor(w0 * f + 0.5))
+    mean = np.array(meta["transform"]["mean"], np.float32)[:, None, None]
+    std = np.array(meta["transform"]["std"], np.float32)[:, None, None]
+    x = np.zeros((1, 3, *meta["input_size"]), np.float32)
+    x[0, :, :h, :w] = (resize(rgb, (h, w)) - mean) / std
+    scores, labels, mask_probs = session.run(None, {"input": x, "image_size": np.array([h, w], np.int64)})
+    hi, wi = -(-h // 32) * 32, -(-w // 32) * 32
+    assert mask_probs.shape[1:] == (hi // 4, wi // 4)
+    keep = scores > 0
+    masks = resize(resize(mask_probs[keep], (hi, wi))[:, :h, :w], (h0, w0)) > float(props["mask_thr"])
+
+    with torch.no_grad():
+        ref = model([image])[0]
+    got = {"scores": torch.from_numpy(scores[keep]), "labels": torch.from_numpy(labels[keep]),
+           "masks": torch.from_numpy(masks)}
+    _assert_same_instances(got, ref)
