@@ -108,6 +108,30 @@ def test_bf16_is_close_to_fp32(checkpoint, reference):
     _assert_same_instances(result, reference, 0.01, 0.97)  # measured: 0.0024, 0.990
 
 
+def test_onnxruntime_backend_gives_the_same_instances(checkpoint, reference):
+    pytest.importorskip("onnxruntime")
+    predictor = _predictor(checkpoint, backend="onnxruntime")  # exported on the first call, planted hook included
+    _assert_same_instances(predictor(_image()), reference, 1e-3, 0.99)
+    images = [_image(2, (160, 256)), _image(4, (420, 180))]
+    torch_predictor = _predictor(checkpoint, optimize=False)
+    for got, ref in zip(predictor(images), torch_predictor(images)):
+        _assert_same_instances(got, ref, 1e-3, 0.99)
+        assert got["class_names"] == ref["class_names"]
+
+
+def test_bad_backend(checkpoint, monkeypatch):
+    with pytest.raises(ValueError, match="backend must be one of torch, onnxruntime, got 'openvino'"):
+        Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="openvino")
+    with pytest.raises(ValueError, match="runs fp32 on the CPU"):
+        Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="onnxruntime", precision="bf16")
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else
+                        find_spec(name, *a))
+    with pytest.raises(ValueError, match=r"needs onnxruntime: pip install -e '\.\[export\]'"):
+        Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="onnxruntime")
+
+
 def test_bad_precision(checkpoint):
     with pytest.raises(ValueError, match="precision must be one of"):
         Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, precision="int8")

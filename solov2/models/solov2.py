@@ -66,7 +66,7 @@ class SOLOv2(nn.Module):
         Args:
             batch: ``(B, 3, Hp, Wp)`` normalized images, zero-padded at the bottom and right.
             image_sizes: the resized ``(h, w)`` of each image in the batch (ints; int64 tensors when traced for
-                export). Each image gets the result it would get alone (:meth:`image_features`).
+                export). Each image's levels are cropped to its own padded region (:meth:`image_features`).
             score_thr: compute lazily: the kernel branch runs only for levels with a cell scoring above it
                 (the other levels' kernels are zeros, never read by post-processing), the mask branch only if
                 there is one at all. An empty frame costs backbone + FPN + category branch.
@@ -108,9 +108,14 @@ class SOLOv2(nn.Module):
         largest image of a batch, or to a static export's input size) changes its result. An image alone
         is resized to the test scale and padded to ``padded_size((h, w), size_divisor)`` (the official
         single-image test); cropping every level to that region (P2..P6: ``ceil(Hi / stride)``, the sizes the
-        convolutions give that input) makes the head and mask branch see what they would see then. The
-        backbone and FPN still run on the padded batch, so features within their receptive field of the
-        region's bottom and right border differ slightly (the padding holds image zeros, not conv padding).
+        convolutions give that input) makes the head and mask branch see what they would see then.
+
+        The backbone and FPN still run on the whole input, where the padding beyond the region holds image
+        zeros rather than their convolutions' zero padding, so features near the region's bottom and right
+        border differ (on the demo model, kernels by up to 1.6 and scores by up to 0.2). Hence
+        :meth:`inference` runs images at their own padded size and needs no crop, and the export
+        (:class:`solov2.export.SOLOv2ExportWrapper`) zeroes the backbone's and FPN's inputs outside the
+        region, which makes the crops exact (to float rounding).
         """
         if image_sizes is None:
             return None
