@@ -166,6 +166,10 @@ class ExportedSOLOv2:
         if len(size) != 2 or not (0 < size[0] <= shape[2] and 0 < size[1] <= shape[3]):
             raise ExportError(f"{self.path}: image_size must be (h, w) within the input {shape[2]}x{shape[3]}, "
                               f"got {size}")
+        if self.input_size is None and padded_size(size, d) != shape[2:]:
+            raise ExportError(f"{self.path}: a dynamic graph takes the image padded to its own size "
+                              f"{padded_size(size, d)[0]}x{padded_size(size, d)[1]} for image_size {size}, "
+                              f"got {shape[2]}x{shape[3]}")
         x = tensor.detach().float().cpu().contiguous()
         size_t = torch.tensor(size, dtype=torch.int64)
         if self._session is not None:

@@ -139,6 +139,9 @@ def test_dynamic_onnx_other_size(model, tmp_path, with_postprocess):
                                          with_postprocess=with_postprocess))
     assert exported.input_size is None
     _assert_same_instances(exported([image])[0], ref)
+    with pytest.raises(ExportError, match=r"dyn\.onnx: a dynamic graph takes the image padded to its own size "
+                                          r"384x224 for image_size \(373, 224\), got 416x224"):
+        exported.run(torch.zeros(1, 3, 416, 224), (373, 224))
 
 
 def test_bad_input_size_at_export(model, tmp_path):
