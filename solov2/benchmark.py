@@ -26,7 +26,8 @@ import torch
 
 from .checkpoint_config import resolve_model
 from .config import parse_overrides
-from .predictor import PRECISIONS, load_model, precision_autocast
+from .precision import PRECISIONS, precision_autocast
+from .predictor import load_model
 
 __all__ = ["run_benchmark", "time_interleaved", "summarize", "peak_memory_mb", "format_table", "main",
            "add_arguments"]

@@ -204,7 +204,8 @@ def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: st
     from tqdm import tqdm
     from .data.errors import DataError
     from .evaluation.coco import results_to_coco
-    from .predictor import Predictor, read_image
+    from .data.image import read_rgb as read_image
+    from .predictor import Predictor
     from .visualize import save_image
     named = collect_named_inputs(inputs)
     predictor = Predictor(config, checkpoint, device=device or _default_device(), score_thr=score_thr,
@@ -512,8 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT)
     x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     x.add_argument("--out", required=True)
-    x.add_argument("--input-size", type=int, nargs=2, default=[448, 768], metavar=("H", "W"))
+    x.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="static input size, multiples of 32 (default: a square of the test scale's long side, "
+                        "which holds any aspect ratio)")
     x.add_argument("--dynamic", action="store_true")
+    x.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="test-time settings to export with, e.g. model.test_cfg.score_thr=0.2")
     x.add_argument("--with-postprocess", action="store_true",
                    help="put post-processing (thresholds, dynamic masks, Matrix NMS) into the graph")
 
@@ -565,7 +570,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "labelme-to-coco":
         labelme_to_coco_main(args.folder, args.out_json, args.image_root)
     elif args.command == "export":
-        _export(args)
+        _export(args, opts)
     elif args.command == "convert":
         from .convert import convert_checkpoint
         convert_checkpoint(args.input, args.output, args.source)
@@ -576,18 +581,19 @@ def run(args: argparse.Namespace) -> None:
             raise SystemExit(2)
 
 
-def _export(args) -> None:
+def _export(args, opts=None) -> None:
     from .checkpoint_config import resolve_model
     from .export import export_onnx, export_torchscript
     from .predictor import load_model
-    resolved = resolve_model(args.config, args.checkpoint)
+    resolved = resolve_model(args.config, args.checkpoint, opts)
     model, _ = load_model(resolved.cfg, resolved.ckpt, name=resolved.checkpoint)
+    size = tuple(args.input_size) if args.input_size else None
     if args.format == "onnx":
-        export_onnx(model, args.out, input_size=tuple(args.input_size), dynamic=args.dynamic,
-                    with_postprocess=args.with_postprocess)
+        export_onnx(model, args.out, input_size=size, dynamic=args.dynamic, with_postprocess=args.with_postprocess,
+                    class_names=resolved.classes)
     else:
-        export_torchscript(model, args.out, input_size=tuple(args.input_size),
-                           with_postprocess=args.with_postprocess)
+        export_torchscript(model, args.out, input_size=size, with_postprocess=args.with_postprocess,
+                           class_names=resolved.classes)
     print(f"wrote {args.out}")
 
 

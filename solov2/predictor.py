@@ -1,7 +1,9 @@
 """``Predictor``: a trained SOLOv2 behind one call, for use in your own programs."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import tempfile
 from typing import Union
 
 import numpy as np
@@ -9,36 +11,14 @@ import torch
 from torch import nn
 
 from .config import Config
+from .data.image import read_rgb
 from .engine.checkpoint import load_weights
 from .models import build_model
 from .optimize import optimize_for_inference
+from .precision import PRECISIONS, autocast_dtype, precision_autocast  # noqa: F401 (re-exported)
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB, upright (EXIF orientation applied), 16-bit scaled to 8;
-    one-line ``ValueError`` naming the file if unreadable. The data sets' decoder (:func:`solov2.data.image.read_rgb`),
-    so prediction sees the pixels that training and evaluation saw."""
-    from .data.image import read_rgb
-    return read_rgb(path)
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` ("fp32", "bf16" or "fp16") on ``device``; None for fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    if precision == "fp16" and torch.device(device).type != "cuda":
-        raise ValueError("precision fp16 needs a CUDA device; on CPU use bf16")
-    return PRECISIONS[precision]
-
-
-def precision_autocast(dtype: torch.dtype | None, device: str | torch.device):
-    """``torch.autocast`` for a dtype from :func:`autocast_dtype` on ``device``; a no-op for None (fp32)."""
-    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
+BACKENDS = ("torch", "onnxruntime")
 
 
 def load_model(cfg: Config, checkpoint: str | dict | None, device: str = "cpu", optimize: bool = False,
@@ -78,6 +58,11 @@ class Predictor:
     about twice as fast on CPUs with AVX512-BF16 / AMX, with slightly different scores and masks
     (measured in ``docs/benchmarks.md``); post-processing stays float32.
 
+    ``backend="onnxruntime"`` runs the model exported to ONNX (:mod:`solov2.export`, a dynamic graph made on
+    the first call, a few seconds) in onnxruntime on the CPU, with the same post-processing in Python
+    (:mod:`solov2.runtime`): fp32 only, the same instances as ``"torch"`` (tests/test_predictor.py). It needs
+    the ``export`` extra (``pip install -e '.[export]'``).
+
     Each result holds ``masks`` ``(N, H, W)`` bool at the image's size, ``labels`` ``(N,)`` int64,
     ``scores`` ``(N,)`` float32 (NumPy arrays, best first, above ``score_thr``) and ``class_names`` (N names).
     Attributes: ``class_names`` (one per label), ``cat_ids`` (the training data's COCO category id per label,
@@ -86,14 +71,19 @@ class Predictor:
 
     def __init__(self, config: str | os.PathLike | Config | None = None, checkpoint: str | os.PathLike | None = None,
                  device: str = "cpu", score_thr: float = 0.3, batch_size: int = 4, optimize: bool = True,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", backend: str = "torch"):
         from .checkpoint_config import resolve_model
+        _check_backend(backend, device, precision)
         resolved = resolve_model(config, checkpoint)
         self.cfg, self.checkpoint = resolved.cfg, resolved.checkpoint
         self.device, self.score_thr, self.batch_size = device, score_thr, batch_size
         self.autocast_dtype = autocast_dtype(precision, device)
+        self.backend = backend
+        # onnxruntime optimizes the exported graph itself; BatchNorm folding etc. would only be exported.
+        optimize = optimize and backend == "torch"
         self.model, _ = load_model(self.cfg, resolved.ckpt, device, optimize, name=resolved.checkpoint)
         self.class_names, self.cat_ids = resolved.classes, resolved.cat_ids
+        self._exported = None  # the onnxruntime backend's ExportedSOLOv2, made on the first call
 
     def __call__(self, images: ImageLike | list[ImageLike]):
         single = not isinstance(images, (list, tuple))
@@ -102,13 +92,24 @@ class Predictor:
         for start in range(0, len(arrays), self.batch_size):
             batch = [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).to(self.device)
                      for a in arrays[start: start + self.batch_size]]
-            with torch.inference_mode(), precision_autocast(self.autocast_dtype, self.device):
-                results += [self._to_numpy(r) for r in self.model(batch)]
+            results += [self._to_numpy(r) for r in self._run(batch)]
         return results[0] if single else results
+
+    def _run(self, batch: list[torch.Tensor]) -> list[dict]:
+        if self.backend == "torch":
+            with torch.inference_mode(), precision_autocast(self.autocast_dtype, self.device):
+                return self.model(batch)
+        if self._exported is None:
+            from .export import export_onnx
+            from .runtime import load_exported
+            with tempfile.TemporaryDirectory() as tmp:  # the session keeps the graph; the file can go
+                self._exported = load_exported(export_onnx(self.model, os.path.join(tmp, "model.onnx"),
+                                                           dynamic=True, class_names=self.class_names))
+        return self._exported(batch)
 
     def _as_array(self, image: ImageLike) -> np.ndarray:
         if isinstance(image, (str, os.PathLike)):
-            return read_image(image)
+            return read_rgb(image)
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
             desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ValueError(f"Predictor: expected a path or an (H, W, 3) uint8 RGB array, got {desc}")
@@ -127,3 +128,16 @@ class Predictor:
         from .visualize import draw_instances
         return draw_instances(self._as_array(image), result["masks"], result["labels"], result["scores"],
                               self.class_names, min_side=256)
+
+
+def _check_backend(backend: str, device: str, precision: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"Predictor: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnxruntime":
+        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ValueError(f"Predictor: backend 'onnxruntime' needs {' and '.join(missing)}: "
+                             f"pip install -e '.[export]'")
+        if torch.device(device).type != "cpu" or precision != "fp32":
+            raise ValueError(f"Predictor: backend 'onnxruntime' runs fp32 on the CPU, got device={device!r}, "
+                             f"precision={precision!r}")

@@ -209,8 +209,8 @@ def test_exif_rotated_jpeg_is_read_upright_and_matches_its_annotations(tmp_path)
     grey = image.float().mean(0)
     assert grey[mask].mean() > 200 and grey[~mask].mean() < 50  # the object's pixels are under its mask
     # the same read for prediction
-    from solov2.predictor import read_image as predictor_read_image
-    assert np.array_equal(predictor_read_image(tmp_path / "photo.jpg"), image.permute(1, 2, 0).numpy())
+    from solov2.data.image import read_rgb
+    assert np.array_equal(read_rgb(tmp_path / "photo.jpg"), image.permute(1, 2, 0).numpy())
 
 
 def test_size_mismatch_says_width_x_height_and_hints_at_exif(tmp_path):

@@ -35,10 +35,10 @@ def _predictor(checkpoint, **kwargs):
     return predictor
 
 
-def _image(seed=0):
+def _image(seed=0, size=IMAGE_SIZE):
     g = torch.Generator().manual_seed(seed)
-    low = torch.rand(1, 3, IMAGE_SIZE[0] // 32, IMAGE_SIZE[1] // 32, generator=g)
-    image = F.interpolate(low, size=IMAGE_SIZE, mode="bilinear", align_corners=False)[0] * 255
+    low = torch.rand(1, 3, size[0] // 32, size[1] // 32, generator=g)
+    image = F.interpolate(low, size=size, mode="bilinear", align_corners=False)[0] * 255
     return image.to(torch.uint8).permute(1, 2, 0).numpy()
 
 
@@ -80,6 +80,17 @@ def test_inputs_and_outputs(checkpoint, reference, tmp_path):
         predictor(image.astype(np.float32))
 
 
+def test_results_do_not_depend_on_the_batch(checkpoint):
+    # Landscape, square, tall and the reference size: four different padded sizes in one batch.
+    predictor = _predictor(checkpoint)
+    images = [_image(2, (160, 256)), _image(3, (256, 256)), _image(4, (420, 180)), _image(5)]
+    together = predictor(images)
+    for image, got in zip(images, together):
+        _assert_same_instances(got, predictor(image), 1e-3, 0.99)
+    a, b = images[0], images[2]
+    _assert_same_instances(predictor([a, b])[1], predictor([b, b])[0], 1e-3, 0.99)
+
+
 def test_optimized_default_gives_the_same_instances(checkpoint, reference, monkeypatch):
     calls = []
     nnpack = torch._nnpack_spatial_convolution
@@ -95,6 +106,30 @@ def test_optimized_default_gives_the_same_instances(checkpoint, reference, monke
 def test_bf16_is_close_to_fp32(checkpoint, reference):
     result = _predictor(checkpoint, precision="bf16")(_image())
     _assert_same_instances(result, reference, 0.01, 0.97)  # measured: 0.0024, 0.990
+
+
+def test_onnxruntime_backend_gives_the_same_instances(checkpoint, reference):
+    pytest.importorskip("onnxruntime")
+    predictor = _predictor(checkpoint, backend="onnxruntime")  # exported on the first call, planted hook included
+    _assert_same_instances(predictor(_image()), reference, 1e-3, 0.99)
+    images = [_image(2, (160, 256)), _image(4, (420, 180))]
+    torch_predictor = _predictor(checkpoint, optimize=False)
+    for got, ref in zip(predictor(images), torch_predictor(images)):
+        _assert_same_instances(got, ref, 1e-3, 0.99)
+        assert got["class_names"] == ref["class_names"]
+
+
+def test_bad_backend(checkpoint, monkeypatch):
+    with pytest.raises(ValueError, match="backend must be one of torch, onnxruntime, got 'openvino'"):
+        Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="openvino")
+    with pytest.raises(ValueError, match="runs fp32 on the CPU"):
+        Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="onnxruntime", precision="bf16")
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else
+                        find_spec(name, *a))
+    with pytest.raises(ValueError, match=r"needs onnxruntime: pip install -e '\.\[export\]'"):
+        Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="onnxruntime")
 
 
 def test_bad_precision(checkpoint):

@@ -105,19 +105,56 @@ def test_lazy_inference_equals_postprocessing_everything(planted, monkeypatch):
     images = [torch.randint(0, 256, (3, 100, 140), dtype=torch.uint8), torch.randint(0, 256, (3, 128, 96),
                                                                                      dtype=torch.uint8)]
     with torch.no_grad():
-        image_list = model.transform(images, training=False)[0]
-        expected = model.postprocess(*model.forward_features(image_list.tensors), image_list)
-        kernel_levels, mask_branch = [], []
+        expected = []  # everything computed, each image alone
+        for image in images:
+            image_list = model.transform([image], training=False)[0]
+            expected += model.postprocess(*model.forward_features(image_list.tensors), image_list)
+        kernel_levels, mask_branch = {}, []
         forward_kernel = model.bbox_head.forward_kernel
-        monkeypatch.setattr(model.bbox_head, "forward_kernel",
-                            lambda x: kernel_levels.append(x.shape[-1]) or forward_kernel(x))
-        model.mask_feat_head.register_forward_hook(lambda *args: mask_branch.append(1))
-        got = model(images)
-    # Only the levels with a planted cell (all planted cells pass score_thr) ran their kernel branch.
-    assert sorted(kernel_levels) == sorted({s for s, *_ in planted})
-    assert len(mask_branch) == (1 if planted else 0)
+
+        def counting_forward_kernel(x):
+            kernel_levels[x.shape[-1]] = kernel_levels.get(x.shape[-1], 0) + x.shape[0]
+            return forward_kernel(x)
+        monkeypatch.setattr(model.bbox_head, "forward_kernel", counting_forward_kernel)
+        model.mask_feat_head.register_forward_hook(lambda m, args, out: mask_branch.append(out.shape[0]))
+        got = model(images)  # the two images have different padded sizes: two groups
+    # Only the levels with a planted cell (all planted cells pass score_thr) ran their kernel branch, once
+    # for each image; the mask branch likewise, or not at all.
+    assert kernel_levels == {s: len(images) for s, *_ in planted}
+    assert sum(mask_branch) == (len(images) if planted else 0)
     assert sum(len(r["scores"]) for r in expected) >= len(planted)
     for g, e in zip(got, expected):
         assert set(g) == set(e)
         for key in e:
             assert g[key].dtype == e[key].dtype and torch.equal(g[key], e[key]), key
+
+
+def _smooth_image(size, seed):
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, max(size[0] // 16, 1), max(size[1] // 16, 1), generator=g)
+    return (torch.nn.functional.interpolate(low, size=size, mode="bilinear")[0] * 255).to(torch.uint8)
+
+
+def test_each_image_gets_the_same_instances_in_any_batch():
+    """Issue 14: an image's instances do not depend on the other images in its batch (SOLOv2 resizes every
+    level of the whole padded input to its grid, so padding to a larger neighbour used to change them)."""
+    from helpers import plant_detections
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    plant_detections(model, [(24, 5, 8, 0, 3.0), (20, 15, 10, 1, 2.0), (16, 3, 12, 1, 2.2), (8, 6, 6, 2, 2.8)])
+    # At the test scale 128: 80x128 and 91x128 (both padded to 96x128), 128x128, 128x51 (128x64).
+    sizes = [(160, 256), (100, 140), (256, 256), (300, 120)]
+    images = [_smooth_image(size, k) for k, size in enumerate(sizes)]
+    with torch.no_grad():
+        together = model(images)
+        pairs = model([images[3], images[0]])
+        for image, got, ref in zip(images, together, [model([im])[0] for im in images]):
+            assert ref["scores"].numel() > 0
+            assert torch.equal(got["labels"], ref["labels"])
+            torch.testing.assert_close(got["scores"], ref["scores"], atol=1e-3, rtol=0)
+            assert got["masks"].shape == ref["masks"].shape == (ref["masks"].shape[0], *image.shape[-2:])
+            for g, r in zip(got["masks"], ref["masks"]):
+                assert (g & r).sum() / (g | r).sum().clamp(min=1) >= 0.99
+        for got, ref in zip(pairs, [together[3], together[0]]):
+            assert torch.equal(got["labels"], ref["labels"])
+            torch.testing.assert_close(got["scores"], ref["scores"], atol=1e-3, rtol=0)

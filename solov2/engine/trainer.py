@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..checkpoint_config import checkpoint_meta, resolve_classes
 from ..config import Config, ConfigError
 from ..models import build_model, init_backbone_for_training
+from ..precision import amp_dtype, precision_autocast
 from . import distributed as du
 from . import interrupt
 from .checkpoint import link_checkpoint, load_weights, read_checkpoint, save_checkpoint
@@ -72,13 +73,6 @@ def _build_train_loader(cfg: Config, seed: int):
                         worker_init_fn=interrupt.ignore_sigint, generator=torch.Generator(),
                         persistent_workers=False, pin_memory=False)
     return dataset, sampler, loader
-
-
-def _autocast(device: str, amp: bool):
-    if not amp:
-        return nullcontext()
-    # fp16 with loss scaling on GPUs; bfloat16 (no scaling needed) on CPUs.
-    return torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16)
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> float:
@@ -293,7 +287,7 @@ class Trainer:
             self.scale_rng.seed(derive_seed(self.seed, SCALE, self.rank, self.iter, step - first))
             sync = nullcontext() if last_of_group or self.world == 1 else self.ddp.no_sync()
             with sync:
-                with _autocast(self.device, self.amp):
+                with precision_autocast(amp_dtype(self.device) if self.amp else None, self.device):
                     losses = self.ddp(images, targets)
                 loss = sum(losses.values())
                 self._check_finite(loss, losses)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..postprocess import TestConfig, cell_scores, empty_result, postprocess_single
+from ..postprocess import TestConfig, empty_result, postprocess_single
 from .mask_feat_head import MaskFeatHead
 from .solov2_head import SOLOv2Head
-from .transform import ImageList, ImageTransform
+from .transform import ImageList, ImageTransform, padded_size
 
 
 class SOLOv2(nn.Module):
@@ -51,11 +51,95 @@ class SOLOv2(nn.Module):
         return self.inference(images)
 
     def forward_features(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        """Padded, normalized ``(B, 3, Hp, Wp)`` -> (category logits per level, kernels per level, mask features)."""
+        """Padded, normalized ``(B, 3, Hp, Wp)`` -> (category logits ``(B, C, S, S)`` per level, kernels
+        ``(B, E*k*k, S, S)`` per level, mask features ``(B, E, Hp/4, Wp/4)``), the padded batch as one input
+        (training, as in the official code; :meth:`inference` runs each image at its own padded size)."""
         feats = self.neck(self.backbone(batch))
-        mask_feats = self.mask_features(feats)
         cate_preds, kernel_preds = self.bbox_head(feats)
-        return cate_preds, kernel_preds, mask_feats
+        return cate_preds, kernel_preds, self.mask_features(feats)
+
+    def predict_cells(self, batch: Tensor, image_sizes, score_thr: float | None = None
+                      ) -> tuple[Tensor, Tensor | None, Tensor | list[Tensor] | None]:
+        """The network's outputs for every cell of every image, flattened: what post-processing reads, and
+        what an exported graph returns (:mod:`solov2.export`).
+
+        Args:
+            batch: ``(B, 3, Hp, Wp)`` normalized images, zero-padded at the bottom and right.
+            image_sizes: the resized ``(h, w)`` of each image in the batch (ints; int64 tensors when traced for
+                export). Each image's levels are cropped to its own padded region (:meth:`image_features`).
+            score_thr: compute lazily: the kernel branch runs only for levels with a cell scoring above it
+                (the other levels' kernels are zeros, never read by post-processing), the mask branch only if
+                there is one at all. An empty frame costs backbone + FPN + category branch.
+        Returns:
+            ``scores (B, M, C)`` float32 probabilities after points-NMS, ``M = sum S^2`` cells in level-major,
+            row-major order; ``kernels (B, M, E*k*k)`` float32; mask features float32, per image
+            ``(E, Hi/4, Wi/4)`` with ``(Hi, Wi) = padded_size((h, w))``: a list, or one ``(B, E, Hp/4, Wp/4)``
+            tensor where every image fills the batch. With ``score_thr``, ``(scores, None, None)`` if no cell
+            passes it.
+        """
+        feats = self.neck(self.backbone(batch))
+        regions = self.image_features(feats, batch, image_sizes)
+        level_inputs = self._level_inputs(feats, regions)
+        head = self.bbox_head
+        scores = head.flatten_scores([head.forward_cate(x) for x in level_inputs])  # (B, M, C)
+        if score_thr is None:
+            active = [True] * len(level_inputs)
+        else:
+            active = [bool((s > score_thr).any()) for s in scores.split([x.shape[-2] * x.shape[-1]
+                                                                          for x in level_inputs], dim=1)]
+            if not any(active):
+                return scores, None, None
+        kernel_preds = [head.forward_kernel(x) if a else x.new_zeros(x.shape[0], head.solo_kernel.out_channels,
+                                                                     *x.shape[-2:])
+                        for x, a in zip(level_inputs, active)]
+        mask_feats = self._mask_features(feats, regions)
+        # Under autocast (bf16 / fp16 inference) only the network runs in low precision: the dynamic masks,
+        # their thresholds and Matrix NMS are cheap and sensitive, so they run in float32.
+        kernels = head.flatten_kernels([k.float() for k in kernel_preds])
+        mask_feats = mask_feats.float() if isinstance(mask_feats, Tensor) else [m.float() for m in mask_feats]
+        return scores, kernels, mask_feats
+
+    def image_features(self, feats: list[Tensor], batch: Tensor, image_sizes) -> list[list[Tensor]] | None:
+        """Per image, its FPN outputs cropped to the region it would have alone; None where there is nothing
+        to crop (no ``image_sizes``, or every image's own padded size is the batch's).
+
+        SOLOv2 resizes each FPN level to its S x S grid, adds CoordConv coordinates spanning the whole input
+        and normalizes the mask branch with GroupNorm over the whole map: padding an image further (to the
+        largest image of a batch, or to a static export's input size) changes its result. An image alone
+        is resized to the test scale and padded to ``padded_size((h, w), size_divisor)`` (the official
+        single-image test); cropping every level to that region (P2..P6: ``ceil(Hi / stride)``, the sizes the
+        convolutions give that input) makes the head and mask branch see what they would see then.
+
+        The backbone and FPN still run on the whole input, where the padding beyond the region holds image
+        zeros rather than their convolutions' zero padding, so features near the region's bottom and right
+        border differ (on the demo model, kernels by up to 1.6 and scores by up to 0.2). Hence
+        :meth:`inference` runs images at their own padded size and needs no crop, and the export
+        (:class:`solov2.export.SOLOv2ExportWrapper`) zeroes the backbone's and FPN's inputs outside the
+        region, which makes the crops exact (to float rounding).
+        """
+        if image_sizes is None:
+            return None
+        pads = [padded_size(size, self.transform.size_divisor) for size in image_sizes]
+        full = tuple(batch.shape[-2:])
+        if not torch.jit.is_tracing() and all((int(h), int(w)) == full for h, w in pads):
+            return None
+        stride = int(batch.shape[-2]) // int(feats[0].shape[-2])  # of the finest level (4)
+        regions = []
+        for b, (h, w) in enumerate(pads):
+            regions.append([f[b: b + 1, :, : (h + s - 1) // s, : (w + s - 1) // s]
+                            for f, s in zip(feats, (stride * 2 ** i for i in range(len(feats))))])
+        return regions
+
+    def _level_inputs(self, feats: list[Tensor], regions: list[list[Tensor]] | None) -> list[Tensor]:
+        head = self.bbox_head
+        if regions is None:
+            return head.level_inputs(feats)
+        return [torch.cat(level) for level in zip(*(head.level_inputs(r) for r in regions))]  # (B, ., S, S)
+
+    def _mask_features(self, feats: list[Tensor], regions: list[list[Tensor]] | None) -> Tensor | list[Tensor]:
+        if regions is None:
+            return self.mask_features(feats)
+        return [self.mask_features(r)[0] for r in regions]
 
     def mask_features(self, feats: list[Tensor]) -> Tensor:
         """FPN outputs -> ``(B, E, Hp/4, Wp/4)`` mask features, from the levels the mask branch reads."""
@@ -71,44 +155,46 @@ class SOLOv2(nn.Module):
 
     @torch.no_grad()
     def inference(self, images) -> list[dict[str, Tensor]]:
-        """The same results as ``postprocess(*forward_features(...))``, computed lazily.
+        """The same results as ``postprocess(*forward_features(...))`` on each image alone, computed lazily
+        (:meth:`predict_cells` with ``test_cfg.score_thr``).
 
-        Post-processing only ever reads the kernels of cells whose score passes ``test_cfg.score_thr``, so
-        the category branch runs first and the kernel branch runs only for levels with such a cell, the
-        mask branch only if there is one at all. An empty frame costs backbone + FPN + category branch.
+        An image's result does not depend on the others in the batch: images are run in groups of the same
+        padded size (the size each has alone, ``padded_size``), each group as one batch. Further padding would
+        change the results (:meth:`image_features`) and costs time on the padded pixels.
         """
         image_list = self.transform(images, training=False)[0]
-        feats = self.neck(self.backbone(image_list.tensors))
-        head = self.bbox_head
-        level_inputs = head.level_inputs(feats)
-        scores = [cell_scores(head.forward_cate(x)) for x in level_inputs]  # per level (B, S*S, C)
-        active = [bool((s > self.test_cfg.score_thr).any()) for s in scores]
-        if not any(active):
-            device = image_list.tensors.device
-            return [empty_result(size, device) for size in image_list.original_sizes]
-        mask_feats = self.mask_features(feats)
-        kernel_preds = [head.forward_kernel(x) if a else x.new_zeros(x.shape[0], head.solo_kernel.out_channels,
-                                                                         *x.shape[-2:])
-                        for x, a in zip(level_inputs, active)]  # zeros: never read, no cell there passes
-        return self._postprocess_scores(torch.cat(scores, dim=1), kernel_preds, mask_feats, image_list)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, size in enumerate(image_list.image_sizes):
+            groups.setdefault(padded_size(size, self.transform.size_divisor), []).append(i)
+        results: list[dict[str, Tensor] | None] = [None] * len(image_list.image_sizes)
+        for (h, w), index in groups.items():
+            batch = image_list.tensors if len(groups) == 1 else image_list.tensors[index, :, :h, :w]
+            group = ImageList(batch, [image_list.image_sizes[i] for i in index],
+                              [image_list.original_sizes[i] for i in index])
+            scores, kernels, mask_feats = self.predict_cells(batch, group.image_sizes, self.test_cfg.score_thr)
+            if kernels is None:
+                out = [empty_result(size, batch.device) for size in group.original_sizes]
+            else:
+                out = self._postprocess_cells(scores, kernels, mask_feats, group)
+            for i, r in zip(index, out):
+                results[i] = r
+        return results
 
-    def postprocess(self, cate_preds: list[Tensor], kernel_preds: list[Tensor], mask_feats: Tensor,
+    def postprocess(self, cate_preds: list[Tensor], kernel_preds: list[Tensor], mask_feats: Tensor | list[Tensor],
                     image_list: ImageList) -> list[dict[str, Tensor]]:
         """Network outputs (as from :meth:`forward_features`) -> one result per image."""
-        scores = torch.cat([cell_scores(p) for p in cate_preds], dim=1)  # (B, M, C)
-        return self._postprocess_scores(scores, kernel_preds, mask_feats, image_list)
-
-    def _postprocess_scores(self, scores: Tensor, kernel_preds: list[Tensor], mask_feats: Tensor,
-                            image_list: ImageList) -> list[dict[str, Tensor]]:
         head = self.bbox_head
-        # Under autocast (bf16 / fp16 inference) only the network runs in low precision: the dynamic masks,
-        # their thresholds and Matrix NMS are cheap and sensitive, so they run in float32.
-        with torch.autocast(mask_feats.device.type, enabled=False):
-            kernels = head.flatten_kernels([k.float() for k in kernel_preds])  # (B, M, D)
-            mask_feats = mask_feats.float()
-            strides = head.cell_strides(mask_feats.device)
-            return [postprocess_single(scores[b], kernels[b], mask_feats[b], strides, image_list.image_sizes[b],
-                                       image_list.original_sizes[b], self.test_cfg, head.kernel_size)
+        kernels = head.flatten_kernels([k.float() for k in kernel_preds])
+        return self._postprocess_cells(head.flatten_scores(cate_preds), kernels, mask_feats, image_list)
+
+    def _postprocess_cells(self, scores: Tensor, kernels: Tensor, mask_feats: Tensor | list[Tensor],
+                           image_list: ImageList) -> list[dict[str, Tensor]]:
+        head = self.bbox_head
+        strides = head.cell_strides(scores.device)
+        with torch.autocast(scores.device.type, enabled=False):  # float32 post-processing (predict_cells)
+            return [postprocess_single(scores[b], kernels[b], mask_feats[b].float(), strides,
+                                       image_list.image_sizes[b], image_list.original_sizes[b], self.test_cfg,
+                                       head.kernel_size)
                     for b in range(len(image_list.image_sizes))]
 
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ..losses import FocalLoss, solov2_losses
 from ..ops.dynamic_masks import dynamic_masks
+from ..postprocess import cell_scores
 from ..targets import SHARED_CELLS, build_targets
 from .dcn import is_deform_conv
 from .layers import ModuleList, ConvModule
@@ -122,6 +123,12 @@ class SOLOv2Head(nn.Module):
         for conv in self.kernel_convs:
             x = conv(x)
         return self.solo_kernel(x)
+
+    @staticmethod
+    def flatten_scores(cate_preds: list[Tensor]) -> Tensor:
+        """Per-level ``(B, C, S, S)`` category logits -> ``(B, sum S^2, C)`` float32 probabilities after
+        points-NMS (:func:`solov2.postprocess.cell_scores`), cells in level-major, row-major order."""
+        return torch.cat([cell_scores(p) for p in cate_preds], dim=1)
 
     @staticmethod
     def flatten_kernels(kernel_preds: list[Tensor]) -> Tensor:

@@ -3,6 +3,11 @@
 Like torchvision's ``GeneralizedRCNNTransform`` this is what lets ``model(images)`` take images of any
 size and return masks at that size. It is a plain object, not an ``nn.Module``, so it adds nothing to
 ``print(model)`` or to the state_dict.
+
+The public steps, shared by the model, the export (:mod:`solov2.export`, :mod:`solov2.runtime`) and the
+``Predictor``: :func:`rescale_size` (the resize rule), :meth:`ImageTransform.resize_normalize`,
+:func:`padded_size` and :func:`pad_images` (zeros at the bottom and right), and the inverse for masks,
+:func:`masks_at_original_size` (crop to the resized image, resize to the original).
 """
 from __future__ import annotations
 
@@ -12,6 +17,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..postprocess import masks_at_original_size
+
+__all__ = ["ImageList", "ImageTransform", "rescale_size", "padded_size", "pad_images", "masks_at_original_size",
+           "resize_target", "check_images"]
 
 
 @dataclass
@@ -28,6 +38,22 @@ def rescale_size(h: int, w: int, scale: tuple[int, int]) -> tuple[int, int]:
     """mmcv's ``keep_ratio`` rule: the largest size with long side <= max(scale) and short side <= min(scale)."""
     factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
     return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+def padded_size(size, divisor: int):
+    """``(h, w)`` -> ``(H, W)``, each rounded up to a multiple of ``divisor``: the input an image has when it is
+    alone. Plain arithmetic, so it also works on int64 tensors inside a traced (exported) graph."""
+    h, w = size
+    return (h + divisor - 1) // divisor * divisor, (w + divisor - 1) // divisor * divisor
+
+
+def pad_images(images: list[Tensor], size: tuple[int, int]) -> Tensor:
+    """``(3, h, w)`` images -> ``(B, 3, H, W)`` with each image at the top left and zeros at the bottom and right
+    (zero is the mean colour once normalized)."""
+    batch = images[0].new_zeros((len(images), 3, int(size[0]), int(size[1])))
+    for b, img in zip(batch, images):
+        b[:, : img.shape[1], : img.shape[2]].copy_(img)
+    return batch
 
 
 @dataclass
@@ -58,21 +84,22 @@ class ImageTransform:
         for i, img in enumerate(images):
             scale = (self.rng or random).choice(self.train_scales) if training else self.test_scale
             h, w = rescale_size(img.shape[-2], img.shape[-1], scale)
-            out_images.append(self._resize_normalize(img, (h, w)))
+            out_images.append(self.resize_normalize(img, (h, w)))
             sizes.append((h, w))
             if targets is not None:
                 new_targets.append(resize_target(targets[i], (h, w)))
-        max_h = max(s[0] for s in sizes)
-        max_w = max(s[1] for s in sizes)
-        d = self.size_divisor
-        pad_h, pad_w = (max_h + d - 1) // d * d, (max_w + d - 1) // d * d
-        batch = out_images[0].new_zeros((len(images), 3, pad_h, pad_w))
-        for b, img in zip(batch, out_images):
-            b[:, : img.shape[1], : img.shape[2]].copy_(img)
+        batch = pad_images(out_images, padded_size((max(s[0] for s in sizes), max(s[1] for s in sizes)),
+                                                   self.size_divisor))
         originals = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         return ImageList(batch, sizes, originals), new_targets
 
-    def _resize_normalize(self, img: Tensor, size: tuple[int, int]) -> Tensor:
+    def test_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size an ``h x w`` image is resized to at inference (:func:`rescale_size` to ``test_scale``)."""
+        return rescale_size(h, w, self.test_scale)
+
+    def resize_normalize(self, img: Tensor, size: tuple[int, int]) -> Tensor:
+        """``(3, H0, W0)`` RGB, uint8 or float on the 0..255 scale -> ``(3, h, w)`` float32: flipped to BGR if
+        ``bgr``, resized to ``size`` (bilinear, half-pixel centres, no antialiasing), ``(x - mean) / std``."""
         x = img.float().flip(0) if self.bgr else img.float()
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]

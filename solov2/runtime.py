@@ -1,0 +1,239 @@
+"""Run a file written by :mod:`solov2.export` (ONNX with onnxruntime, or TorchScript) like the model itself.
+
+The graph's contract (also in README.md, "Deploying the exported model")::
+
+    input        (1, 3, H, W) float32   the image resized keeping its ratio (ImageTransform.test_size), normalized
+                                        with the model's mean/std (RGB unless ``bgr``, 0..255 scale) and
+                                        zero-padded at the bottom/right to H x W (multiples of 32).
+    image_size   (2,) int64             (h, w), the resized image's size inside ``input``.
+    cate_scores  (M, C)  float32        per-cell class probabilities after sigmoid and points-NMS,
+                                        M = sum of S^2 over levels, cells in level-major, row-major order.
+    kernels      (M, E*k*k) float32     the dynamic kernel of every cell.
+    mask_feat    (E, Hi/4, Wi/4)        the mask feature map of the image's own padded region,
+                 float32                (Hi, Wi) = (h, w) rounded up to multiples of 32.
+
+The graph crops every feature level to the image's own padded region (``SOLOv2.image_features``), so it
+gives the single-image answer whatever the input size it was exported at.
+With post-processing in the graph the outputs are instead::
+
+    scores       (D,) float32           descending; 0 marks a padding row, D = max_per_img (100)
+    labels       (D,) int64             class index
+    mask_probs   (D, Hi/4, Wi/4) float32  mask probabilities of the image's padded region at 1/4 scale
+
+and what is left is :func:`instances_from_graph` (:func:`solov2.postprocess.masks_at_original_size`).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from .models.transform import ImageTransform, check_images, masks_at_original_size, pad_images, padded_size
+from .postprocess import TestConfig, postprocess_single
+
+__all__ = ["ExportError", "ExportedSOLOv2", "load_exported", "preprocess_for_export", "postprocess_exported",
+           "instances_from_graph"]
+
+INPUT_NAMES = ["input", "image_size"]
+OUTPUT_NAMES = ["cate_scores", "kernels", "mask_feat"]
+POSTPROCESSED_NAMES = ["scores", "labels", "mask_probs"]
+META_KEY = "solov2"
+# 2: the graph takes image_size and crops to the image's own padded region (1 took the input alone).
+FORMAT_VERSION = 2
+
+
+class ExportError(ValueError):
+    """An exported file cannot be written, read or run as asked; the message names the file."""
+
+
+@contextlib.contextmanager
+def quiet_deprecations():
+    """torch 2.9+ marks TorchScript and the TorchScript-based ONNX exporter as deprecated; the user did not
+    call them directly, so their warnings are noise here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+def preprocess_for_export(model: Any, image: Tensor, input_size: Sequence[int] | None
+                          ) -> tuple[Tensor, dict[str, tuple[int, int]]]:
+    """One image -> the exported graph's input, with the model's own resizing and normalization.
+
+    Args:
+        model: a SOLOv2, an :class:`ExportedSOLOv2`, or anything with a ``transform`` (:class:`ImageTransform`).
+        image: ``(3, H0, W0)`` RGB, uint8 or float on the 0..255 scale.
+        input_size: the graph's (H, W); ``None`` (dynamic graph) pads to the next multiple of the size divisor.
+    Returns: ``(tensor (1, 3, H, W) float32, meta)`` with ``meta = {"image_size": (h, w) resized image inside the
+        input, "original_size": (H0, W0), "input_size": (H, W)}``; the graph's ``image_size`` input is
+        ``torch.tensor(meta["image_size"])``.
+
+    The image is resized exactly as ``model(images)`` does (``transform.test_size``). If that does not fit in
+    ``input_size`` (a static graph exported smaller than the default square of the test scale's long side)
+    it is shrunk further, keeping the ratio, until it does: results then differ from the model's.
+    """
+    transform: ImageTransform = model.transform
+    check_images([image])
+    h0, w0 = int(image.shape[-2]), int(image.shape[-1])
+    h, w = transform.test_size(h0, w0)
+    if input_size is not None and (h > input_size[0] or w > input_size[1]):
+        factor = min(input_size[0] / h0, input_size[1] / w0)
+        h, w = min(int(h0 * factor + 0.5), input_size[0]), min(int(w0 * factor + 0.5), input_size[1])
+    if input_size is None:
+        input_size = padded_size((h, w), transform.size_divisor)
+    batch = pad_images([transform.resize_normalize(image.cpu(), (h, w))], input_size)
+    return batch, {"image_size": (h, w), "original_size": (h0, w0), "input_size": tuple(batch.shape[-2:])}
+
+
+def postprocess_exported(outputs: Sequence[Any], meta: dict, model_test_cfg: TestConfig | dict,
+                         cell_strides: Tensor | Sequence[float], kernel_size: int = 1) -> dict[str, Tensor]:
+    """The exported graph's outputs -> ``{"masks": (N, H0, W0) bool, "labels": (N,) int64, "scores": (N,) float32}``.
+
+    Args:
+        outputs: ``(cate_scores, kernels, mask_feat)`` as numpy arrays or tensors.
+        meta: from :func:`preprocess_for_export`.
+        model_test_cfg: the model's :class:`TestConfig` (or its fields as a dict).
+        cell_strides: ``(M,)`` the stride of each cell's level (``model.bbox_head.cell_strides(...)``).
+        kernel_size: the dynamic kernel size k.
+    """
+    cate_scores, kernels, mask_feat = (torch.as_tensor(o).float() for o in outputs)
+    cfg = model_test_cfg if isinstance(model_test_cfg, TestConfig) else TestConfig(**model_test_cfg)
+    strides = torch.as_tensor(cell_strides, dtype=torch.float32)
+    return postprocess_single(cate_scores, kernels, mask_feat, strides, tuple(meta["image_size"]),
+                              tuple(meta["original_size"]), cfg, kernel_size)
+
+
+def instances_from_graph(outputs: Sequence[Any], meta: dict, mask_thr: float) -> dict[str, Tensor]:
+    """A ``with_postprocess`` graph's ``(scores, labels, mask_probs)`` -> the model's result for the image
+    (padding rows dropped, masks at the original size); ``meta`` from :func:`preprocess_for_export`."""
+    scores, labels, mask_probs = (torch.as_tensor(o) for o in outputs)
+    keep = scores > 0
+    masks = masks_at_original_size(mask_probs[keep].float(), tuple(meta["image_size"]),
+                                   tuple(meta["original_size"]), mask_thr)
+    return {"masks": masks, "labels": labels[keep].long(), "scores": scores[keep].float()}
+
+
+class ExportedSOLOv2:
+    """An exported ``.onnx`` (run with onnxruntime, CPU) or TorchScript ``.pt`` file, used like the model.
+
+    ``exported(images)`` takes a list of ``(3, H, W)`` uint8 RGB images and returns, like ``model.eval()(images)``,
+    one ``{"masks": (N, H, W) bool, "labels": (N,) int64, "scores": (N,) float32}`` per image.
+    ``exported.run(tensor, image_size)`` runs the graph alone on a prepared ``(1, 3, H, W)`` input.
+    Attributes from the file's metadata: ``transform``, ``test_cfg``, ``class_names`` (None if not stored),
+    ``input_size`` (None for a dynamic graph), ``meta`` (all of it).
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        if not os.path.isfile(path):
+            raise ExportError(f"{path}: exported model not found")
+        if path.endswith(".onnx"):
+            self._session, meta = _open_onnx(path)
+            self._module = None
+        else:
+            self._module, meta = _open_torchscript(path)
+            self._session = None
+        self.meta = meta
+        self.with_postprocess = meta.get("postprocess") == "graph"
+        self.input_size = tuple(meta["input_size"]) if meta["input_size"] else None
+        self.transform = _transform_from_meta(meta["transform"])
+        self.test_cfg = TestConfig(**meta["test_cfg"])
+        self.class_names = meta.get("class_names")
+        self.kernel_size = int(meta["kernel_size"])
+        self.cell_strides = torch.cat([torch.full((s * s,), float(st)) for s, st in
+                                       zip(meta["num_grids"], meta["strides"])])
+
+    def run(self, tensor: Tensor, image_size: Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(1, 3, H, W)`` float32 and the resized image's ``(h, w)`` inside it (default: all of it) -> the
+        graph's outputs, ``(cate_scores, kernels, mask_feat)`` or with post-processing
+        ``(scores, labels, mask_probs)``; a wrong size raises :class:`ExportError`."""
+        shape = tuple(tensor.shape)
+        d = self.transform.size_divisor
+        if len(shape) != 4 or shape[:2] != (1, 3):
+            raise ExportError(f"{self.path}: expects input (1, 3, H, W), got {shape}")
+        if self.input_size is not None and shape[2:] != self.input_size:
+            raise ExportError(f"{self.path}: expects input size {self.input_size[0]}x{self.input_size[1]} "
+                              f"(H x W), got {shape[2]}x{shape[3]}")
+        if shape[2] % d or shape[3] % d:
+            raise ExportError(f"{self.path}: input size must be multiples of {d}, got {shape[2]}x{shape[3]}")
+        size = tuple(int(s) for s in (image_size if image_size is not None else shape[2:]))
+        if len(size) != 2 or not (0 < size[0] <= shape[2] and 0 < size[1] <= shape[3]):
+            raise ExportError(f"{self.path}: image_size must be (h, w) within the input {shape[2]}x{shape[3]}, "
+                              f"got {size}")
+        if self.input_size is None and padded_size(size, d) != shape[2:]:
+            raise ExportError(f"{self.path}: a dynamic graph takes the image padded to its own size "
+                              f"{padded_size(size, d)[0]}x{padded_size(size, d)[1]} for image_size {size}, "
+                              f"got {shape[2]}x{shape[3]}")
+        x = tensor.detach().float().cpu().contiguous()
+        size_t = torch.tensor(size, dtype=torch.int64)
+        if self._session is not None:
+            outs = self._session.run(POSTPROCESSED_NAMES if self.with_postprocess else OUTPUT_NAMES,
+                                     {"input": x.numpy(), "image_size": size_t.numpy()})
+            return tuple(torch.from_numpy(o) for o in outs)
+        with torch.no_grad():
+            return tuple(self._module(x, size_t))
+
+    def __call__(self, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:
+        check_images(images)
+        results = []
+        for image in images:
+            tensor, meta = preprocess_for_export(self, image, self.input_size)
+            outputs = self.run(tensor, meta["image_size"])
+            if self.with_postprocess:
+                results.append(instances_from_graph(outputs, meta, self.test_cfg.mask_thr))
+            else:
+                results.append(postprocess_exported(outputs, meta, self.test_cfg, self.cell_strides,
+                                                    self.kernel_size))
+        return results
+
+
+def _transform_from_meta(fields: dict[str, Any]) -> ImageTransform:
+    """JSON turned the transform's tuples into lists; give them back their types."""
+    fields = dict(fields)
+    fields["train_scales"] = [tuple(s) for s in fields.get("train_scales", [])] or [(1333, 800)]
+    for key in ("test_scale", "mean", "std"):
+        if key in fields:
+            fields[key] = tuple(fields[key])
+    return ImageTransform(**fields)
+
+
+def _parse_meta(path: str, text: str | bytes | None) -> dict[str, Any]:
+    if not text:
+        raise ExportError(f"{path}: no SOLOv2 metadata in the file (not written by solov2.export?)")
+    meta = json.loads(text)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ExportError(f"{path}: export format version {meta.get('format_version')}, "
+                          f"this code reads {FORMAT_VERSION}; export the checkpoint again")
+    return meta
+
+
+def _open_onnx(path: str):
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ExportError(f"{path}: onnxruntime cannot open it ({str(exc).strip().splitlines()[0]})") from None
+    return session, _parse_meta(path, session.get_modelmeta().custom_metadata_map.get(META_KEY))
+
+
+def _open_torchscript(path: str):
+    extra = {META_KEY: ""}
+    try:
+        with quiet_deprecations():
+            module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    except Exception as exc:
+        raise ExportError(f"{path}: not a TorchScript file ({str(exc).strip().splitlines()[0]})") from None
+    return module.eval(), _parse_meta(path, extra[META_KEY])
+
+
+def load_exported(path: str) -> ExportedSOLOv2:
+    """Open an ``.onnx`` (onnxruntime) or TorchScript (any other suffix, e.g. ``.pt``) file from
+    :mod:`solov2.export`."""
+    return ExportedSOLOv2(path)
