@@ -3,7 +3,7 @@ import torch
 
 from helpers import ROOT, tiny_model
 
-from solov2.cli import train_main
+from solov2.engine.launch import train_main
 from solov2.engine.monitor import BRANCHES, CollapseGuard, branch_grad_norms
 from solov2.engine.schedule import scaled_lr
 

@@ -5,7 +5,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from solov2.cli import main as solov2_main, resume_command  # noqa: E402
+from solov2.cli import main as solov2_main  # noqa: E402
+from solov2.engine.launch import LAUNCHERS, resume_command  # noqa: E402
 
 
 def main() -> int:
@@ -14,15 +15,14 @@ def main() -> int:
     p.add_argument("--gpus", type=int, default=1)
     p.add_argument("--work_dir", "--work-dir", dest="work_dir")
     p.add_argument("--resume_from", "--resume-from", dest="resume_from")
-    p.add_argument("--launcher", choices=["auto", "none", "torchrun", "pytorch"], default="auto")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="auto")
     p.add_argument("--seed", type=int)
     p.add_argument("--deterministic", action="store_true")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--cfg-options", "--cfg_options", dest="cfg_options", nargs="+")
     a = p.parse_args()
-    argv = ["train", a.config, "--gpus", str(a.gpus),
-            "--launcher", "torchrun" if a.launcher == "pytorch" else a.launcher]
+    argv = ["train", a.config, "--gpus", str(a.gpus), "--launcher", a.launcher]
     for flag, value in (("--work-dir", a.work_dir), ("--resume", a.resume_from), ("--seed", a.seed),
                         ("--device", a.device)):
         if value is not None:
