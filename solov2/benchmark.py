@@ -213,8 +213,8 @@ def run_from_args(args: argparse.Namespace) -> int:
             return 2
     try:
         report = run_benchmark(args.config, args.checkpoint, device=args.device, input_size=tuple(args.input_size),
-                               batch=args.batch, iters=args.iters, warmup=max(args.warmup, 0), fp16="fp16" in args.precision,
-                               bf16="bf16" in args.precision, optimize=args.optimize, num_threads=args.threads,
+                               batch=args.batch, iters=args.iters, warmup=max(args.warmup, 0),
+                               fp16="fp16" in args.precision, bf16="bf16" in args.precision, optimize=args.optimize, num_threads=args.threads,
                                overrides=parse_overrides(args.cfg_options) if args.cfg_options else None)
     except ValueError as exc:  # ConfigError, CheckpointError, bad device or fp16 on CPU: one line, no traceback
         print(f"solov2 benchmark: error: {exc}", file=sys.stderr)

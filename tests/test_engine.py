@@ -43,6 +43,7 @@ def _weights(path):
     return read_checkpoint(path)["state_dict"]
 
 
+@pytest.mark.slow  # two training runs, ~12 s
 def test_resume_continues_exactly(tmp_path):
     # 8 iterations in one go == 4 iterations, stop, resume to 8: same weights, optimizer and lr position.
     opts = {"max_iters": 8, "evaluation.interval": -1}
@@ -139,7 +140,8 @@ def _assert_same_state(a, b):
             assert torch.equal(v, ob[i][k]), (i, k)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+# With 2 loader workers (~12 s: worker start-up) it is an end-to-end run; the in-process case stays quick.
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_resume_with_augmentation_is_bit_exact(tmp_path, workers):
     import shutil
     opts = {**SHORT, "data.workers_per_gpu": workers}

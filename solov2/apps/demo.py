@@ -13,8 +13,8 @@ __all__ = ["demo_main", "cpu_has_native_bf16"]
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int = 100, image_size: int | tuple[int, int] = 128,
-              cfg_options=None, amp: bool = False) -> dict:
+def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int = 100,
+              image_size: int | tuple[int, int] = 128, cfg_options=None, amp: bool = False) -> dict:
     """Built-in data -> train a small SOLOv2 on CPU -> mask AP on the val split -> pictures in ``out``.
 
     ``amp=True`` trains with bf16 autocast: 35 % less time per step on CPUs with native bf16, but its mask AP
