@@ -184,8 +184,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
     parser.add_argument("--iters", type=int, default=20, help="timed calls per mode (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per mode first (default 3)")
-    parser.add_argument("--fp16", action="store_true", help="also measure autocast float16 (CUDA only)")
-    parser.add_argument("--bf16", action="store_true", help="also measure autocast bfloat16 (CPU or CUDA)")
+    parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=["fp32"],
+                        help="precisions to measure, as predict/eval's --precision (autocast bf16: CPU or CUDA; "
+                             "fp16: CUDA only); fp32 is always measured, as the reference (default fp32)")
+    for name in ("bf16", "fp16"):  # the older spelling, kept working: --bf16 is --precision fp32 bf16
+        parser.add_argument(f"--{name}", dest="precision", action="append_const", const=name, help=argparse.SUPPRESS)
     parser.add_argument("--optimize", action="store_true",
                         help="solov2.optimize.optimize_for_inference first (BatchNorm folded, channels_last, "
                              "Winograd on CPU), as the Predictor runs it")
@@ -211,8 +214,8 @@ def run_from_args(args: argparse.Namespace) -> int:
             return 2
     try:
         report = run_benchmark(args.config, args.checkpoint, device=args.device, input_size=tuple(args.input_size),
-                               batch=args.batch, iters=args.iters, warmup=max(args.warmup, 0), fp16=args.fp16,
-                               bf16=args.bf16, optimize=args.optimize, num_threads=args.threads,
+                               batch=args.batch, iters=args.iters, warmup=max(args.warmup, 0),
+                               fp16="fp16" in args.precision, bf16="bf16" in args.precision, optimize=args.optimize, num_threads=args.threads,
                                overrides=parse_overrides(args.cfg_options) if args.cfg_options else None)
     except ValueError as exc:  # ConfigError, CheckpointError, bad device or fp16 on CPU: one line, no traceback
         print(f"solov2 benchmark: error: {exc}", file=sys.stderr)

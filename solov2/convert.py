@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .engine.checkpoint import CheckpointError, atomic_save
+from .errors import one_line
 
 __all__ = ["SOURCES", "convert_state_dict", "convert_to_source", "convert_checkpoint", "main"]
 
@@ -231,9 +232,8 @@ def _read_any_checkpoint(path: str, allow_pickle: bool) -> tuple[dict[str, Tenso
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = "" if allow_pickle else "; if you trust the file, retry with allow_pickle=True (--allow-pickle)"
-        raise CheckpointError(f"{path}: cannot read checkpoint ({reason}){hint}") from None
+        raise CheckpointError(f"{path}: cannot read checkpoint ({one_line(exc)}){hint}") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a checkpoint (got {type(ckpt).__name__})")
     state = ckpt.get("state_dict", ckpt.get("model", ckpt))

@@ -15,6 +15,7 @@ from .ops.matrix_nms import matrix_nms
 class TestConfig:
     """Post-processing settings (the official ``test_cfg``)."""
 
+    __test__ = False  # not a test class, whatever its name says (pytest collects Test* classes it sees)
     nms_pre: int = 500
     score_thr: float = 0.1
     mask_thr: float = 0.5

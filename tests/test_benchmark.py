@@ -1,4 +1,4 @@
-"""solov2.benchmark: a tiny CPU run returns every figure, all positive."""
+"""solov2.benchmark: a tiny CPU run returns every figure, all positive, and counts what the model detects."""
 import json
 
 import pytest
@@ -22,14 +22,53 @@ def test_run_benchmark_cpu_tiny():
         assert STAT_KEYS <= set(stats), mode
         assert all(stats[k] > 0 for k in STAT_KEYS), (mode, stats)
         assert stats["p90_ms"] >= stats["median_ms"]
-    assert report["results"]["end_to_end_fp32"]["detections_per_image"] >= 0
+    # random weights: the category prior (0.01) is below score_thr, so nothing is detected
+    assert report["results"]["end_to_end_fp32"]["detections_per_image"] == 0
 
 
-def test_run_benchmark_optimized():
-    report = run_benchmark(CONFIG, input_size=(128, 160), iters=1, warmup=0, overrides=TINY, optimize=True,
+@pytest.fixture(scope="module")
+def detecting_checkpoint(tmp_path_factory):
+    """TINY with every cell scoring sigmoid(2) for every class: many detections; carries its config."""
+    import torch
+    from solov2 import build_model, load_config
+    from solov2.checkpoint_config import checkpoint_meta
+    from solov2.engine.checkpoint import save_checkpoint
+    cfg = load_config(CONFIG, TINY)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    torch.nn.init.constant_(model.bbox_head.solo_cate.bias, 2.0)
+    path = tmp_path_factory.mktemp("bench") / "model.pth"
+    save_checkpoint(str(path), model, meta=checkpoint_meta(cfg, [f"c{i}" for i in range(8)], list(range(8))))
+    return str(path)
+
+
+def _detections(checkpoint, batch, seed=0):
+    """Detections per image of the checkpoint's model on the images run_benchmark draws (same seed, same order)."""
+    import torch
+    from solov2.checkpoint_config import resolve_model
+    from solov2.predictor import load_model
+    torch.manual_seed(seed)
+    resolved = resolve_model(checkpoint, None, None)
+    model, _ = load_model(resolved.cfg, resolved.ckpt)
+    images = [torch.randint(0, 256, (3, 128, 160), dtype=torch.uint8) for _ in range(batch)]
+    with torch.inference_mode():
+        return sum(len(r["scores"]) for r in model(images)) / batch
+
+
+def test_detections_per_image_are_the_models_also_optimized(detecting_checkpoint, monkeypatch):
+    import solov2.predictor
+    expected = _detections(detecting_checkpoint, batch=2)
+    assert expected > 0
+    plain = run_benchmark(detecting_checkpoint, input_size=(128, 160), batch=2, iters=1, warmup=0, verbose=False)
+    assert plain["results"]["end_to_end_fp32"]["detections_per_image"] == expected
+    optimized, original = [], solov2.predictor.optimize_for_inference
+    monkeypatch.setattr(solov2.predictor, "optimize_for_inference", lambda m: optimized.append(m) or original(m))
+    report = run_benchmark(detecting_checkpoint, input_size=(128, 160), batch=2, iters=1, warmup=0, optimize=True,
                            verbose=False)
-    assert report["optimize"] is True
+    assert len(optimized) == 1 and report["optimize"] is True  # the optimized model is the one timed
     assert report["results"]["network_fp32"]["median_ms"] > 0
+    # and it finds what the model as built finds (results equal up to float rounding)
+    assert report["results"]["end_to_end_fp32"]["detections_per_image"] == expected
 
 
 def test_fp16_needs_cuda():

@@ -9,8 +9,9 @@ import torch
 
 from helpers import ROOT, wait_for_checkpoint
 
-from solov2.cli import main, train_main
+from solov2.cli import main
 from solov2.engine.checkpoint import read_checkpoint
+from solov2.engine.launch import train_main
 from solov2.engine.sampler import TrainSampler
 from solov2.engine.schedule import build_schedule
 from solov2.engine.trainer import TrainingError
@@ -42,6 +43,7 @@ def _weights(path):
     return read_checkpoint(path)["state_dict"]
 
 
+@pytest.mark.slow  # two training runs, ~12 s
 def test_resume_continues_exactly(tmp_path):
     # 8 iterations in one go == 4 iterations, stop, resume to 8: same weights, optimizer and lr position.
     opts = {"max_iters": 8, "evaluation.interval": -1}
@@ -138,7 +140,8 @@ def _assert_same_state(a, b):
             assert torch.equal(v, ob[i][k]), (i, k)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+# With 2 loader workers (~12 s: worker start-up) it is an end-to-end run; the in-process case stays quick.
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_resume_with_augmentation_is_bit_exact(tmp_path, workers):
     import shutil
     opts = {**SHORT, "data.workers_per_gpu": workers}
@@ -213,6 +216,9 @@ def test_accumulation_divides_by_the_group_size_and_logs_the_group_mean(tmp_path
     for g in grads:  # the mean gradient of each group, the short last one included
         assert torch.allclose(g, torch.ones_like(g))
     assert [round(v["loss_ins"], 6) for v in logged] == [2.0, 4.0]  # mean of 1, 2, 3; then 4 alone
+    # and without the config's weights: the Dice weight is 3 (the config's loss_ins), the focal weight 1
+    assert [round(v["dice"], 6) for v in logged] == [round(2.0 / 3, 6), round(4.0 / 3, 6)]
+    assert all(v["focal"] == v["loss_cate"] for v in logged)
 
 
 # ----------------------------------------------------------------------------- Ctrl-C and checkpoint writing
@@ -317,7 +323,7 @@ def test_tools_train_says_how_to_resume_in_its_own_spelling(tmp_path, monkeypatc
     assert tools_train.main() == 130
     expected = " ".join(["python", *sys.argv, "--resume_from", str(work / "latest.pth")])
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"interrupted at iteration 2; resume with: {expected}"
-    from solov2.cli import resume_command  # an earlier --resume_from is replaced, not repeated
+    from solov2.engine.launch import resume_command  # an earlier --resume_from is replaced, not repeated
     assert resume_command(["python", "tools/train.py", *args], ("--resume_from",), "new.pth") == \
         " ".join(["python", "tools/train.py", *args[:3], *args[5:], "--resume_from", "new.pth"])
 

@@ -1,9 +1,10 @@
 """The collapse guard, per-branch gradient norms and the linear lr scaling, alone and inside training."""
+import pytest
 import torch
 
 from helpers import ROOT, tiny_model
 
-from solov2.cli import train_main
+from solov2.engine.launch import train_main
 from solov2.engine.monitor import BRANCHES, CollapseGuard, branch_grad_norms
 from solov2.engine.schedule import scaled_lr
 
@@ -45,6 +46,7 @@ def test_scaled_lr_follows_the_linear_rule():
     assert scaled_lr(0.01, None, 4) == 0.01
 
 
+@pytest.mark.slow  # a training run, ~16 s
 def test_training_warns_about_a_collapsed_mask_branch_and_logs_the_scaled_lr(tmp_path, monkeypatch, capsys):
     from solov2.models.solov2 import SOLOv2
     original = SOLOv2.forward_train

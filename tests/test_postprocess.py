@@ -2,11 +2,10 @@
 import pytest
 import torch
 
-from solov2.postprocess import TestConfig as InferenceConfig  # a Test* name would be collected by pytest
-from solov2.postprocess import masks_at_original_size, postprocess_fixed, postprocess_single
+from solov2.postprocess import TestConfig, masks_at_original_size, postprocess_fixed, postprocess_single
 
 GRIDS, STRIDES = [12, 8, 6], [8.0, 16.0, 32.0]
-CFG = InferenceConfig(nms_pre=40, max_per_img=15)
+CFG = TestConfig(nms_pre=40, max_per_img=15)
 
 
 def _inputs(num_candidates: int, seed: int = 0):

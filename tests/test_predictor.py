@@ -75,7 +75,13 @@ def test_inputs_and_outputs(checkpoint, reference, tmp_path):
         assert np.all(np.diff(result["scores"]) <= 0)
     _assert_same_instances(from_path, reference, 1e-6, 1.0)
     _assert_same_instances(from_list[0], reference, 1e-5, 0.999)  # batched with another image: padding
-    assert predictor.draw(image, reference).shape[2] == 3
+    picture = predictor.draw(image, reference)  # the image's size (over 256 px), the instances coloured in
+    assert picture.shape == image.shape and picture.dtype == np.uint8
+    inside = reference["masks"].any(0)
+    assert (picture[inside] != image[inside]).any(-1).mean() > 0.9
+    nothing = {"masks": np.zeros((0, *IMAGE_SIZE), bool), "labels": np.zeros(0, np.int64),
+               "scores": np.zeros(0, np.float32)}
+    np.testing.assert_array_equal(predictor.draw(image, nothing), image)  # no instance: the image unchanged
     with pytest.raises(ValueError, match="uint8 RGB array"):
         predictor(image.astype(np.float32))
 

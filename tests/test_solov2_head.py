@@ -2,9 +2,10 @@
 import torch
 import torch.nn.functional as F
 
-from helpers import tiny_model
+from helpers import rect_masks, tiny_model
 
 from solov2.losses import dice_loss
+from solov2.models.solov2_head import SOLOv2Head
 
 
 def ring(size: int, center: float, r_out: float, r_in: float) -> torch.Tensor:
@@ -69,3 +70,27 @@ def test_loss_ins_config_forms():
     assert head_a.loss_ins_weight == 2.0
     model = tiny_model()
     assert model.bbox_head.loss_ins_weight == 3.0
+
+
+def test_pinned_loss_values_of_a_seeded_head():
+    """Exact losses of a small seeded head on fixed random features and two images' masks.
+
+    The numbers were computed once, with the code of commit 801dc84, by running this test's set-up and printing
+    ``float(loss)``. They hold the head's initialisation, its forward pass, target assignment, dynamic masks,
+    focal and Dice losses and their weights together: a change that moves them must say why in its commit
+    message (a deliberate change of one of these), and then update them. The tolerance allows only float
+    rounding of other CPUs and thread counts.
+    """
+    torch.manual_seed(0)
+    head = SOLOv2Head(num_classes=3, in_channels=16, seg_feat_channels=32, stacked_convs=2, num_grids=[12, 8, 6, 4, 3],
+                      scale_ranges=((1, 16), (8, 32), (16, 64), (32, 128), (64, 256)), ins_out_channels=8)
+    g = torch.Generator().manual_seed(1)
+    feats = [torch.randn(2, 16, s, s, generator=g) for s in (16, 8, 4, 2, 1)]  # P2..P6 of a 64 x 64 input
+    mask_feats = torch.randn(2, 8, 16, 16, generator=g)
+    masks = [rect_masks((64, 64), [(4, 6, 20, 18), (30, 10, 62, 60)]), rect_masks((64, 64), [(10, 10, 40, 30)])]
+    labels = [torch.tensor([0, 2]), torch.tensor([1])]
+    cate, kernels = head(feats)
+    losses = head.loss(cate, kernels, mask_feats, masks, labels)
+    assert set(losses) == {"loss_ins", "loss_cate"}
+    torch.testing.assert_close(losses["loss_ins"].detach(), torch.tensor(1.653975486755371), rtol=1e-5, atol=0)
+    torch.testing.assert_close(losses["loss_cate"].detach(), torch.tensor(1.0563713312149048), rtol=1e-5, atol=0)

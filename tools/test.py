@@ -7,19 +7,21 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from solov2.cli import main as solov2_main  # noqa: E402
+from solov2.cli import HelpFormatter, main as solov2_main  # noqa: E402
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description="Evaluate SOLOv2 (wrapper over `solov2 eval`)")
+    p = argparse.ArgumentParser(description="Evaluate SOLOv2 (wrapper over `solov2 eval`)",
+                                formatter_class=HelpFormatter)
     p.add_argument("config", help="config file (.py), or the checkpoint alone if it was written by solov2 train")
-    p.add_argument("checkpoint", nargs="?")
-    p.add_argument("--eval", choices=["segm", "cityscapes"], default="segm")
+    p.add_argument("checkpoint", nargs="?", help="the checkpoint, after a config")
+    p.add_argument("--eval", choices=["segm", "cityscapes"], default="segm", help="COCO mask AP or Cityscapes AP")
     p.add_argument("--out", help="metrics JSON file")
-    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     p.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="data set of the config to evaluate (default test, as MMDetection's test.py)")
-    p.add_argument("--cfg-options", "--cfg_options", dest="cfg_options", nargs="+")
+    p.add_argument("--cfg-options", "--cfg_options", dest="cfg_options", nargs="+", metavar="KEY=VALUE",
+                   help="config overrides a.b.c=value")
     a = p.parse_args()
     argv = ["eval", a.config, *([a.checkpoint] if a.checkpoint else []), "--metric", a.eval, "--split", a.split]
     if a.out:

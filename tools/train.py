@@ -5,24 +5,26 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from solov2.cli import main as solov2_main, resume_command  # noqa: E402
+from solov2.cli import HelpFormatter, main as solov2_main  # noqa: E402
+from solov2.engine.launch import LAUNCHERS, resume_command  # noqa: E402
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description="Train SOLOv2 (wrapper over `solov2 train`)")
-    p.add_argument("config")
-    p.add_argument("--gpus", type=int, default=1)
-    p.add_argument("--work_dir", "--work-dir", dest="work_dir")
-    p.add_argument("--resume_from", "--resume-from", dest="resume_from")
-    p.add_argument("--launcher", choices=["auto", "none", "torchrun", "pytorch"], default="auto")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--deterministic", action="store_true")
-    p.add_argument("--amp", action="store_true")
-    p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--cfg-options", "--cfg_options", dest="cfg_options", nargs="+")
+    p = argparse.ArgumentParser(description="Train SOLOv2 (wrapper over `solov2 train`)", formatter_class=HelpFormatter)
+    p.add_argument("config", help="config file (.py)")
+    p.add_argument("--gpus", type=int, default=1, help="local processes (one per GPU; CPU processes without CUDA)")
+    p.add_argument("--work_dir", "--work-dir", dest="work_dir",
+                   help="logs and checkpoints (default: the config's work_dir, else work_dirs/CONFIG)")
+    p.add_argument("--resume_from", "--resume-from", dest="resume_from", help="checkpoint to resume from")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="auto", help="as solov2 train --launcher")
+    p.add_argument("--seed", type=int, help="random seed (default: the config's seed, else 0)")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
+    p.add_argument("--cfg-options", "--cfg_options", dest="cfg_options", nargs="+", metavar="KEY=VALUE",
+                   help="config overrides a.b.c=value")
     a = p.parse_args()
-    argv = ["train", a.config, "--gpus", str(a.gpus),
-            "--launcher", "torchrun" if a.launcher == "pytorch" else a.launcher]
+    argv = ["train", a.config, "--gpus", str(a.gpus), "--launcher", a.launcher]
     for flag, value in (("--work-dir", a.work_dir), ("--resume", a.resume_from), ("--seed", a.seed),
                         ("--device", a.device)):
         if value is not None:

@@ -21,6 +21,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch import Tensor
 
+from ..errors import one_line
 from .errors import DataError, first_usable
 from .image import read_image
 from .transforms import hflip
@@ -145,7 +146,7 @@ def _read_json(ann_file: str):
         with open(ann_file, encoding="utf-8") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{ann_file}: invalid JSON ({_one_line(exc)})") from None
+        raise DataError(f"{ann_file}: invalid JSON ({one_line(exc)})") from None
 
 
 def coco_from_data(data, ann_file: str) -> tuple[COCO, dict[str, list], dict[int, object]]:
@@ -284,7 +285,3 @@ def _warn_problems(ann_file: str, problems: dict[str, list], num_kept: int) -> N
     shown = ", ".join(str(i) for i in ids[:10]) + (", ..." if len(ids) > 10 else "")
     warnings.warn(f"{ann_file}: {len(ids)} problem annotation(s) ({reasons}); unusable ones dropped, "
                   f"{num_kept} kept; annotation ids: {shown}", stacklevel=3)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())

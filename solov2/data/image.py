@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from ..errors import one_line
 from .errors import DataError
 
 __all__ = ["read_rgb", "read_image"]
@@ -39,7 +40,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     except DataError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: cannot read image ({_one_line(exc)})") from None
+        raise DataError(f"{path}: cannot read image ({one_line(exc)})") from None
 
 
 def read_image(path: str | os.PathLike) -> Tensor:
@@ -59,7 +60,3 @@ def _to_rgb(im: Image.Image, path: str) -> np.ndarray:
     if im.mode == "F":
         raise DataError(f"{path}: floating point image (PIL mode F) is not supported; save it as 8 or 16 bits")
     return np.array(im.convert("RGB"))  # np.array, not asarray: torch needs a writable buffer
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())

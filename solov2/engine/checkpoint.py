@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import one_line
+
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or does not fit the model; the message names the file."""
@@ -82,8 +84,7 @@ def read_checkpoint(path: str) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot read checkpoint ({first_line})") from None
+        raise CheckpointError(f"{path}: cannot read checkpoint ({one_line(exc)})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a checkpoint (got {type(ckpt).__name__})")
     if "state_dict" not in ckpt:

@@ -300,6 +300,7 @@ class Trainer:
             self._step()
             self.iter += 1
             logged = du.reduce_mean({k: v / group for k, v in summed.items()})  # the group's mean
+            logged.update(self._unweighted(logged))
             warning = self.guard.update(logged["loss_ins"], self.iter)
             if warning and self.rank == 0:
                 logger.warning("%s", warning)
@@ -336,6 +337,13 @@ class Trainer:
             latest = os.path.join(self.work_dir, "latest.pth")
             kept = f"; the last good checkpoint is {latest}" if os.path.exists(latest) else ""
             raise TrainingError(f"iteration {self.iter + 1}: loss is {float(loss.detach())} ({parts}); training stopped{kept}")
+
+    def _unweighted(self, logged: dict) -> dict[str, float]:
+        """``dice`` and ``focal``: ``loss_ins`` and ``loss_cate`` without their config weights, so that runs with
+        different weights compare (Dice is in [0, 1]; a collapsed mask branch sits at 1)."""
+        head = self.model.bbox_head
+        weights = {"dice": ("loss_ins", head.loss_ins_weight), "focal": ("loss_cate", head.loss_cate.loss_weight)}
+        return {name: logged[key] / w for name, (key, w) in weights.items() if key in logged and w}
 
     def _log(self, logged: dict) -> None:
         elapsed = time.time() - self.start_time

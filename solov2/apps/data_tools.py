@@ -1,0 +1,52 @@
+"""The data tools: ``solov2 check-data`` (the report on a config's data before training), ``labelme-to-coco``,
+``make-shapes`` and ``cityscapes-to-coco``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["check_data_main", "labelme_to_coco_main", "make_shapes_main", "cityscapes_to_coco_main"]
+
+
+def check_data_main(config: str, cfg_options=None, split: str = "train", out: str | None = None):
+    """``solov2 check-data``: the data report of ``data.<split>`` (text on stdout, ``data_report.png`` in
+    ``out``, default the work dir that ``train`` would use). Returns the :class:`~solov2.data.report.DataReport`."""
+    import warnings
+    from ..config import ConfigError, load_config
+    from ..data import build_dataset
+    from ..data.report import data_report, format_report, head_scale_ranges, save_report_picture, training_scale
+    cfg = load_config(config, cfg_options)
+    if cfg.data.get(split) is None:
+        raise ConfigError(f"{config}: data.{split} is not set; data has {sorted(k for k in cfg.data if k in ('train', 'val', 'test'))}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # dropped annotations are listed by the report itself
+        dataset = build_dataset(cfg.data[split])
+    report = data_report(dataset, head_scale_ranges(cfg), training_scale(cfg) if split == "train" else None)
+    print(format_report(report))
+    out = out or cfg.get("work_dir") or os.path.join("work_dirs", Path(config).stem)
+    print(f"wrote {save_report_picture(report, os.path.join(out, 'data_report.png'))}")
+    return report
+
+
+def labelme_to_coco_main(folder: str, out_json: str, image_root: str | None = None) -> dict:
+    from ..data.labelme import labelme_to_coco
+    data = labelme_to_coco(folder, out_json, image_root)
+    print(f"wrote {out_json}: {len(data['images'])} images, {len(data['annotations'])} instances, "
+          f"{len(data['categories'])} classes ({', '.join(c['name'] for c in data['categories'])}); "
+          f"file_name is relative to {image_root or folder}")
+    return data
+
+
+def make_shapes_main(out: str, num_images: int = 200, seed: int = 0, image_size: int | tuple[int, int] = 256) -> str:
+    """``solov2 make-shapes``: the built-in synthetic data set as a COCO folder; returns the annotation file."""
+    from ..data.synthetic import write_shapes_coco
+    path = write_shapes_coco(out, num_images=num_images, seed=seed, image_size=image_size)
+    print(f"wrote {num_images} images to {out} ({path})")
+    return path
+
+
+def cityscapes_to_coco_main(root: str, out_json: str, split: str = "train") -> None:
+    """``solov2 cityscapes-to-coco``: Cityscapes polygons of ``split`` -> one COCO instance JSON."""
+    from ..data.cityscapes import cityscapes_to_coco
+    cityscapes_to_coco(root, out_json, split)
+    print(f"wrote {out_json}")

@@ -1,0 +1,60 @@
+"""``solov2 demo`` (``make demo``): built-in data -> train a small SOLOv2 on CPU -> mask AP -> pictures."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ..engine.launch import train_main
+from .predict import predict_main
+
+__all__ = ["demo_main", "cpu_has_native_bf16"]
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int = 100,
+              image_size: int | tuple[int, int] = 128, cfg_options=None, amp: bool = False) -> dict:
+    """Built-in data -> train a small SOLOv2 on CPU -> mask AP on the val split -> pictures in ``out``.
+
+    ``amp=True`` trains with bf16 autocast: 35 % less time per step on CPUs with native bf16, but its mask AP
+    over two runs (0.210, 0.185) against fp32's (0.203, 0.208) does not yet show that it costs nothing, so fp32
+    is the default (docs/training.md). ``image_size``: the built-in images' side, or their ``(H, W)``."""
+    from ..data.synthetic import write_shapes_coco
+    start = time.time()
+    data_dir = os.path.join(out, "data")
+    for split, n, seed in (("train", train_images, 0), ("val", val_images, 1)):
+        if not os.path.exists(os.path.join(data_dir, split, "annotations.json")):
+            write_shapes_coco(os.path.join(data_dir, split), num_images=n, seed=seed, image_size=image_size)
+    options = {"data.train.ann_file": f"{data_dir}/train/annotations.json",
+               "data.train.img_prefix": f"{data_dir}/train/images",
+               "data.val.ann_file": f"{data_dir}/val/annotations.json",
+               "data.val.img_prefix": f"{data_dir}/val/images",
+               "data.test.ann_file": f"{data_dir}/val/annotations.json",
+               "data.test.img_prefix": f"{data_dir}/val/images"}
+    options.update(cfg_options or {})
+    config = str(REPO_CONFIGS / "demo" / "solov2_light_r18_shapes.py")
+    if amp and not cpu_has_native_bf16():
+        print("note: this CPU has no native bf16 (AVX512-BF16 / AMX): --amp will be slower than fp32", flush=True)
+    metrics = train_main(config, work_dir=out, cfg_options=options, device="cpu", amp=amp)
+    val_images_dir = os.path.join(data_dir, "val", "images")
+    examples = sorted(os.listdir(val_images_dir))[:8]
+    pictures = predict_main(config, os.path.join(out, "latest.pth"),
+                            [os.path.join(val_images_dir, e) for e in examples],
+                            out=os.path.join(out, "pictures"), score_thr=0.3, device="cpu")
+    minutes = (time.time() - start) / 60
+    print(f"\ndemo: mask AP {metrics.get('mask_AP', 0):.3f}, AP50 {metrics.get('mask_AP50', 0):.3f}, "
+          f"AP75 {metrics.get('mask_AP75', 0):.3f} on {val_images} val images; {minutes:.1f} min; "
+          f"{len(pictures)} pictures in {os.path.join(out, 'pictures')}")
+    return metrics
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (Linux ``avx512_bf16`` / ``amx_bf16`` flags); elsewhere False,
+    since emulated bf16 is slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
