@@ -7,12 +7,13 @@ overrides (``--cfg-options a.b=1``) that refuse keys the config does not have.
 from __future__ import annotations
 
 import ast
+import inspect
 import os
 from typing import Any, Iterable
 
 from mmengine.config import Config, ConfigDict
 
-__all__ = ["Config", "ConfigError", "load_config", "apply_overrides", "parse_overrides"]
+__all__ = ["Config", "ConfigError", "load_config", "apply_overrides", "parse_overrides", "init_params", "check_keys"]
 
 
 class ConfigError(ValueError):
@@ -91,3 +92,24 @@ def _child(node: Any, part: str, path: str, key: str) -> Any:
     if not _has(node, part):
         raise ConfigError(f"--cfg-options: unknown key {key!r} (no {path!r} in the config)")
     return node[int(part)] if isinstance(node, list) else node[part]
+
+
+def init_params(cls) -> dict[str, inspect.Parameter]:
+    """The keyword arguments ``cls(...)`` takes (without ``self``); a ``**kwargs`` passed on to the base class
+    counts as the base class's arguments."""
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self", None)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()) and cls.__mro__[1] is not object:
+        params = {**init_params(cls.__mro__[1]), **{k: p for k, p in params.items() if p.kind is not p.VAR_KEYWORD}}
+    return params
+
+
+def check_keys(cls, keys: Iterable[str], where: str, skip: tuple[str, ...] = ()) -> dict[str, inspect.Parameter]:
+    """Raise :class:`ConfigError` naming ``where`` if a config key is not an argument of ``cls`` (or is one of
+    ``skip``, set by the caller); returns ``cls``'s arguments. The one check behind every config section."""
+    params = init_params(cls)
+    unknown = sorted(k for k in keys if k not in params or k in skip)
+    if unknown:
+        allowed = sorted(k for k in params if k not in skip)
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; allowed: {allowed}")
+    return params

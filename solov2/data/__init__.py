@@ -1,12 +1,11 @@
 """Data sets and loaders. A config's ``type='CocoDataset'`` is looked up in one plain dict, :data:`DATASETS`."""
 from __future__ import annotations
 
-import inspect
 
 import torch
 from torch import Tensor
 
-from ..config import ConfigError
+from ..config import ConfigError, check_keys
 from .coco import CocoDataset, read_image
 from .errors import DataError
 from .synthetic import SyntheticShapes, write_shapes_coco
@@ -41,11 +40,7 @@ def build_dataset(cfg: dict, default_args: dict | None = None) -> torch.utils.da
         raise ConfigError(f"dataset config has no 'type'; known types: {sorted(DATASETS)}")
     name = cfg.pop("type")
     cls = _dataset_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    unknown = sorted(k for k in cfg if k not in params or k == "self")
-    if unknown:
-        allowed = sorted(k for k in params if k != "self")
-        raise ConfigError(f"dataset {name}: unknown key(s) {unknown}; allowed: {allowed}")
+    params = check_keys(cls, cfg, f"dataset {name}")
     for key, value in (default_args or {}).items():
         if key in params:
             cfg.setdefault(key, value)

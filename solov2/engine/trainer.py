@@ -3,7 +3,6 @@ atomic checkpoints, exact resume (bit for bit, augmentation included: see ``rng`
 (see ``interrupt``), TensorBoard, evaluation, and DistributedDataParallel."""
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -19,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..checkpoint_config import checkpoint_meta, resolve_classes
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, check_keys
 from ..models import build_model, init_backbone_for_training
 from ..precision import amp_dtype, precision_autocast
 from . import distributed as du
@@ -54,10 +53,7 @@ def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     optimizers = {"SGD": torch.optim.SGD, "AdamW": torch.optim.AdamW}
     if kind not in optimizers:
         raise ConfigError(f"optimizer.type: unknown optimizer {kind!r} (expected one of {sorted(optimizers)})")
-    allowed = set(inspect.signature(optimizers[kind].__init__).parameters) - {"self", "params"}
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
-        raise ConfigError(f"optimizer: unknown key(s) {unknown} for {kind}; allowed: {sorted(allowed)}")
+    check_keys(optimizers[kind], cfg, "optimizer", skip=("params",))
     return optimizers[kind]([p for p in model.parameters() if p.requires_grad], **cfg)
 
 

@@ -1,12 +1,11 @@
 """Model construction from a config: a small dict maps each ``type`` name to its class."""
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, check_keys
 from ..postprocess import TestConfig
 from .backbone import ResNet, ResNeXt
 from .layers import ConvModule
@@ -23,20 +22,8 @@ COMPONENTS = {"ResNet": ResNet, "ResNeXt": ResNeXt, "FPN": FPN, "MaskFeatHead": 
               "SOLOv2Head": SOLOv2Head, "SOLOv2LightHead": SOLOv2LightHead}
 
 
-def _init_params(cls) -> dict:
-    """The keyword arguments ``cls(...)`` takes; a ``**kwargs`` passed on to the base class counts as its."""
-    params = dict(inspect.signature(cls.__init__).parameters)
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()) and cls.__mro__[1] is not object:
-        params = {**_init_params(cls.__mro__[1]), **{k: p for k, p in params.items() if p.kind is not p.VAR_KEYWORD}}
-    return params
-
-
 def _construct(cls, kwargs: dict, where: str, skip: tuple[str, ...] = ()):
-    params = _init_params(cls)
-    unknown = sorted(k for k in kwargs if k not in params or k in skip)
-    if unknown:
-        allowed = sorted(k for k in params if k not in ("self", *skip))
-        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; allowed: {allowed}")
+    check_keys(cls, kwargs, where, skip)
     return cls(**kwargs)
 
 

@@ -34,8 +34,8 @@ class MaskFeatHead(nn.Module):
         for i in range(start_level, end_level + 1):
             level = nn.Sequential()
             for j in range(max(i, 1)):
-                chn = in_channels if j > 0 or i < end_level else in_channels + 2
-                chn = out_channels if j > 0 else chn
+                # the first conv reads the level (the coarsest one with 2 CoordConv channels), later ones its output
+                chn = out_channels if j > 0 else in_channels + 2 * (i == end_level)
                 level.add_module(f"conv{j}", ConvModule(chn, out_channels, 3, padding=1, norm="GN",
                                                         activation="relu", inplace=False,
                                                         conv_cfg=conv_cfg))
