@@ -17,9 +17,11 @@ demo: $(VENV)/.installed
 	$(PY) -m solov2.cli demo --out runs/demo
 
 test: $(VENV)/.installed
+	$(PY) -m ruff check solov2 tests benchmarks tools
 	$(PY) -m pytest -q
 
 test-fast: $(VENV)/.installed
+	$(PY) -m ruff check solov2 tests benchmarks tools
 	$(PY) -m pytest -q -m "not slow"
 
 clean:

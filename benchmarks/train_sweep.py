@@ -78,7 +78,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.parallel) as pool:
         rows = list(pool.map(lambda kv: run_one(kv[0], common + list(kv[1]), args, spec["CONFIG"]),
                              variants.items()))
-    print(f"\n| variant | mask AP | AP50 | last loss_ins | minutes |\n|---|---:|---:|---:|---:|")
+    print("\n| variant | mask AP | AP50 | last loss_ins | minutes |\n|---|---:|---:|---:|---:|")
     for r in rows:
         ap = "failed (see log)" if r["rc"] else f"{r['AP']:.3f}"
         ap50 = "" if r["rc"] else f"{r['AP50']:.3f}"

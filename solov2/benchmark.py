@@ -1,6 +1,7 @@
 """Speed benchmark of a SOLOv2 config: the network alone and end to end, fp32 (and fp16 on CUDA).
 
-``run_benchmark`` is what ``solov2 benchmark CONFIG [CHECKPOINT]`` (or ``solov2 benchmark CHECKPOINT``) runs; ``main(argv)`` is its command line::
+``run_benchmark`` is what ``solov2 benchmark CONFIG [CHECKPOINT]`` (or ``solov2 benchmark CHECKPOINT``) runs;
+``main(argv)`` is its command line::
 
     python -m solov2.benchmark configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py \\
         --device cpu --threads 2 --input-size 448 768 --iters 20
@@ -88,7 +89,8 @@ def _measure(fn: Callable[[], Any], iters: int, warmup: int, device: torch.devic
 
 def run_benchmark(config_path: str, checkpoint: str | None = None, device: str = "cpu",
                   input_size: tuple[int, int] = (448, 768), batch: int = 1, iters: int = 20, warmup: int = 3,
-                  fp16: bool = False, bf16: bool = False, optimize: bool = False, overrides: dict[str, Any] | None = None,
+                  fp16: bool = False, bf16: bool = False, optimize: bool = False,
+                  overrides: dict[str, Any] | None = None,
                   num_threads: int | None = None, verbose: bool = True, seed: int = 0) -> dict[str, Any]:
     """Measure latency, throughput and peak memory of a config's model on random images.
 
@@ -215,7 +217,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         report = run_benchmark(args.config, args.checkpoint, device=args.device, input_size=tuple(args.input_size),
                                batch=args.batch, iters=args.iters, warmup=max(args.warmup, 0),
-                               fp16="fp16" in args.precision, bf16="bf16" in args.precision, optimize=args.optimize, num_threads=args.threads,
+                               fp16="fp16" in args.precision, bf16="bf16" in args.precision, optimize=args.optimize,
+                               num_threads=args.threads,
                                overrides=parse_overrides(args.cfg_options) if args.cfg_options else None)
     except ValueError as exc:  # ConfigError, CheckpointError, bad device or fp16 on CPU: one line, no traceback
         print(f"solov2 benchmark: error: {exc}", file=sys.stderr)

@@ -38,7 +38,8 @@ def resolve_classes(cfg: Config, train_dataset, log: Callable[[str], None] | Non
     The config's count is a default that the data overrides, as Ultralytics overrides ``nc`` from the data
     file; the override is logged in one line naming the classes. The validation set (when evaluation will
     run) must list the same categories in the same label order: else :class:`~solov2.data.DataError` names both
-    lists, before any training. A test set that differs (training does not read it) gets a one-line warning. Every process of a multi-process run calls this and resolves the same way.
+    lists, before any training. A test set that differs (training does not read it) gets a one-line warning.
+    Every process of a multi-process run calls this and resolves the same way.
 
     Returns ``(classes, cat_ids)``: the names in label order and the COCO category id of each label
     (both empty for a data set that does not name its classes; the config then decides).

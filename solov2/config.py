@@ -68,7 +68,8 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> None:
         leaf = parts[-1]
         exists = _has(node, leaf)
         if not exists and not (len(parts) == 1 and leaf in OPTIONAL_TOP_LEVEL):
-            raise ConfigError(f"--cfg-options: unknown key {key!r} (no {leaf!r} in {'.'.join(parts[:-1]) or 'the config'})")
+            parent = ".".join(parts[:-1]) or "the config"
+            raise ConfigError(f"--cfg-options: unknown key {key!r} (no {leaf!r} in {parent})")
         if isinstance(node, list):
             node[int(leaf)] = value
         elif isinstance(value, dict):

@@ -52,8 +52,8 @@ def onnxruntime_runs_deform_conv() -> tuple[bool, str]:
     from onnx import TensorProto, helper
     names = ["X", "W", "O", "B", "M"]
     node = helper.make_node("DeformConv", names, ["Y"], pads=[0, 0, 0, 0])
-    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
-                                                for n in names], [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names]
+    graph = helper.make_graph([node], "probe", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_DEFORM_OPSET)])
     proto.ir_version = min(proto.ir_version, 9)  # older onnxruntime builds refuse newer IR versions
     try:

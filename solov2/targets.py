@@ -162,8 +162,8 @@ def build_targets(gt_masks: list[Tensor], gt_labels: list[Tensor], image_size: t
     """Targets of a batch whose masks are all padded to ``image_size`` (H, W); see :class:`SOLOv2Targets`."""
     if shared_cells not in SHARED_CELLS:
         raise ValueError(f"shared_cells must be one of {SHARED_CELLS}, got {shared_cells!r}")
-    per_image = [build_targets_single(m, l, image_size, num_grids, scale_ranges, sigma, num_classes, shared_cells)
-                 for m, l in zip(gt_masks, gt_labels)]
+    per_image = [build_targets_single(masks, labels, image_size, num_grids, scale_ranges, sigma, num_classes,
+                                      shared_cells) for masks, labels in zip(gt_masks, gt_labels)]
     cate_labels = torch.cat([torch.stack([img[0][lvl] for img in per_image]).flatten()
                              for lvl in range(len(num_grids))])
     pos_image = torch.cat([torch.full_like(img[1], i) for i, img in enumerate(per_image)])

@@ -58,7 +58,8 @@ def test_val_categories_must_be_the_training_sets():
     with pytest.raises(DataError) as err:
         resolve_classes(cfg, ThreeClasses(), log=lambda s: None, build_dataset=lambda c: SyntheticShapes(1))
     message = str(err.value)
-    assert message.startswith("data.val has 5 categories ['disc'") and "data.train has 3 ['apple', 'pear', 'plum']" in message
+    assert message.startswith("data.val has 5 categories ['disc'")
+    assert "data.train has 3 ['apple', 'pear', 'plum']" in message
     assert "\n" not in message
     # Without evaluation during training the val set is not read; an unreadable test set is not training's business.
     cfg = _cfg(**{"evaluation.interval": -1})
@@ -152,7 +153,8 @@ def test_eval_classes_must_match(tmp_path):
     class Renamed(ThreeClasses):
         CLASSES = ("apple", "pear", "fig")
 
-    with pytest.raises(ValueError, match=r"classes \['apple', 'pear', 'plum'\] differ from .* \['apple', 'pear', 'fig'\]"):
+    differ = r"classes \['apple', 'pear', 'plum'\] differ from .* \['apple', 'pear', 'fig'\]"
+    with pytest.raises(ValueError, match=differ):
         check_eval_classes(resolved, Renamed(), "data.test")
 
 

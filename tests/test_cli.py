@@ -261,12 +261,14 @@ def test_predict_uses_the_checkpoints_category_ids(detecting_checkpoint, tmp_pat
 
 def test_eval_reads_the_validation_set_by_default(detecting_checkpoint, tmp_path, capsys):
     val = "data.val={'type': 'SyntheticShapes', 'num_images': 2, 'seed': 1, 'image_size': 96}"
-    test = f"data.test={{'type': 'CocoDataset', 'ann_file': '{tmp_path}/instances_val2017.json', 'img_prefix': '{tmp_path}'}}"
+    test = (f"data.test={{'type': 'CocoDataset', 'ann_file': '{tmp_path}/instances_val2017.json', "
+            f"'img_prefix': '{tmp_path}'}}")
     metrics = tmp_path / "m.json"
     assert main(["eval", TINY, detecting_checkpoint, "--metrics-out", str(metrics), "--cfg-options", val, test]) == 0
     assert "mask_AP" in json.loads(metrics.read_text())
     assert main(["eval", TINY, detecting_checkpoint, "--split", "test", "--cfg-options", val, test]) == 1
-    assert capsys.readouterr().err.strip().endswith(f"error: {tmp_path}/instances_val2017.json: annotation file not found")
+    missing = f"error: {tmp_path}/instances_val2017.json: annotation file not found"
+    assert capsys.readouterr().err.strip().endswith(missing)
     assert main(["eval", TINY, detecting_checkpoint, "--cfg-options", "data.val=None"]) == 1
     assert "data.val is not set" in capsys.readouterr().err
 

@@ -41,8 +41,8 @@ CROWD_MASK = _rect(14, 20, 0, 3)
 
 
 def _annotations():
-    ann = lambda i, img, cat, segm, **kw: {"id": i, "image_id": img, "category_id": cat, "segmentation": segm,
-                                             "iscrowd": 0, **kw}
+    def ann(i, img, cat, segm, **kw):
+        return {"id": i, "image_id": img, "category_id": cat, "segmentation": segm, "iscrowd": 0, **kw}
     return [
         ann(1, 1, 5, [[2, 3, 10, 3, 10, 8, 2, 8]]),
         ann(2, 1, 3, _uncompressed_rle(RLE_MASK)),
@@ -287,7 +287,8 @@ def test_string_image_ids_through_dataset_and_coco_evaluation(tmp_path):
     # ... and the results file it writes uses the user's own ids: it loads against the user's file
     results = json.loads((tmp_path / "eval/segm_results.json").read_text())
     assert {r["image_id"] for r in results} == {"img_001", "img_002"}
-    import contextlib, io
+    import contextlib
+    import io
     with contextlib.redirect_stdout(io.StringIO()):
         user_gt = COCO(ann_file)
         assert len(user_gt.loadRes(results).anns) == 2

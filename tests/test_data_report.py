@@ -24,7 +24,8 @@ def _square(x, y, side):
 def tiny(tmp_path):
     for name in ("1.png", "2.png", "3.png"):
         Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(tmp_path / name)
-    ann = lambda i, img, cat, segm, **kw: {"id": i, "image_id": img, "category_id": cat, "segmentation": segm, **kw}
+    def ann(i, img, cat, segm, **kw):
+        return {"id": i, "image_id": img, "category_id": cat, "segmentation": segm, **kw}
     data = {
         "images": [{"id": k, "file_name": f"{k}.png", "height": SIZE, "width": SIZE} for k in (1, 2, 3)],
         "categories": [{"id": 1, "name": "apple"}, {"id": 2, "name": "bike"}, {"id": 3, "name": "cat"}],

@@ -319,7 +319,8 @@ def test_tools_train_says_how_to_resume_in_its_own_spelling(tmp_path, monkeypatc
     work = tmp_path / "run"
     args = [TINY, "--work_dir", str(work), "--resume_from", str(tmp_path / "old.pth"), "--device", "cpu",
             "--cfg-options", "max_iters=4", "evaluation.interval=-1"]
-    monkeypatch.setattr(sys, "argv", ["tools/train.py", *[a for a in args if "old.pth" not in a and a != "--resume_from"]])
+    fresh = [a for a in args if "old.pth" not in a and a != "--resume_from"]
+    monkeypatch.setattr(sys, "argv", ["tools/train.py", *fresh])
     assert tools_train.main() == 130
     expected = " ".join(["python", *sys.argv, "--resume_from", str(work / "latest.pth")])
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"interrupted at iteration 2; resume with: {expected}"

@@ -46,7 +46,8 @@ def test_onnx_export_runs_in_onnxruntime_with_the_models_outputs(dcn_model, tmp_
     path = export_onnx(dcn_model, str(tmp_path / "dcn.onnx"), input_size=INPUT)
     import onnx
     proto = onnx.load(path)
-    assert sum(n.op_type == "DeformConv" for n in proto.graph.node) == 5 * 2 * 2 + 8  # 5 levels x 2 towers x 2 convs, 8 mask-branch convs
+    # 5 levels x 2 towers x 2 convs, 8 mask-branch convs
+    assert sum(n.op_type == "DeformConv" for n in proto.graph.node) == 5 * 2 * 2 + 8
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 19
     got = load_exported(path).run(x)
     for a, b in zip(got, _reference(dcn_model, x)):

@@ -74,7 +74,8 @@ def test_labelme_to_coco_to_dataset_masks_equal_the_polygons(folder, tmp_path):
     # also the same shapes as OpenCV draws them (another rasterizer: equal up to the boundary pixels)
     cv = np.zeros((H, W), np.uint8)
     cv2.fillPoly(cv, [np.array([[5, 5], [25, 5], [15, 20]], np.int32)], 1)
-    assert (target["masks"][0].numpy() & cv.astype(bool)).sum() / (target["masks"][0].numpy() | cv.astype(bool)).sum() > 0.8
+    mask, drawn = target["masks"][0].numpy(), cv.astype(bool)
+    assert (mask & drawn).sum() / (mask | drawn).sum() > 0.8
     _, target = ds[1]
     circle = np.zeros((H, W), np.uint8)
     cv2.circle(circle, (30, 20), 10, 1, -1)

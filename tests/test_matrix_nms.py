@@ -52,9 +52,9 @@ def test_invariant_to_input_order_after_sorting():
     scores = torch.rand(12, generator=g)
 
     def run(perm):
-        m, l, s = masks[perm], labels[perm], scores[perm]
+        m, lab, s = masks[perm], labels[perm], scores[perm]
         order = s.argsort(descending=True)
-        out = matrix_nms(m[order], l[order], s[order])
+        out = matrix_nms(m[order], lab[order], s[order])
         result = torch.empty_like(out)
         result[perm[order]] = out  # back to the original indexing
         return result

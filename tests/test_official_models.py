@@ -86,7 +86,10 @@ def test_dcn_models_have_deformable_layers_where_the_official_configs_put_them()
     assert light["bbox_head.cate_convs.2.conv.conv_offset.weight"] == (18, 256, 3, 3)
 
 
-@pytest.mark.parametrize("name", ["solov2_r101_dcn_fpn_3x", "solov2_x101_dcn_fpn_3x", "solov2_light_512_dcn_r50_fpn_3x"])
+DCN_MODELS = ["solov2_r101_dcn_fpn_3x", "solov2_x101_dcn_fpn_3x", "solov2_light_512_dcn_r50_fpn_3x"]
+
+
+@pytest.mark.parametrize("name", DCN_MODELS)
 def test_dcn_keys_convert_from_solo_and_mmdet(name):
     # Official DCN checkpoints need no conversion (--from solo keeps every key); MMDetection 3.x's R101-DCN and
     # X101-DCN name the deformable layers as mmcv does (conv_offset), under its own head names.

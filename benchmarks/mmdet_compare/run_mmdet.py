@@ -7,7 +7,8 @@ models use the very same torch build)::
 
 Unless ``--no-ours`` is given, our ``solov2`` (imported from this checkout) is timed in the same loop,
 interleaved, on the same image, in three variants (``--ours``; see ``build_our_variants``): as built, as the
-Predictor runs it (``optimize_for_inference``), and that in bf16. Unless ``--random-mmdet`` is given, MMDetection's model gets *our* random
+Predictor runs it (``optimize_for_inference``), and that in bf16. Unless ``--random-mmdet`` is given,
+MMDetection's model gets *our* random
 weights (the parameter names map one to one), so both produce the same detections; the script prints the
 largest difference of the network outputs as a check that the two are the same network.
 
@@ -259,7 +260,8 @@ def main(argv=None) -> int:
     print(f"MMDetection's own weights through `solov2 convert --from mmdet`: unmapped keys {conversion['unmapped']}, "
           f"max |ours - mmdet| over network outputs {conversion['max_abs_diff_network']:.2e}, instances "
           f"{conversion['instances'][0]} vs {conversion['instances'][1]}, same labels {conversion['same_labels']}, "
-          f"max score difference {conversion['max_abs_diff_scores']:.2e}, min mask IoU {conversion['min_mask_iou']:.4f}")
+          f"max score difference {conversion['max_abs_diff_scores']:.2e}, "
+          f"min mask IoU {conversion['min_mask_iou']:.4f}")
     ours = build_our_variants(args.config) if args.with_ours else None
     if not args.random_mmdet:
         copy_our_weights(build_ours(args.config), mm)  # the same seed: the weights of every `ours` model

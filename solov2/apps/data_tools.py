@@ -17,7 +17,8 @@ def check_data_main(config: str, cfg_options=None, split: str = "train", out: st
     from ..data.report import data_report, format_report, head_scale_ranges, save_report_picture, training_scale
     cfg = load_config(config, cfg_options)
     if cfg.data.get(split) is None:
-        raise ConfigError(f"{config}: data.{split} is not set; data has {sorted(k for k in cfg.data if k in ('train', 'val', 'test'))}")
+        sets = sorted(k for k in cfg.data if k in ("train", "val", "test"))
+        raise ConfigError(f"{config}: data.{split} is not set; data has {sets}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # dropped annotations are listed by the report itself
         dataset = build_dataset(cfg.data[split])

@@ -289,8 +289,9 @@ class Trainer:
                 self._check_finite(loss, losses)
                 self.scaler.scale(loss / group).backward()
             parts = {**losses, "loss": loss}
-            summed = {k: v.detach() for k, v in parts.items()} if step == first else \
-                {k: summed[k] + v.detach() for k, v in parts.items()}
+            if step == first:  # sum the group's micro-batches for logging
+                summed = {k: torch.zeros_like(v.detach()) for k, v in parts.items()}
+            summed = {k: summed[k] + v.detach() for k, v in parts.items()}
             if not last_of_group:
                 continue
             self._step()
@@ -332,7 +333,8 @@ class Trainer:
             parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
             latest = os.path.join(self.work_dir, "latest.pth")
             kept = f"; the last good checkpoint is {latest}" if os.path.exists(latest) else ""
-            raise TrainingError(f"iteration {self.iter + 1}: loss is {float(loss.detach())} ({parts}); training stopped{kept}")
+            raise TrainingError(f"iteration {self.iter + 1}: loss is {float(loss.detach())} ({parts}); "
+                                f"training stopped{kept}")
 
     def _unweighted(self, logged: dict) -> dict[str, float]:
         """``dice`` and ``focal``: ``loss_ins`` and ``loss_cate`` without their config weights, so that runs with
@@ -413,4 +415,6 @@ class Trainer:
 def _reason(exc: BaseException) -> str:
     """An exception in one line; the type is named unless it is an error about the input (a ValueError) or ours."""
     text = " ".join(str(exc).split())
-    return text if isinstance(exc, (ValueError, TrainingError)) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
+    if isinstance(exc, (ValueError, TrainingError)) and text:
+        return text
+    return f"{type(exc).__name__}: {text}".rstrip(": ")
