@@ -17,6 +17,8 @@ PRECISIONS = ["fp32", "bf16", "fp16"]  # solov2.predictor.PRECISIONS
 FROM_CHECKPOINT = ("a checkpoint of `solov2 train` (it carries its config and class names), or a .py config and then "
                    "the checkpoint (the config's test-time settings are used; needed for official SOLO checkpoints)")
 DEVICE_HELP = "cpu or cuda (default: cuda if available, else cpu)"
+AMP_HELP = ("mixed precision: fp16 on CUDA, bf16 on CPU; the log says which (default: on for CPUs with native bf16, "
+            "AVX512-BF16 or AMX; off otherwise)")
 CFG_HELP = "config overrides a.b.c=value (Python literals); a key the config lacks is an error"
 
 
@@ -110,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume from CKPT, or from WORK_DIR/latest.pth when no path is given")
     add_cfg_options(t)
     t.add_argument("--device", choices=["cpu", "cuda"], help=DEVICE_HELP)
-    t.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU; the log says which)")
+    t.add_argument("--amp", action=argparse.BooleanOptionalAction, help=AMP_HELP)
     t.add_argument("--gpus", type=int, default=1, help="local processes (one per GPU; CPU processes without CUDA)")
     t.add_argument("--launcher", choices=LAUNCHERS, default="auto", help="torchrun (MMDetection: pytorch): a process "
                    "of a torchrun job; none: start --gpus processes here; auto: torchrun if its variables are set")
@@ -146,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--val-images", type=int, default=100, help="built-in validation images")
     d.add_argument("--image-size", type=int, nargs="+", default=[128], metavar="SIZE", help="the images' side, or H W")
     add_cfg_options(d)
-    d.add_argument("--amp", action="store_true", help="bf16 autocast (faster with AVX512-BF16/AMX; docs/training.md)")
+    d.add_argument("--amp", action=argparse.BooleanOptionalAction, help=AMP_HELP)
 
     m = command("make-shapes", "write the built-in synthetic data set as a COCO folder", lambda a: make_shapes_main(
         a.out, a.num_images, a.seed, _size(a.image_size)))

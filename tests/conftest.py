@@ -23,3 +23,11 @@ def no_downloads(monkeypatch):
         raise urllib.error.URLError(f"tests never download ({url})")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+@pytest.fixture(autouse=True)
+def fp32_training_by_default(monkeypatch):
+    """Training in tests is fp32 unless a test asks for --amp: the default precision depends on the CPU
+    (bf16 where it is native, solov2.precision.default_amp), and a test's figures must not."""
+    import solov2.precision
+    monkeypatch.setattr(solov2.precision, "default_amp", lambda device: False)

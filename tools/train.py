@@ -19,7 +19,8 @@ def main() -> int:
     p.add_argument("--launcher", choices=LAUNCHERS, default="auto", help="as solov2 train --launcher")
     p.add_argument("--seed", type=int, help="random seed (default: the config's seed, else 0)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction,
+                   help="mixed precision, fp16 on CUDA, bf16 on CPU (default: on for CPUs with native bf16)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     p.add_argument("--cfg-options", "--cfg_options", dest="cfg_options", nargs="+", metavar="KEY=VALUE",
                    help="config overrides a.b.c=value")
@@ -29,7 +30,7 @@ def main() -> int:
                         ("--device", a.device)):
         if value is not None:
             argv += [flag, str(value)]
-    argv += ["--deterministic"] * a.deterministic + ["--amp"] * a.amp
+    argv += ["--deterministic"] * a.deterministic + {True: ["--amp"], False: ["--no-amp"], None: []}[a.amp]
     if a.cfg_options:
         argv += ["--cfg-options", *a.cfg_options]
     return solov2_main(argv, resume_hint=lambda ckpt: resume_command(

@@ -6,20 +6,21 @@ import time
 from pathlib import Path
 
 from ..engine.launch import train_main
+from ..precision import cpu_has_native_bf16
 from .predict import predict_main
 
-__all__ = ["demo_main", "cpu_has_native_bf16"]
+__all__ = ["demo_main"]
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int = 100,
-              image_size: int | tuple[int, int] = 128, cfg_options=None, amp: bool = False) -> dict:
+              image_size: int | tuple[int, int] = 128, cfg_options=None, amp: bool | None = None) -> dict:
     """Built-in data -> train a small SOLOv2 on CPU -> mask AP on the val split -> pictures in ``out``.
 
-    ``amp=True`` trains with bf16 autocast: 35 % less time per step on CPUs with native bf16, but its mask AP
-    over two runs (0.210, 0.185) against fp32's (0.203, 0.208) does not yet show that it costs nothing, so fp32
-    is the default (docs/training.md). ``image_size``: the built-in images' side, or their ``(H, W)``."""
+    ``amp``: bf16 autocast; None (default) uses it on CPUs that compute bf16 natively (where a step takes ~0.6x
+    the fp32 time; ``solov2.precision.default_amp``), and the demo then fits its 10 minutes; False for fp32.
+    ``image_size``: the built-in images' side, or their ``(H, W)``."""
     from ..data.synthetic import write_shapes_coco
     start = time.time()
     data_dir = os.path.join(out, "data")
@@ -34,7 +35,7 @@ def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int 
                "data.test.img_prefix": f"{data_dir}/val/images"}
     options.update(cfg_options or {})
     config = str(REPO_CONFIGS / "demo" / "solov2_light_r18_shapes.py")
-    if amp and not cpu_has_native_bf16():
+    if amp and not cpu_has_native_bf16():  # asked for explicitly
         print("note: this CPU has no native bf16 (AVX512-BF16 / AMX): --amp will be slower than fp32", flush=True)
     metrics = train_main(config, work_dir=out, cfg_options=options, device="cpu", amp=amp)
     val_images_dir = os.path.join(data_dir, "val", "images")
@@ -48,13 +49,3 @@ def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int 
           f"{len(pictures)} pictures in {os.path.join(out, 'pictures')}")
     return metrics
 
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (Linux ``avx512_bf16`` / ``amx_bf16`` flags); elsewhere False,
-    since emulated bf16 is slower than fp32."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags

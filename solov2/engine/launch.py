@@ -42,12 +42,14 @@ def resolve_device(device: str | None) -> str:
 
 
 def train_main(config: str, work_dir: str | None = None, resume: str | None = None, cfg_options=None,
-               device: str | None = None, amp: bool = False, gpus: int = 1, launcher: str = "auto",
+               device: str | None = None, amp: bool | None = None, gpus: int = 1, launcher: str = "auto",
                seed: int | None = None, deterministic: bool = False) -> dict:
     """Train from a config file: one process, ``gpus`` spawned local processes, or under torchrun
     (``launcher`` ``"torchrun"``/``"pytorch"``, or ``"auto"`` when torchrun's variables are set).
-    Returns the final metrics (``work_dir/metrics.json``)."""
+    ``amp`` None: mixed precision where it is the faster default (bf16 on CPUs with native bf16, see
+    ``solov2.precision.default_amp``). Returns the final metrics (``work_dir/metrics.json``)."""
     from ..config import load_config
+    from ..precision import default_amp
     from . import distributed as du
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
@@ -59,6 +61,7 @@ def train_main(config: str, work_dir: str | None = None, resume: str | None = No
     if resume and not os.path.isfile(resume):
         raise FileNotFoundError(f"{resume}: checkpoint to resume from not found")
     device = resolve_device(device)
+    amp = default_amp(device) if amp is None else amp
     seed = seed if seed is not None else (cfg.get("seed") or 0)
     opts = dict(config=config, cfg_options=cfg_options, work_dir=work_dir, resume=resume, device=device, amp=amp,
                 seed=seed, deterministic=deterministic)
