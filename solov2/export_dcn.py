@@ -15,6 +15,7 @@ import logging
 
 from torch import nn
 
+from .errors import one_line
 from .models.dcn import is_deform_conv
 
 __all__ = ["DEFORM_OP", "ONNX_DEFORM_OPSET", "has_deform_conv", "prepare_onnx_export", "onnxruntime_runs_deform_conv"]
@@ -62,7 +63,7 @@ def onnxruntime_runs_deform_conv() -> tuple[bool, str]:
         session.run(None, {"X": one, "W": one, "O": np.zeros((1, 2, 1, 1), np.float32),
                            "B": np.zeros(1, np.float32), "M": one})
     except Exception as exc:  # NOT_IMPLEMENTED, an unknown op, an opset it does not know: all mean "cannot run"
-        return False, f"onnxruntime {ort.__version__}: {str(exc).strip().splitlines()[0][:160]}"
+        return False, f"onnxruntime {ort.__version__}: {one_line(exc)[:160]}"
     del onnx
     return True, ""
 

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from .errors import one_line
 from .models.transform import ImageTransform, check_images, masks_at_original_size, pad_images, padded_size
 from .postprocess import TestConfig, postprocess_single
 
@@ -219,7 +220,7 @@ def _open_onnx(path: str):
     try:
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ExportError(f"{path}: onnxruntime cannot open it ({str(exc).strip().splitlines()[0]})") from None
+        raise ExportError(f"{path}: onnxruntime cannot open it ({one_line(exc)})") from None
     return session, _parse_meta(path, session.get_modelmeta().custom_metadata_map.get(META_KEY))
 
 
@@ -229,7 +230,7 @@ def _open_torchscript(path: str):
         with quiet_deprecations():
             module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
     except Exception as exc:
-        raise ExportError(f"{path}: not a TorchScript file ({str(exc).strip().splitlines()[0]})") from None
+        raise ExportError(f"{path}: not a TorchScript file ({one_line(exc)})") from None
     return module.eval(), _parse_meta(path, extra[META_KEY])
 
 
