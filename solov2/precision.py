@@ -1,6 +1,8 @@
 """Network precision: one autocast helper for training, evaluation, prediction and benchmarks."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 __all__ = ["PRECISIONS", "autocast_dtype", "amp_dtype", "precision_autocast", "cpu_has_native_bf16", "default_amp"]
@@ -41,5 +43,9 @@ def cpu_has_native_bf16() -> bool:
 def default_amp(device: str | torch.device) -> bool:
     """Training's precision when neither ``--amp`` nor ``--no-amp`` is given: bf16 autocast on CPUs that compute
     bf16 natively (a step takes ~0.6x the fp32 time there at the same mask AP, docs/training.md), fp32 on other
-    CPUs and on GPUs (as the official code trains)."""
+    CPUs and on GPUs (as the official code trains). ``SOLOV2_AMP=0`` (or ``1``) in the environment sets the
+    default on a machine, for every command and the processes it starts (the tests use it)."""
+    forced = os.environ.get("SOLOV2_AMP")
+    if forced in ("0", "1"):
+        return forced == "1"
     return torch.device(device).type == "cpu" and cpu_has_native_bf16()

@@ -49,12 +49,14 @@ def test_killed_two_process_run_resumes(tiny_cityscapes, tmp_path):
     wait_for_checkpoint(proc, latest, min_iter=1, timeout=300)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
     proc.wait()
-    killed_at = read_checkpoint(str(latest))["meta"]["iter"]
+    meta = read_checkpoint(str(latest))["meta"]
+    killed_at = meta["iter"]
     assert 1 <= killed_at < 5
     resumed = subprocess.run(seed_command(tiny_cityscapes, work, "--resume_from", str(latest)) + ["max_iters=5"],
                              cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"at epoch 0, iteration {killed_at}" in (work / "train.log").read_text()
+    # A kill right after an epoch's last iteration resumes at the next epoch: the checkpoint says which.
+    assert f"at epoch {meta['epoch']}, iteration {killed_at}" in (work / "train.log").read_text()
     assert read_checkpoint(str(latest))["meta"]["iter"] == 5
 
 

@@ -5,14 +5,22 @@ import torch
 import solov2.precision as precision
 from solov2.precision import amp_dtype, autocast_dtype, precision_autocast
 
-REAL_DEFAULT_AMP = precision.default_amp  # taken at import: conftest pins precision.default_amp to fp32 in tests
 
 
 @pytest.mark.parametrize("native, device, expected", [(True, "cpu", True), (False, "cpu", False),
                                                       (True, "cuda", False)])
 def test_default_amp_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, native, device, expected):
+    monkeypatch.delenv("SOLOV2_AMP")  # conftest sets it to 0 for every test
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
-    assert REAL_DEFAULT_AMP(device) is expected
+    assert precision.default_amp(device) is expected
+
+
+def test_the_environment_sets_the_default(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setenv("SOLOV2_AMP", "0")
+    assert precision.default_amp("cpu") is False
+    monkeypatch.setenv("SOLOV2_AMP", "1")
+    assert precision.default_amp("cuda") is True
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
