@@ -338,3 +338,12 @@ def test_an_epoch_checkpoint_is_serialized_once(tmp_path, monkeypatch):
     assert len(paths) == 2
     assert (tmp_path / "latest.pth").read_bytes() == (tmp_path / "epoch_2.pth").read_bytes()
     assert read_checkpoint(str(tmp_path / "latest.pth"))["meta"]["iter"] == 4
+
+
+def test_optimizers_are_fused_where_torch_has_the_kernel_unless_the_config_says():
+    from solov2.engine.trainer import build_optimizer
+    model = torch.nn.Linear(3, 2)
+    for kind in ("SGD", "AdamW"):
+        assert build_optimizer(model, {"type": kind, "lr": 0.1}).defaults["fused"] is True
+        assert not build_optimizer(model, {"type": kind, "lr": 0.1, "fused": False}).defaults["fused"]
+        assert not build_optimizer(model, {"type": kind, "lr": 0.1, "foreach": True}).defaults["fused"]
