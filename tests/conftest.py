@@ -31,3 +31,13 @@ def fp32_training_by_default(monkeypatch):
     (bf16 where it is native, solov2.precision.default_amp), and a test's figures must not. The environment
     variable reaches the training processes that tests start too."""
     monkeypatch.setenv("SOLOV2_AMP", "0")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fp32_inference_by_default():
+    """Inference in tests (Predictor, predict, eval, benchmark) resolves precision "auto" to fp32, for the same
+    reason: "auto" is bf16 on CPUs with native bf16 (solov2.precision.resolve_precision). Session-wide, so that
+    module-scoped fixtures see it too; tests of "auto" itself delete it with their own monkeypatch."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOLOV2_PRECISION", "fp32")
+        yield
