@@ -94,7 +94,7 @@ def test_benchmark_speaks_precision_like_predict(monkeypatch):
     monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **kw: calls.append(kw) or {})
     for argv in (["--precision", "bf16"], ["--bf16"], ["--precision", "fp32", "bf16", "fp16"], []):
         assert main(["benchmark", TINY, *argv]) == 0
-    assert [(kw["bf16"], kw["fp16"]) for kw in calls] == [(True, False), (True, False), (True, True), (False, False)]
+    assert [kw["precisions"] for kw in calls] == [["bf16"], ["auto", "bf16"], ["fp32", "bf16", "fp16"], ["auto"]]
 
 
 def test_convert_takes_strict_and_allow_pickle(tmp_path, capsys):
