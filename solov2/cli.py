@@ -14,7 +14,7 @@ from .engine.launch import LAUNCHERS, interrupted_message, resume_command, train
 from .errors import one_line
 
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]  # solov2.precision.PRECISION_CHOICES
-PRECISION_HELP = ("network precision; auto (default): bf16 on CPUs with native bf16, fp32 elsewhere "
+PRECISION_HELP = ("network precision; auto: bf16 on CPUs with native bf16, fp32 elsewhere "
                   "(solov2.precision.resolve_precision); fp16: CUDA only")
 FROM_CHECKPOINT = ("a checkpoint of `solov2 train` (it carries its config and class names), or a .py config and then "
                    "the checkpoint (the config's test-time settings are used; needed for official SOLO checkpoints)")
@@ -92,6 +92,14 @@ def _benchmark(args) -> None:
     from .benchmark import run_from_args
     if run_from_args(args) != 0:
         raise SystemExit(2)
+
+
+def _tune(args) -> None:
+    from .tuning import tune_main
+    if len(args.sources) > 2:
+        raise ValueError(f"solov2 tune: expected [CONFIG.py] [CHECKPOINT], got {len(args.sources)} arguments")
+    source, checkpoint = (args.sources + [None, None])[:2]
+    tune_main(source, checkpoint, args.reset, args.all_machines, args.threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("output", help="where to write our checkpoint")
     cv.add_argument("--strict", action="store_true", help="fail if a key cannot be mapped (else: a warning)")
     cv.add_argument("--allow-pickle", action="store_true", help="full unpickling (trusted files only; mmengine)")
+
+    tu = command("tune", "measure (once per machine, cached) which convolutions run on Winograd; --reset forgets",
+                 lambda a: _tune(a))
+    tu.add_argument("sources", nargs="*", metavar="[CONFIG.py] [CHECKPOINT]",
+                    help="the model to tune for (default: the seed config)")
+    tu.add_argument("--reset", action="store_true", help="forget this CPU's cached choices first (alone: only that)")
+    tu.add_argument("--all", dest="all_machines", action="store_true", help="with --reset: every machine's")
+    tu.add_argument("--threads", type=int, help="torch.set_num_threads (the choices are cached per thread count)")
 
     from .benchmark import add_arguments as add_benchmark_arguments
     add_benchmark_arguments(command("benchmark", "latency, throughput and memory", _benchmark))

@@ -41,3 +41,14 @@ def fp32_inference_by_default():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SOLOV2_PRECISION", "fp32")
         yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_tuning_by_default(tmp_path_factory):
+    """The optimized model's Winograd choices are measured per machine (solov2.tuning): timing-dependent, so
+    tests use the fixed rule (SOLOV2_TUNE=0), and the cache lives in a temporary folder, never ~/.cache. Tests
+    of tuning delete SOLOV2_TUNE and point SOLOV2_CACHE_DIR at their own tmp_path."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOLOV2_TUNE", "0")
+        patch.setenv("SOLOV2_CACHE_DIR", str(tmp_path_factory.mktemp("solov2_cache")))
+        yield
