@@ -13,7 +13,9 @@ from .apps.predict import predict_main
 from .engine.launch import LAUNCHERS, interrupted_message, resume_command, train_main, worker_error
 from .errors import one_line
 
-PRECISIONS = ["fp32", "bf16", "fp16"]  # solov2.predictor.PRECISIONS
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]  # solov2.precision.PRECISION_CHOICES
+PRECISION_HELP = ("network precision; auto: bf16 on CPUs with native bf16, fp32 elsewhere "
+                  "(solov2.precision.resolve_precision); fp16: CUDA only")
 FROM_CHECKPOINT = ("a checkpoint of `solov2 train` (it carries its config and class names), or a .py config and then "
                    "the checkpoint (the config's test-time settings are used; needed for official SOLO checkpoints)")
 DEVICE_HELP = "cpu or cuda (default: cuda if available, else cpu)"
@@ -92,6 +94,14 @@ def _benchmark(args) -> None:
         raise SystemExit(2)
 
 
+def _tune(args) -> None:
+    from .tuning import tune_main
+    if len(args.sources) > 2:
+        raise ValueError(f"solov2 tune: expected [CONFIG.py] [CHECKPOINT], got {len(args.sources)} arguments")
+    source, checkpoint = (args.sources + [None, None])[:2]
+    tune_main(source, checkpoint, args.reset, args.all_machines, args.threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("solov2", description="SOLOv2 instance segmentation", formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -126,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="val", choices=["train", "val", "test"], help="data.SPLIT of the config")
     add_cfg_options(e)
     e.add_argument("--device", choices=["cpu", "cuda"], help=DEVICE_HELP)
-    e.add_argument("--precision", choices=PRECISIONS, default="fp32", help="network precision, as for predict")
+    e.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     e.add_argument("--optimize", action="store_true", help="the model as predict runs it (BatchNorm folded, ...)")
 
     pr = command("predict", "predict on images, folders, globs or videos and draw the results", _predict)
@@ -138,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--save-json", action=argparse.BooleanOptionalAction, default=True, help="write results.json")
     pr.add_argument("--ann", metavar="FILE.json", help="COCO file whose image ids results.json uses (by file_name)")
     pr.add_argument("--save-masks", action="store_true", help="one PNG per instance")
-    pr.add_argument("--precision", choices=PRECISIONS, default="fp32", help="network precision (fp16: CUDA only)")
+    pr.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     pr.add_argument("--no-optimize", dest="optimize", action="store_false", help="run the model as built")
 
     d = command("demo", "built-in data -> train on CPU -> mask AP -> pictures", lambda a: demo_main(
@@ -194,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("output", help="where to write our checkpoint")
     cv.add_argument("--strict", action="store_true", help="fail if a key cannot be mapped (else: a warning)")
     cv.add_argument("--allow-pickle", action="store_true", help="full unpickling (trusted files only; mmengine)")
+
+    tu = command("tune", "measure (once per machine, cached) which convolutions run on Winograd; --reset forgets",
+                 lambda a: _tune(a))
+    tu.add_argument("sources", nargs="*", metavar="[CONFIG.py] [CHECKPOINT]",
+                    help="the model to tune for (default: the seed config)")
+    tu.add_argument("--reset", action="store_true", help="forget this CPU's cached choices first (alone: only that)")
+    tu.add_argument("--all", dest="all_machines", action="store_true", help="with --reset: every machine's")
+    tu.add_argument("--threads", type=int, help="torch.set_num_threads (the choices are cached per thread count)")
 
     from .benchmark import add_arguments as add_benchmark_arguments
     add_benchmark_arguments(command("benchmark", "latency, throughput and memory", _benchmark))

@@ -140,29 +140,53 @@ def _winograd_eligible(conv: nn.Module, min_in_channels: int) -> bool:
             and conv.padding == (1, 1) and conv.in_channels >= min_in_channels)
 
 
-def use_winograd(model: nn.Module, min_in_channels: int = 256) -> nn.Module:
+def use_winograd(model: nn.Module, min_in_channels: int = 256,
+                 choices: dict[nn.Module, bool] | None = None) -> nn.Module:
     """Replace, in place, every 3x3 stride-1 ``Conv2d`` with at least ``min_in_channels`` inputs by a
-    :class:`WinogradConv2d` sharing its parameters; returns ``model``.
+    :class:`WinogradConv2d` sharing its parameters; returns ``model``. With ``choices`` (conv -> bool, from
+    :func:`solov2.tuning.tune_winograd`), exactly the convs it marks True are replaced instead.
 
-    In SOLOv2 light R50 at 448x768 that is the FPN's and the mask branch's convs on the 1/4 and 1/8
-    maps: measured in the network on this project's 2-core CPU, the FPN's 1/4-scale conv went from 112 to
+    The fixed rule: in SOLOv2 light R50 at 448x768 that is the FPN's and the mask branch's convs on the 1/4 and
+    1/8 maps: measured in the network on this project's 2-core CPU, the FPN's 1/4-scale conv went from 112 to
     60 ms and the network (BatchNorm folded, channels_last) from 736 to 665 ms
     (``benchmarks/inference_speedups.py``, ``docs/benchmarks.md``). Narrower convs
     (ResNet's 64/128-channel 3x3s) were slower with Winograd in the same measurement, hence the default.
+    That is one machine's finding; :func:`optimize_for_inference` measures on the machine it runs on instead.
     """
     for parent in list(model.modules()):
         for name, conv in list(parent.named_children()):
-            if not _winograd_eligible(conv, min_in_channels):
+            if choices is not None:
+                if not (choices.get(conv) and _winograd_eligible(conv, 0)):
+                    continue
+            elif not _winograd_eligible(conv, min_in_channels):
                 continue
             new = WinogradConv2d(conv.in_channels, conv.out_channels, 3, padding=1, bias=conv.bias is not None,
                                  device=conv.weight.device, dtype=conv.weight.dtype)
             new.weight, new.bias = conv.weight, conv.bias
+            if choices is not None:  # measured at its own map size (inputs are resized to the test scale)
+                new.min_pixels = 0
             setattr(parent, name, new)
     return model
 
 
+def _tuned_choices(model: nn.Module) -> dict[nn.Module, bool] | None:
+    """This machine's Winograd choices for a SOLOv2 on the CPU at its test scale (:mod:`solov2.tuning`), or
+    None (tuning off, not a SOLOv2, not on the CPU, no NNPACK): the fixed rule then."""
+    from .tuning import tune_winograd, tuning_enabled
+    transform = getattr(model, "transform", None)
+    if not (tuning_enabled() and hasattr(model, "forward_features") and transform is not None
+            and nnpack_available()):
+        return None
+    param = next(model.parameters(), None)
+    if param is None or param.device.type != "cpu" or param.dtype != torch.float32:
+        return None
+    from .models.transform import padded_size
+    long_side, short_side = transform.test_scale
+    return tune_winograd(model, padded_size((short_side, long_side), transform.size_divisor)) or None
+
+
 def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: bool = True,
-                           winograd: bool = True, compile: bool = False) -> nn.Module:
+                           winograd: bool = True, compile: bool = False, tune: bool = True) -> nn.Module:
     """A copy of ``model`` in eval mode with the chosen speedups; ``model`` itself is not modified.
 
     Args:
@@ -171,6 +195,9 @@ def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: b
         channels_last: NHWC weights (:func:`to_channels_last`): with BatchNorm folded, oneDNN's NHWC
             kernels made the whole network 1.15x faster on the 2-core CPU (``docs/benchmarks.md``).
         winograd: :func:`use_winograd` (only acts on CPU in float32 without autograd).
+        tune: choose the Winograd convs by this machine's measurements (:mod:`solov2.tuning`: measured once
+            per CPU, torch version and thread count, a few seconds, then cached) instead of the fixed
+            ``min_in_channels=256`` rule; off where ``SOLOV2_TUNE=0``.
         compile: ``torch.compile`` the backbone, FPN and mask branch of a SOLOv2, or the whole module
             otherwise. Post-processing has data-dependent shapes and stays eager. The first call
             with each new input size compiles (tens of seconds to minutes on CPU; needs a C++ compiler).
@@ -183,7 +210,7 @@ def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: b
     if channels_last:
         to_channels_last(model)
     if winograd:
-        use_winograd(model)
+        use_winograd(model, choices=_tuned_choices(model) if tune else None)
     if compile:
         if hasattr(model, "forward_features"):
             # The heavy, fixed-shape parts; the head runs per level on small grids and stays eager.

@@ -15,7 +15,7 @@ from .data.image import read_rgb
 from .engine.checkpoint import load_weights
 from .models import build_model
 from .optimize import optimize_for_inference
-from .precision import PRECISIONS, autocast_dtype, precision_autocast  # noqa: F401 (re-exported)
+from .precision import PRECISIONS, autocast_dtype, precision_autocast, resolve_precision  # noqa: F401 (re-exported)
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 BACKENDS = ("torch", "onnxruntime")
@@ -56,7 +56,10 @@ class Predictor:
     convolutions on CPU (:func:`solov2.optimize.optimize_for_inference`), which changes results by float
     rounding only. ``precision="bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA) runs the network under autocast,
     about twice as fast on CPUs with AVX512-BF16 / AMX, with slightly different scores and masks
-    (measured in ``docs/benchmarks.md``); post-processing stays float32.
+    (measured in ``docs/benchmarks.md``); post-processing stays float32. The default ``"auto"`` is bf16 on
+    CPUs with native bf16 (torch backend) and fp32 elsewhere (:func:`solov2.precision.resolve_precision`; the
+    mask-AP cost measured for that rule is in ``docs/benchmarks.md``); ``precision="fp32"`` gives fp32
+    everywhere. ``predictor.precision`` says which one runs.
 
     ``backend="onnxruntime"`` runs the model exported to ONNX (:mod:`solov2.export`, a dynamic graph made on
     the first call, a few seconds) in onnxruntime on the CPU, with the same post-processing in Python
@@ -71,14 +74,15 @@ class Predictor:
 
     def __init__(self, config: str | os.PathLike | Config | None = None, checkpoint: str | os.PathLike | None = None,
                  device: str = "cpu", score_thr: float = 0.3, batch_size: int = 4, optimize: bool = True,
-                 precision: str = "fp32", backend: str = "torch"):
+                 precision: str = "auto", backend: str = "torch"):
         from .checkpoint_config import resolve_model
+        precision = resolve_precision(precision, device, backend)
         _check_backend(backend, device, precision)
         resolved = resolve_model(config, checkpoint)
         self.cfg, self.checkpoint = resolved.cfg, resolved.checkpoint
         self.device, self.score_thr, self.batch_size = device, score_thr, batch_size
         self.autocast_dtype = autocast_dtype(precision, device)
-        self.backend = backend
+        self.precision, self.backend = precision, backend
         # onnxruntime optimizes the exported graph itself; BatchNorm folding etc. would only be exported.
         optimize = optimize and backend == "torch"
         self.model, _ = load_model(self.cfg, resolved.ckpt, device, optimize, name=resolved.checkpoint)

@@ -22,7 +22,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 def test_every_subcommand_dispatches_through_its_parser():
     commands = _subcommands(build_parser())
     assert {"train", "eval", "predict", "demo", "make-shapes", "cityscapes-to-coco", "check-data",
-            "labelme-to-coco", "export", "convert", "benchmark"} == set(commands)
+            "labelme-to-coco", "export", "convert", "benchmark", "tune"} == set(commands)
     assert all(callable(sub.get_default("func")) for sub in commands.values())
 
 
@@ -42,7 +42,7 @@ def test_every_argument_is_described_and_every_default_shown(name):
 def test_help_shows_the_default_values():
     commands = _subcommands(build_parser())
     predict = " ".join(commands["predict"].format_help().split())
-    assert "(default: 0.3)" in predict and "(default: runs/predict)" in predict and "(default: fp32)" in predict
+    assert "(default: 0.3)" in predict and "(default: runs/predict)" in predict and "(default: auto)" in predict
     assert "(default: a square of the test scale" in " ".join(commands["export"].format_help().split())
     assert "(default: 200)" in " ".join(commands["make-shapes"].format_help().split())
 
@@ -94,7 +94,7 @@ def test_benchmark_speaks_precision_like_predict(monkeypatch):
     monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **kw: calls.append(kw) or {})
     for argv in (["--precision", "bf16"], ["--bf16"], ["--precision", "fp32", "bf16", "fp16"], []):
         assert main(["benchmark", TINY, *argv]) == 0
-    assert [(kw["bf16"], kw["fp16"]) for kw in calls] == [(True, False), (True, False), (True, True), (False, False)]
+    assert [kw["precisions"] for kw in calls] == [["bf16"], ["auto", "bf16"], ["fp32", "bf16", "fp16"], ["auto"]]
 
 
 def test_convert_takes_strict_and_allow_pickle(tmp_path, capsys):

@@ -52,3 +52,39 @@ def test_autocast_dtypes():
         autocast_dtype("fp16", "cpu")
     with precision_autocast(torch.bfloat16, "cpu"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.bfloat16
+
+
+@pytest.mark.parametrize("native, device, backend, expected", [
+    (True, "cpu", "torch", "bf16"), (False, "cpu", "torch", "fp32"), (True, "cuda", "torch", "fp32"),
+    (True, "cpu", "onnxruntime", "fp32")])
+def test_auto_inference_precision_is_bf16_only_where_native(monkeypatch, native, device, backend, expected):
+    monkeypatch.delenv("SOLOV2_PRECISION")  # conftest sets it to fp32 for every test
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    assert precision.resolve_precision("auto", device, backend) == expected
+    assert precision.resolve_precision("fp32", device, backend) == "fp32"  # the one switch away
+    assert autocast_dtype("auto", device) is (torch.bfloat16 if expected == "bf16" or
+                                              (native and device == "cpu") else None)
+
+
+def test_the_environment_sets_what_auto_means(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setenv("SOLOV2_PRECISION", "fp32")
+    assert precision.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setenv("SOLOV2_PRECISION", "bf16")
+    assert precision.resolve_precision("auto", "cpu", "onnxruntime") == "bf16"  # the Predictor then refuses it
+    assert precision.resolve_precision("fp32", "cpu") == "fp32"
+
+
+def test_predictor_and_commands_default_to_auto(monkeypatch):
+    import inspect
+
+    from solov2 import Predictor
+    from solov2.apps.evaluate import eval_main
+    from solov2.apps.predict import predict_main
+    from solov2.cli import build_parser
+    for fn in (Predictor.__init__, eval_main, predict_main):
+        assert inspect.signature(fn).parameters["precision"].default == "auto", fn
+    parser = build_parser()
+    assert parser.parse_args(["eval", "x.pth"]).precision == "auto"
+    assert parser.parse_args(["predict", "x.pth", "a.png"]).precision == "auto"
+    assert parser.parse_args(["eval", "x.pth", "--precision", "fp32"]).precision == "fp32"

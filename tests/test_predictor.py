@@ -1,4 +1,6 @@
 """solov2.Predictor: inputs, outputs, and that its default speedups and bf16 keep the instances."""
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +145,16 @@ def test_bad_precision(checkpoint):
         Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, precision="int8")
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, precision="fp16")
+
+
+def test_auto_precision_resolves_per_backend(checkpoint, monkeypatch):
+    import solov2.precision
+    monkeypatch.delenv("SOLOV2_PRECISION")
+    monkeypatch.setattr(solov2.precision, "cpu_has_native_bf16", lambda: True)
+    predictor = Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint)
+    assert predictor.precision == "bf16" and predictor.autocast_dtype is torch.bfloat16
+    assert Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, precision="fp32").autocast_dtype is None
+    if importlib.util.find_spec("onnxruntime"):  # exported graphs run fp32: "auto" does not make them refuse
+        assert Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="onnxruntime").precision == "fp32"
+    monkeypatch.setattr(solov2.precision, "cpu_has_native_bf16", lambda: False)
+    assert Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint).precision == "fp32"

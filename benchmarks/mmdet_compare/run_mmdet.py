@@ -6,10 +6,11 @@ models use the very same torch build)::
     /tmp/mmdet-venv/bin/python benchmarks/mmdet_compare/run_mmdet.py --threads 2 --sizes 448 --iters 10
 
 Unless ``--no-ours`` is given, our ``solov2`` (imported from this checkout) is timed in the same loop,
-interleaved, on the same image, in three variants (``--ours``; see ``build_our_variants``): as built, as the
-Predictor runs it (``optimize_for_inference``), and that in bf16. Unless ``--random-mmdet`` is given,
-MMDetection's model gets *our* random
-weights (the parameter names map one to one), so both produce the same detections; the script prints the
+interleaved, on the same image, as ``solov2.Predictor`` variants (``--predictor``; ``PREDICTOR_VARIANTS``):
+its defaults (``pred_default``: precision "auto", this machine's tuned Winograd choices), fp32, fp32 with the
+fixed Winograd rule, and each exported-graph backend this checkout has (onnxruntime, openvino); and, on
+request, our model called directly (``--ours``; see ``build_our_variants``): as built, optimized, bf16.
+Unless ``--random-mmdet`` is given, MMDetection's model gets *our* random weights (the parameter names map one to one), so both produce the same detections; the script prints the
 largest difference of the network outputs as a check that the two are the same network.
 
 Measured per model, like ``benchmarks/model_speed.py``:
@@ -136,6 +137,29 @@ def check_converter(mm, config: str) -> dict:
 
 
 OURS_VARIANTS = ("ours", "ours_fast", "ours_bf16")
+# solov2.Predictor as a user runs it (`Predictor(config, checkpoint, **kwargs)`): its defaults, fp32, the fixed
+# Winograd rule instead of this machine's tuned choices, and each exported-graph backend this checkout has.
+PREDICTOR_VARIANTS = {"pred_default": {}, "pred_fp32": {"precision": "fp32"},
+                      "pred_fp32_untuned": {"precision": "fp32", "tune": False},
+                      "pred_onnxruntime": {"backend": "onnxruntime"}, "pred_openvino": {"backend": "openvino"}}
+# The seed network's arithmetic at 448x768 (the issue's figure: 95 of them backbone + FPN), for the fraction
+# of the CPU's peak that a path reaches in the 10-detection case, where every branch runs.
+NETWORK_GFLOP_448 = 137.0
+
+
+def available_predictor_variants() -> list[str]:
+    """The PREDICTOR_VARIANTS whose backend is in ``solov2.predictor.BACKENDS`` and whose packages import."""
+    import importlib.util
+    sys.path.insert(0, REPO)
+    from solov2.predictor import BACKENDS
+    needs = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("openvino",)}
+    out = []
+    for name, kwargs in PREDICTOR_VARIANTS.items():
+        backend = kwargs.get("backend", "torch")
+        if backend in BACKENDS and all(importlib.util.find_spec(m) for m in needs.get(backend, ())):
+            out.append(name)
+    return out
+
 
 # End-to-end scenarios, made the same way in both models through their category conv, so that both see the
 # same candidates: "e2e" as initialised (category prior 0.01 < score_thr 0.1: no candidates, like an empty
@@ -156,8 +180,17 @@ def set_scenario(cate_conv: torch.nn.Conv2d, scenario: str, num_classes: int = 8
         offsets = {}
         for grid, row, col, cls in FEW:
             offsets.setdefault(grid, torch.zeros(1, num_classes, grid, grid))[0, cls, row, col] = 13.0
-        cate_conv.register_forward_hook(
-            lambda module, args, out: out + offsets[int(out.shape[-1])].to(out) if out.shape[-1] in offsets else out)
+        levels = [offsets[g] for g in sorted(offsets, reverse=True)]  # 40, 36, 24, 16, 12: the levels' order
+        calls = [0]
+
+        def plant(module, args, out):
+            # Both heads run the category conv once per level, in level order: the call count says which level
+            # (not the output's width, which an ONNX export's tracing does not see as a Python int).
+            offset = levels[calls[0] % len(levels)]
+            calls[0] += 1
+            return out + offset.to(out)
+
+        cate_conv.register_forward_hook(plant)
 
 
 def build_our_variants(config: str) -> dict:
@@ -186,7 +219,31 @@ def _autocast(dtype):
     return torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
 
 
-def measure_size(short: int, args, mm: dict, ours: dict | None) -> dict:
+def build_predictor_variants(config: str, names: list[str]) -> dict:
+    """(variant, scenario) -> a ``solov2.Predictor`` of our seed-weights model (the same weights as ``ours`` and as
+    MMDetection's copy), made as a user makes one, from a checkpoint file; each scenario's category conv set as
+    in ``set_scenario`` on the Predictor's own (optimized) model, before the first call (so an exported backend
+    exports it with the planted candidates)."""
+    import tempfile
+    from unittest import mock
+    from solov2 import Predictor, load_config
+    from solov2.engine.checkpoint import save_checkpoint
+    predictors = {}
+    with tempfile.TemporaryDirectory() as tmp:  # the Predictors read the checkpoint when made
+        path = os.path.join(tmp, "seed_random.pth")
+        save_checkpoint(path, build_ours(config), meta={"classes": [f"class{i}" for i in range(8)]})
+        for name in names:
+            kwargs = dict(PREDICTOR_VARIANTS[name])
+            env = {} if kwargs.pop("tune", True) else {"SOLOV2_TUNE": "0"}  # 0: the fixed rule (solov2.tuning)
+            for scenario in SCENARIOS:
+                with mock.patch.dict(os.environ, env):
+                    predictor = Predictor(load_config(config), path, score_thr=0.0, **kwargs)
+                set_scenario(predictor.model.bbox_head.solo_cate, scenario)
+                predictors[name, scenario] = predictor
+    return predictors
+
+
+def measure_size(short: int, args, mm: dict, ours: dict | None, preds: dict | None = None) -> dict:
     from solov2.benchmark import summarize, time_interleaved  # noqa: F401  (ours is on sys.path)
     h, w = short, int(round(short * 768 / 448))
     rgb = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(h))
@@ -230,6 +287,29 @@ def measure_size(short: int, args, mm: dict, ours: dict | None) -> dict:
         if not args.random_mmdet:
             with torch.inference_mode():
                 out["max_abs_diff_network"] = check_same_network(ours["ours", "e2e"][0], mm["e2e"], padded)
+    if preds:
+        rgb_np = np.ascontiguousarray(bgr[:, :, ::-1])  # the Predictor takes (H, W, 3) uint8 RGB
+        for predictor in preds.values():
+            predictor.model.transform.test_scale = (w, h)
+
+        def pred_e2e(predictor, name):
+            def run():
+                dets[name] = len(predictor(rgb_np)["scores"])
+            return run
+
+        def pred_network(predictor):
+            padded_p = predictor.model.transform([rgb])[0].tensors
+
+            def run():
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=predictor.autocast_dtype is not None):
+                    predictor.model.forward_features(padded_p)
+            return run
+
+        for name in sorted({n for n, _ in preds}, key=list(PREDICTOR_VARIANTS).index):
+            if preds[name, "e2e"].backend == "torch":
+                fns[f"{name}_network"] = pred_network(preds[name, "e2e"])
+            fns.update({f"{name}_{sc}": pred_e2e(preds[name, sc], f"{name}_{sc}") for sc in SCENARIOS})
+        out["precisions"] = {n: p.precision for (n, sc), p in preds.items() if sc == "e2e"}
     with torch.inference_mode():
         times = time_interleaved(fns, args.iters, args.warmup)
     for name, t in times.items():
@@ -239,6 +319,29 @@ def measure_size(short: int, args, mm: dict, ours: dict | None) -> dict:
     return out
 
 
+def cpu_fp32_peak(threads: int) -> dict:
+    """fp32 peak of ``threads`` cores: cores x FMA pipes x fp32 lanes per pipe x 2 (multiply and add) x clock.
+    The clock is /proc/cpuinfo's ``cpu MHz`` (what the hypervisor reports; turbo would raise it). AMD family 25
+    (Zen 3/4) runs AVX-512 on two 256-bit FMA pipes (8 fp32 lanes each); Intel AVX-512 server cores have two
+    512-bit FMA pipes (16 lanes); other x86 with AVX2: two 256-bit pipes."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    mhz = float(info.get("cpu MHz", "nan"))
+    flags = info.get("flags", "").split()
+    amd = "AMD" in info.get("vendor_id", "") + info.get("model name", "")
+    lanes = 16 if ("avx512f" in flags and not amd) else 8
+    per_cycle = 2 * lanes * 2  # two FMA pipes, 2 flops per lane
+    return {"cpu": info.get("model name"), "family": info.get("cpu family"), "model": info.get("model"),
+            "mhz": mhz, "flops_per_cycle_per_core": per_cycle, "threads": threads,
+            "gflops": threads * per_cycle * mhz / 1e3}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[448], help="short sides (long = short x 768/448)")
@@ -246,8 +349,14 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-ours", dest="with_ours", action="store_false", help="time MMDetection only")
-    parser.add_argument("--ours", nargs="+", choices=OURS_VARIANTS, default=list(OURS_VARIANTS),
-                        help="which of our variants to time (default all; see build_our_variants)")
+    parser.add_argument("--ours", nargs="*", choices=OURS_VARIANTS, default=[],
+                        help="our models timed directly (see build_our_variants; default none)")
+    parser.add_argument("--predictor", nargs="*", choices=list(PREDICTOR_VARIANTS), default=None,
+                        help="solov2.Predictor variants to time (default: every one this checkout can run; "
+                             "see PREDICTOR_VARIANTS)")
+    parser.add_argument("--peak-gflops", type=float, default=None,
+                        help="the CPU's fp32 peak in GFLOP/s, for the fraction-of-peak column (default: computed "
+                             "from /proc/cpuinfo, see cpu_fp32_peak)")
     parser.add_argument("--random-mmdet", action="store_true", help="keep MMDetection's own random init")
     parser.add_argument("--config", default=CONFIG, help="our config (for --with-ours)")
     parser.add_argument("--json", help="write the figures to this file")
@@ -262,7 +371,10 @@ def main(argv=None) -> int:
           f"{conversion['instances'][0]} vs {conversion['instances'][1]}, same labels {conversion['same_labels']}, "
           f"max score difference {conversion['max_abs_diff_scores']:.2e}, "
           f"min mask IoU {conversion['min_mask_iou']:.4f}")
-    ours = build_our_variants(args.config) if args.with_ours else None
+    ours = build_our_variants(args.config) if args.with_ours and args.ours else None
+    pred_names = (available_predictor_variants() if args.predictor is None else args.predictor) if args.with_ours \
+        else []
+    preds = build_predictor_variants(args.config, pred_names) if pred_names else None
     if not args.random_mmdet:
         copy_our_weights(build_ours(args.config), mm)  # the same seed: the weights of every `ours` model
     mm = {sc: copy.deepcopy(mm) for sc in SCENARIOS}
@@ -276,7 +388,7 @@ def main(argv=None) -> int:
                "torch": torch.__version__, "mmdet": mmdet.__version__, "mmcv": mmcv.__version__,
                "load_before": load, "sizes": {}}
     for short in args.sizes:
-        r = measure_size(short, args, mm, ours)
+        r = measure_size(short, args, mm, ours, preds)
         for kind in ("network", *SCENARIOS):  # model_speed.py's plot reads these names
             r[kind] = r[f"mmdet_{kind}"]
         results["sizes"][str(short)] = r
@@ -285,12 +397,23 @@ def main(argv=None) -> int:
         if "max_abs_diff_network" in r:
             print(f"  same weights: max |ours - mmdet| over network outputs = {r['max_abs_diff_network']:.2e}")
         for kind in ("network", *SCENARIOS):
-            for who in ("mmdet", *(args.ours if ours else ())):
+            for who in ("mmdet", *(args.ours if ours else ()), *pred_names):
+                if f"{who}_{kind}" not in r:
+                    continue
                 s = r[f"{who}_{kind}"]
                 dets = f"   {s['detections']} dets" if "detections" in s else ""
                 ratio = r[f"mmdet_{kind}"]["median_ms"] / s["median_ms"]
                 print(f"  {who + '_' + kind:<24}{s['median_ms']:>9.1f} ms median {s['p90_ms']:>9.1f} ms p90"
                       f"   mmdet/this {ratio:5.2f}x   this/mmdet {1 / ratio:5.2f}{dets}")
+        peak = args.peak_gflops or cpu_fp32_peak(args.threads)["gflops"]
+        gflop = NETWORK_GFLOP_448 * short * int(round(short * 768 / 448)) / (448 * 768)
+        print(f"  fraction of the CPU's fp32 peak ({peak:.0f} GFLOP/s) in the 10-detection case "
+              f"({gflop:.0f} GFLOP of network arithmetic, as the direct convolutions count it):")
+        for who in ("mmdet", *(args.ours if ours else ()), *pred_names):
+            t = r[f"{who}_e2e_10det"]["median_ms"] / 1e3
+            r[f"{who}_e2e_10det"]["fraction_of_fp32_peak"] = gflop / t / peak
+            print(f"    {who:<22}{gflop / t:7.0f} GFLOP/s = {gflop / t / peak:5.2f} of peak")
+    results["cpu_peak"] = cpu_fp32_peak(args.threads)
     results["load_after"] = os.getloadavg()[0]
     print(f"\n1-min load after: {results['load_after']:.2f}")
     if args.json:

@@ -12,7 +12,7 @@ __all__ = ["eval_main"]
 
 def eval_main(config: str | None, checkpoint: str, metric: str | None = None, metrics_out: str | None = None,
               cfg_options=None, device: str | None = None, split: str = "val", out_dir: str | None = None,
-              precision: str = "fp32", optimize: bool = False) -> dict:
+              precision: str = "auto", optimize: bool = False) -> dict:
     """Evaluate a checkpoint on ``data.<split>`` (default ``val``, the set training evaluates on) of the config,
     or (``config`` None) of the config the checkpoint was trained with; ``precision``/``optimize`` evaluate the
     model as the Predictor would run it."""

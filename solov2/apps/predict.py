@@ -64,7 +64,7 @@ def collect_named_inputs(inputs: list[str]) -> list[tuple[str, str]]:
 
 def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: str = "runs/predict",
                  score_thr: float = 0.3, device: str | None = None, save_json: bool = True,
-                 save_masks: bool = False, precision: str = "fp32", optimize: bool = True,
+                 save_masks: bool = False, precision: str = "auto", optimize: bool = True,
                  ann_file: str | None = None) -> list[str]:
     """Pictures (``OUT/<name>_pred.png``, ``<name>`` from :func:`collect_named_inputs`), videos
     (``OUT/<name>_pred.mp4``) and ``OUT/results.json``. Unreadable inputs are skipped with a one-line
