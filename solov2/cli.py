@@ -86,6 +86,14 @@ def _export(args) -> None:
     print(f"wrote {args.out}")
 
 
+def _quantize(args) -> None:
+    from .quantize import quantize_main
+    _sources(args, "quantize")
+    size = tuple(args.input_size) if args.input_size else None
+    out = quantize_main(args.config, args.checkpoint, args.calib_images, args.out, args.images, args.cfg_options, size)
+    print(f"wrote {out}")
+
+
 def _convert(args) -> None:
     from .convert import convert_checkpoint
     unmapped = convert_checkpoint(args.input, args.output, args.source, args.strict, args.allow_pickle)
@@ -196,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--dynamic", action="store_true", help="ONNX, OpenVINO: dynamic input height and width")
     x.add_argument("--with-postprocess", action="store_true", help="thresholds, dynamic masks, Matrix NMS in the graph")
     add_cfg_options(x)  # test-time settings to export with, e.g. model.test_cfg.score_thr=0.2
+
+    q = command("quantize", "int8 OpenVINO IR by NNCF post-training quantization, calibrated on real images", _quantize)
+    q.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT)
+    q.add_argument("--calib-images", type=int, default=300, metavar="N", help="calibration images (drawn with seed 0)")
+    q.add_argument("--out", required=True, help="the IR to write (FILE.xml and FILE.bin)")
+    q.add_argument("--images", metavar="DIR", help="calibrate on the images of this folder (default: the training "
+                   "set of the config, data.train, without random flips)")
+    q.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="a static input size, multiples of 32 "
+                   "(default: dynamic, as --backend openvino runs)")
+    add_cfg_options(q)
 
     cv = command("convert", "convert SOLO / MMDetection 3.x / AdelaiDet checkpoints to ours", _convert)
     cv.add_argument("--from", dest="source", choices=["solo", "mmdet", "adelaidet"], required=True,
