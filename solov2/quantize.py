@@ -65,7 +65,8 @@ def calibration_images(count: int, images_dir: str | None = None, data_cfg: dict
 
 
 def quantize_ir(model: nn.Module, loaders: Sequence, source: str, out_path: str,
-                class_names: Sequence[str] | None = None, input_size: Sequence[int] | None = None) -> str:
+                class_names: Sequence[str] | None = None, input_size: Sequence[int] | None = None,
+                keep_fp32: Sequence[str] = (), preset: str = "performance") -> str:
     """``model`` (a SOLOv2) -> an int8 OpenVINO IR at ``out_path`` (.xml), calibrated on ``loaders``
     (:func:`calibration_images`); dynamic input unless ``input_size`` (H, W) is given. Returns ``out_path``."""
     from .export import export_onnx
@@ -87,11 +88,14 @@ def quantize_ir(model: nn.Module, loaders: Sequence, source: str, out_path: str,
         tensor, meta = preprocess_for_export(model, load(), static)
         return {"input": tensor.numpy(), "image_size": np.asarray(meta["image_size"], dtype=np.int64)}
 
-    quantized = nncf.quantize(ir, nncf.Dataset(list(loaders), feeds), subset_size=len(loaders))
+    ignored = nncf.IgnoredScope(patterns=list(keep_fp32), validate=False) if keep_fp32 else None
+    quantized = nncf.quantize(ir, nncf.Dataset(list(loaders), feeds), subset_size=len(loaders),
+                              preset=nncf.QuantizationPreset(preset), ignored_scope=ignored)
     meta = _meta_of(ir)
     meta["quantization"] = {
         "precision": "int8",
-        "method": f"NNCF {nncf.__version__} post-training quantization (nncf.quantize, preset performance)",
+        "method": f"NNCF {nncf.__version__} post-training quantization (nncf.quantize, preset {preset})",
+        "fp32_layers": list(keep_fp32),
         "calibration": {"source": source, "count": len(loaders), "seed": SEED},
     }
     set_meta(quantized, meta)
