@@ -111,6 +111,7 @@ class Predictor:
         n = int(self._exported.meta["num_classes"])
         names = self._exported.class_names or []
         self.class_names = [str(names[i]) if i < len(names) else f"class_{i}" for i in range(n)]
+
     def __call__(self, images: ImageLike | list[ImageLike]):
         single = not isinstance(images, (list, tuple))
         arrays = [self._as_array(im) for im in ([images] if single else images)]

@@ -24,14 +24,15 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
     from ..config import ConfigError
     from ..data import build_dataset
     from ..engine.evaluate import evaluate, inference_on_dataset
-    from ..predictor import autocast_dtype, check_backend, exported_runtime, load_model, precision_autocast
+    from ..predictor import (autocast_dtype, backend_of_file, check_backend, exported_runtime, load_model,
+                             precision_autocast)
     from ..runtime import check_same_model, is_exported, load_exported
     device = resolve_device(device)
     if is_exported(checkpoint):
         if config is None:
             raise ConfigError(f"{checkpoint}: an exported model holds no data sets; give the config whose "
                               f"data.{split} to evaluate on first: solov2 eval CONFIG.py {checkpoint}")
-        _check_exported_backend(checkpoint, backend)
+        backend_of_file(checkpoint, backend)  # a backend other than the file's: one line
         cfg = resolve_model(config, None, cfg_options).cfg
         runtime = load_exported(checkpoint, precision)
         check_same_model(runtime, cfg.model, config)
@@ -63,11 +64,6 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
         with open(metrics_out, "w") as f:
             json.dump(metrics, f, indent=2)
     return metrics
-
-
-def _check_exported_backend(path: str, backend: str) -> None:
-    from ..predictor import backend_of_file
-    backend_of_file(path, backend)
 
 
 class RunExported:
