@@ -21,6 +21,10 @@ FROM_CHECKPOINT = ("a checkpoint of `solov2 train` (it carries its config and cl
 DEVICE_HELP = "cpu or cuda (default: cuda if available, else cpu)"
 AMP_HELP = ("mixed precision: fp16 on CUDA, bf16 on CPU; the log says which (default: on for CPUs with native bf16, "
             "AVX512-BF16 or AMX; off otherwise)")
+BACKENDS = ["torch", "onnxruntime", "openvino"]  # solov2.predictor.BACKENDS
+BACKEND_HELP = ("runtime of the network: torch, or the checkpoint exported to onnxruntime (fp32) or OpenVINO "
+                "(fp32, bf16) on the CPU, same post-processing; an exported .onnx / .xml file given as CHECKPOINT "
+                "runs in its own")
 CFG_HELP = "config overrides a.b.c=value (Python literals); a key the config lacks is an error"
 
 
@@ -56,19 +60,19 @@ def _sources(args, command: str, inputs: bool = False) -> None:
 def _eval(args) -> None:
     _sources(args, "eval")
     eval_main(args.config, args.checkpoint, args.metric, args.metrics_out, args.cfg_options, args.device, args.split,
-              precision=args.precision, optimize=args.optimize)
+              precision=args.precision, optimize=args.optimize, backend=args.backend)
 
 
 def _predict(args) -> None:
     _sources(args, "predict", inputs=True)
     written = predict_main(args.config, args.checkpoint, args.inputs, args.out, args.score_thr, args.device,
-                           args.save_json, args.save_masks, args.precision, args.optimize, args.ann)
+                           args.save_json, args.save_masks, args.precision, args.optimize, args.ann, args.backend)
     print(f"wrote {len(written)} result(s) to {args.out}")
 
 
 def _export(args) -> None:
     from .checkpoint_config import resolve_model
-    from .export import export_onnx, export_torchscript
+    from .export import export_onnx, export_openvino, export_torchscript
     from .predictor import load_model
     _sources(args, "export")
     resolved = resolve_model(args.config, args.checkpoint, args.cfg_options)
@@ -77,9 +81,19 @@ def _export(args) -> None:
     kwargs = dict(input_size=size, with_postprocess=args.with_postprocess, class_names=resolved.classes)
     if args.format == "onnx":
         export_onnx(model, args.out, dynamic=args.dynamic, **kwargs)
+    elif args.format == "openvino":
+        export_openvino(model, args.out, dynamic=args.dynamic, **kwargs)
     else:
         export_torchscript(model, args.out, **kwargs)
     print(f"wrote {args.out}")
+
+
+def _quantize(args) -> None:
+    from .quantize import quantize_main
+    _sources(args, "quantize")
+    size = tuple(args.input_size) if args.input_size else None
+    out = quantize_main(args.config, args.checkpoint, args.calib_images, args.out, args.images, args.cfg_options, size)
+    print(f"wrote {out}")
 
 
 def _convert(args) -> None:
@@ -130,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
 
     e = command("eval", "evaluate a checkpoint (COCO mask AP or Cityscapes AP)", _eval)
-    e.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT)
+    e.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT + "; or CONFIG.py "
+                   "and an exported .onnx / .xml file (the config's data sets, the file's model)")
     e.add_argument("--metric", choices=["segm", "cityscapes"], help="default: the config's, else segm")
     e.add_argument("--metrics-out", metavar="FILE.json", help="also write the metrics to this JSON file")
     e.add_argument("--split", default="val", choices=["train", "val", "test"], help="data.SPLIT of the config")
@@ -138,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", choices=["cpu", "cuda"], help=DEVICE_HELP)
     e.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     e.add_argument("--optimize", action="store_true", help="the model as predict runs it (BatchNorm folded, ...)")
+    e.add_argument("--backend", choices=BACKENDS, default="torch", help=BACKEND_HELP)
 
     pr = command("predict", "predict on images, folders, globs or videos and draw the results", _predict)
     pr.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT INPUT",
@@ -150,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--save-masks", action="store_true", help="one PNG per instance")
     pr.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     pr.add_argument("--no-optimize", dest="optimize", action="store_false", help="run the model as built")
+    pr.add_argument("--backend", choices=BACKENDS, default="torch", help=BACKEND_HELP)
 
     d = command("demo", "built-in data -> train on CPU -> mask AP -> pictures", lambda a: demo_main(
         a.out, a.train_images, a.val_images, _size(a.image_size), a.cfg_options, a.amp))
@@ -187,15 +204,26 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("out_json", help="COCO JSON file to write")
     lm.add_argument("--image-root", help="file_name is relative to it (default: FOLDER); use it as img_prefix")
 
-    x = command("export", "export to ONNX or TorchScript", _export)
+    x = command("export", "export to ONNX, OpenVINO IR or TorchScript", _export)
     x.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT)
-    x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
-    x.add_argument("--out", required=True, help="file to write")
+    x.add_argument("--format", choices=["onnx", "openvino", "torchscript"], default="onnx",
+                   help="file format (openvino: IR .xml + .bin, converted from the ONNX by OpenVINO)")
+    x.add_argument("--out", required=True, help="file to write (openvino: FILE.xml)")
     x.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="static input size, multiples of "
                    "32 (default: a square of the test scale's long side, which holds any aspect ratio)")
-    x.add_argument("--dynamic", action="store_true", help="ONNX: dynamic input height and width")
+    x.add_argument("--dynamic", action="store_true", help="ONNX, OpenVINO: dynamic input height and width")
     x.add_argument("--with-postprocess", action="store_true", help="thresholds, dynamic masks, Matrix NMS in the graph")
     add_cfg_options(x)  # test-time settings to export with, e.g. model.test_cfg.score_thr=0.2
+
+    q = command("quantize", "int8 OpenVINO IR by NNCF post-training quantization, calibrated on real images", _quantize)
+    q.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT)
+    q.add_argument("--calib-images", type=int, default=300, metavar="N", help="calibration images (drawn with seed 0)")
+    q.add_argument("--out", required=True, help="the IR to write (FILE.xml and FILE.bin)")
+    q.add_argument("--images", metavar="DIR", help="calibrate on the images of this folder (default: the training "
+                   "set of the config, data.train, without random flips)")
+    q.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="a static input size, multiples of 32 "
+                   "(default: dynamic, as --backend openvino runs)")
+    add_cfg_options(q)
 
     cv = command("convert", "convert SOLO / MMDetection 3.x / AdelaiDet checkpoints to ours", _convert)
     cv.add_argument("--from", dest="source", choices=["solo", "mmdet", "adelaidet"], required=True,

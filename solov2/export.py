@@ -1,4 +1,5 @@
-"""Export SOLOv2 to ONNX or TorchScript.
+"""Export SOLOv2 to ONNX, OpenVINO IR (converted from the ONNX by OpenVINO, :mod:`solov2.openvino_ir`) or
+TorchScript.
 
 The exported graph takes the prepared image and its size and returns what post-processing reads
 (:meth:`SOLOv2.predict_cells` for one image)::
@@ -33,8 +34,9 @@ image, resize to the original image and threshold at ``mask_thr`` (0.5):
 whole contract for a deployment without our Python package.
 
 Everything needed to run the file without the config (transform, ``test_cfg``, grids, strides, class
-names) is stored in it: ONNX ``metadata_props`` / TorchScript extra files, key ``solov2``, as JSON; the class
-names and thresholds also under their own keys (``class_names`` as a JSON list, ``score_thr``, ``mask_thr``).
+names) is stored in it: ONNX ``metadata_props`` / OpenVINO ``rt_info`` / TorchScript extra files, key
+``solov2``, as JSON; the class names and thresholds also under their own keys (``class_names`` as a JSON
+list, ``score_thr``, ``mask_thr``).
 Running such a file: :mod:`solov2.runtime`.
 """
 from __future__ import annotations
@@ -43,6 +45,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import tempfile
 from typing import Any, Sequence
 
 import torch
@@ -55,9 +58,9 @@ from .runtime import (FORMAT_VERSION, INPUT_NAMES, META_KEY, OUTPUT_NAMES, POSTP
                       ExportedSOLOv2, ExportError, instances_from_graph, load_exported, postprocess_exported,
                       preprocess_for_export, quiet_deprecations)
 
-__all__ = ["ExportError", "SOLOv2ExportWrapper", "ExportedSOLOv2", "export_onnx", "export_torchscript",
-           "default_input_size", "preprocess_for_export", "postprocess_exported", "instances_from_graph",
-           "load_exported"]
+__all__ = ["ExportError", "SOLOv2ExportWrapper", "ExportedSOLOv2", "export_onnx", "export_openvino",
+           "export_torchscript", "default_input_size", "preprocess_for_export", "postprocess_exported",
+           "instances_from_graph", "load_exported"]
 
 
 class SOLOv2ExportWrapper(nn.Module):
@@ -233,6 +236,18 @@ def export_onnx(model: nn.Module, out_path: str, input_size: Sequence[int] | Non
     onnx.helper.set_model_props(proto, _metadata_props(meta))
     onnx.save(proto, out_path)
     return out_path
+
+
+def export_openvino(model: nn.Module, out_path: str, input_size: Sequence[int] | None = None, dynamic: bool = False,
+                    with_postprocess: bool = False, class_names: Sequence[str] | None = None) -> str:
+    """Write ``model`` as an OpenVINO IR (``out_path`` .xml and its .bin, float32 weights): :func:`export_onnx` with
+    the same arguments, converted by ``openvino.convert_model``; the same inputs, outputs and metadata (in the
+    IR's ``rt_info``). Returns ``out_path``."""
+    from .openvino_ir import onnx_to_ir, save_ir
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(model, os.path.join(tmp, "model.onnx"), input_size, dynamic,
+                                with_postprocess=with_postprocess, class_names=class_names)
+        return save_ir(onnx_to_ir(onnx_path), out_path)
 
 
 def export_torchscript(model: nn.Module, out_path: str, input_size: Sequence[int] | None = None,

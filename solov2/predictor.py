@@ -1,7 +1,6 @@
 """``Predictor``: a trained SOLOv2 behind one call, for use in your own programs."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 from typing import Union
@@ -16,9 +15,10 @@ from .engine.checkpoint import load_weights
 from .models import build_model
 from .optimize import optimize_for_inference
 from .precision import PRECISIONS, autocast_dtype, precision_autocast, resolve_precision  # noqa: F401 (re-exported)
+from .runtime import is_exported
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
 def load_model(cfg: Config, checkpoint: str | dict | None, device: str = "cpu", optimize: bool = False,
@@ -64,7 +64,14 @@ class Predictor:
     ``backend="onnxruntime"`` runs the model exported to ONNX (:mod:`solov2.export`, a dynamic graph made on
     the first call, a few seconds) in onnxruntime on the CPU, with the same post-processing in Python
     (:mod:`solov2.runtime`): fp32 only, the same instances as ``"torch"`` (tests/test_predictor.py). It needs
-    the ``export`` extra (``pip install -e '.[export]'``).
+    the ``onnx`` extra (``pip install -e '.[onnx]'``). ``backend="openvino"`` runs that graph converted to
+    OpenVINO IR in OpenVINO's CPU plugin, same post-processing: ``precision`` ``"fp32"`` (set explicitly:
+    OpenVINO would pick bf16 by itself on CPUs with native bf16) or ``"bf16"``; it needs the ``openvino`` extra.
+
+    An exported ``.onnx`` or ``.xml`` file (``solov2 export``, ``solov2 quantize``) may stand in place of the
+    checkpoint: ``Predictor("model_int8.xml")``. It runs in its own runtime (``backend`` may name it or stay
+    ``"torch"``), with the class names and thresholds stored in it; with a config first
+    (``Predictor(CONFIG, "model.xml")``) the file must be a model of that config (classes, grids, strides).
 
     Each result holds ``masks`` ``(N, H, W)`` bool at the image's size, ``labels`` ``(N,)`` int64,
     ``scores`` ``(N,)`` float32 (NumPy arrays, best first, above ``score_thr``) and ``class_names`` (N names).
@@ -76,18 +83,38 @@ class Predictor:
                  device: str = "cpu", score_thr: float = 0.3, batch_size: int = 4, optimize: bool = True,
                  precision: str = "auto", backend: str = "torch"):
         from .checkpoint_config import resolve_model
+        exported = _exported_path(config, checkpoint)
+        if exported is not None:
+            backend = backend_of_file(exported, backend)
         precision = resolve_precision(precision, device, backend)
-        _check_backend(backend, device, precision)
+        check_backend(backend, device, precision, exporting=exported is None)
+        self.device, self.score_thr, self.batch_size = device, score_thr, batch_size
+        self.backend, self.precision = backend, precision
+        self._exported = None  # the onnxruntime / openvino backend's ExportedSOLOv2, made on the first call
+        if exported is not None:
+            self._open_exported(exported, config if exported != config else None)
+            return
+        # Exported runtimes run the network at the precision they are given, not under torch's autocast.
+        self.autocast_dtype = autocast_dtype(precision if backend == "torch" else "fp32", device)
         resolved = resolve_model(config, checkpoint)
         self.cfg, self.checkpoint = resolved.cfg, resolved.checkpoint
-        self.device, self.score_thr, self.batch_size = device, score_thr, batch_size
-        self.autocast_dtype = autocast_dtype(precision, device)
-        self.precision, self.backend = precision, backend
-        # onnxruntime optimizes the exported graph itself; BatchNorm folding etc. would only be exported.
+        # onnxruntime / OpenVINO optimize the exported graph themselves; BatchNorm folding etc. would only be exported.
         optimize = optimize and backend == "torch"
         self.model, _ = load_model(self.cfg, resolved.ckpt, device, optimize, name=resolved.checkpoint)
         self.class_names, self.cat_ids = resolved.classes, resolved.cat_ids
-        self._exported = None  # the onnxruntime backend's ExportedSOLOv2, made on the first call
+
+    def _open_exported(self, path: str, config) -> None:
+        from .checkpoint_config import resolve_model
+        from .runtime import check_same_model, load_exported
+        self._exported = load_exported(path, self.precision)
+        self.model, self.checkpoint, self.cat_ids, self.autocast_dtype = None, path, None, None
+        self.cfg = resolve_model(config).cfg if config is not None else None
+        if self.cfg is not None:
+            source = config.filename if isinstance(config, Config) else os.fspath(config)
+            check_same_model(self._exported, self.cfg.model, source or "the config")
+        n = int(self._exported.meta["num_classes"])
+        names = self._exported.class_names or []
+        self.class_names = [str(names[i]) if i < len(names) else f"class_{i}" for i in range(n)]
 
     def __call__(self, images: ImageLike | list[ImageLike]):
         single = not isinstance(images, (list, tuple))
@@ -104,11 +131,7 @@ class Predictor:
             with torch.inference_mode(), precision_autocast(self.autocast_dtype, self.device):
                 return self.model(batch)
         if self._exported is None:
-            from .export import export_onnx
-            from .runtime import load_exported
-            with tempfile.TemporaryDirectory() as tmp:  # the session keeps the graph; the file can go
-                self._exported = load_exported(export_onnx(self.model, os.path.join(tmp, "model.onnx"),
-                                                           dynamic=True, class_names=self.class_names))
+            self._exported = exported_runtime(self.model, self.backend, self.precision, self.class_names)
         return self._exported(batch)
 
     def _as_array(self, image: ImageLike) -> np.ndarray:
@@ -134,14 +157,53 @@ class Predictor:
                               self.class_names, min_side=256)
 
 
-def _check_backend(backend: str, device: str, precision: str) -> None:
+def exported_runtime(model: nn.Module, backend: str, precision: str = "fp32", class_names=None):
+    """``model`` exported to a dynamic graph of ``backend`` ("onnxruntime": ONNX, "openvino": IR) and opened in it
+    (:class:`solov2.runtime.ExportedSOLOv2`, a few seconds); the file is written to a temporary folder."""
+    from .export import export_onnx, export_openvino
+    from .runtime import load_exported
+    export = export_openvino if backend == "openvino" else export_onnx
+    name = "model.xml" if backend == "openvino" else "model.onnx"
+    with tempfile.TemporaryDirectory() as tmp:  # the session keeps the graph; the file can go
+        return load_exported(export(model, os.path.join(tmp, name), dynamic=True, class_names=class_names),
+                             precision)
+
+
+def _exported_path(config, checkpoint) -> str | None:
+    """The exported file given in place of the checkpoint (or alone, in the config's place), else None."""
+    for item in (checkpoint, config):
+        if isinstance(item, (str, os.PathLike)) and is_exported(item):
+            return os.fspath(item)
+    return None
+
+
+def backend_of_file(path: str, backend: str) -> str:
+    """The backend that runs an exported file: its runtime (``backend`` left at "torch", or naming it)."""
+    from .runtime import runtime_of
+    runtime = runtime_of(path)
+    if backend not in BACKENDS:
+        check_backend(backend, "cpu", "fp32")
+    if backend not in ("torch", runtime):
+        raise ValueError(f"{path}: an exported file of {runtime} runs with backend '{runtime}', not {backend!r}")
+    return runtime
+
+
+def check_backend(backend: str, device: str, precision: str, exporting: bool = True) -> None:
+    """A one-line ``ValueError`` for an unknown backend, a backend whose extra is not installed (naming the pip
+    extra; ``exporting``: the checkpoint is to be exported, which needs onnx too) or a device / precision it
+    does not run."""
+    from .runtime import missing_extra
     if backend not in BACKENDS:
         raise ValueError(f"Predictor: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "onnxruntime":
-        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
-        if missing:
-            raise ValueError(f"Predictor: backend 'onnxruntime' needs {' and '.join(missing)}: "
-                             f"pip install -e '.[export]'")
-        if torch.device(device).type != "cpu" or precision != "fp32":
-            raise ValueError(f"Predictor: backend 'onnxruntime' runs fp32 on the CPU, got device={device!r}, "
-                             f"precision={precision!r}")
+    if backend == "torch":
+        return
+    reason = missing_extra(backend, exporting=exporting)
+    if reason:
+        raise ValueError(f"Predictor: backend '{backend}' {reason}")
+    allowed = ("fp32", "bf16") if backend == "openvino" else ("fp32",)
+    if torch.device(device).type != "cpu" or precision not in allowed:
+        raise ValueError(f"Predictor: backend '{backend}' runs {' or '.join(allowed)} on the CPU, got "
+                         f"device={device!r}, precision={precision!r}")
+
+
+_check_backend = check_backend  # its former name

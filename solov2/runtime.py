@@ -1,4 +1,10 @@
-"""Run a file written by :mod:`solov2.export` (ONNX with onnxruntime, or TorchScript) like the model itself.
+"""Run a file written by :mod:`solov2.export` (ONNX with onnxruntime, OpenVINO IR with OpenVINO, or TorchScript)
+like the model itself.
+
+Each file type has its own runtime session (:data:`RUNTIMES`: ``.onnx`` onnxruntime, ``.xml`` OpenVINO
+(:mod:`solov2.openvino_ir`), any other suffix TorchScript); a session only runs the graph, and everything around
+it (pre-processing, the post-processing of :func:`postprocess_exported` / :func:`instances_from_graph`) is this
+module's, the same for all of them.
 
 The graph's contract (also in README.md, "Deploying the exported model")::
 
@@ -38,7 +44,7 @@ from .models.transform import ImageTransform, check_images, masks_at_original_si
 from .postprocess import TestConfig, postprocess_single
 
 __all__ = ["ExportError", "ExportedSOLOv2", "load_exported", "preprocess_for_export", "postprocess_exported",
-           "instances_from_graph"]
+           "instances_from_graph", "RUNTIMES", "runtime_of", "is_exported", "missing_extra", "check_same_model"]
 
 INPUT_NAMES = ["input", "image_size"]
 OUTPUT_NAMES = ["cate_scores", "kernels", "mask_feat"]
@@ -46,6 +52,10 @@ POSTPROCESSED_NAMES = ["scores", "labels", "mask_probs"]
 META_KEY = "solov2"
 # 2: the graph takes image_size and crops to the image's own padded region (1 took the input alone).
 FORMAT_VERSION = 2
+# The runtime that runs each exported file type (by suffix; any other suffix is TorchScript, run by torch), and
+# the pip extra that installs it (with onnx, which exporting to either needs: the IR is converted from the ONNX).
+RUNTIMES = {".onnx": "onnxruntime", ".xml": "openvino"}
+EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
 
 
 class ExportError(ValueError):
@@ -121,7 +131,9 @@ def instances_from_graph(outputs: Sequence[Any], meta: dict, mask_thr: float) ->
 
 
 class ExportedSOLOv2:
-    """An exported ``.onnx`` (run with onnxruntime, CPU) or TorchScript ``.pt`` file, used like the model.
+    """An exported ``.onnx`` (run with onnxruntime, CPU), OpenVINO ``.xml`` (OpenVINO's CPU plugin, ``precision``
+    ``"fp32"`` or ``"bf16"``; an int8 IR of ``solov2 quantize`` runs its int8 layers either way) or TorchScript
+    ``.pt`` file, used like the model.
 
     ``exported(images)`` takes a list of ``(3, H, W)`` uint8 RGB images and returns, like ``model.eval()(images)``,
     one ``{"masks": (N, H, W) bool, "labels": (N,) int64, "scores": (N,) float32}`` per image.
@@ -130,16 +142,21 @@ class ExportedSOLOv2:
     ``input_size`` (None for a dynamic graph), ``meta`` (all of it).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, precision: str = "fp32"):
         self.path = path
         if not os.path.isfile(path):
             raise ExportError(f"{path}: exported model not found")
-        if path.endswith(".onnx"):
+        runtime = runtime_of(path)
+        if precision != "fp32" and runtime != "openvino":
+            raise ExportError(f"{path}: {runtime} runs this file in fp32 only, got precision={precision!r}")
+        self.runtime, self.precision = runtime, precision
+        if runtime == "onnxruntime":
             self._session, meta = _open_onnx(path)
-            self._module = None
+        elif runtime == "openvino":
+            from .openvino_ir import open_ir
+            self._session, meta = open_ir(path, precision)
         else:
-            self._module, meta = _open_torchscript(path)
-            self._session = None
+            self._session, meta = _open_torchscript(path)
         self.meta = meta
         self.with_postprocess = meta.get("postprocess") == "graph"
         self.input_size = tuple(meta["input_size"]) if meta["input_size"] else None
@@ -172,13 +189,9 @@ class ExportedSOLOv2:
                               f"{padded_size(size, d)[0]}x{padded_size(size, d)[1]} for image_size {size}, "
                               f"got {shape[2]}x{shape[3]}")
         x = tensor.detach().float().cpu().contiguous()
-        size_t = torch.tensor(size, dtype=torch.int64)
-        if self._session is not None:
-            outs = self._session.run(POSTPROCESSED_NAMES if self.with_postprocess else OUTPUT_NAMES,
-                                     {"input": x.numpy(), "image_size": size_t.numpy()})
-            return tuple(torch.from_numpy(o) for o in outs)
-        with torch.no_grad():
-            return tuple(self._module(x, size_t))
+        feeds = {"input": x.numpy(), "image_size": torch.tensor(size, dtype=torch.int64).numpy()}
+        outs = self._session.run(POSTPROCESSED_NAMES if self.with_postprocess else OUTPUT_NAMES, feeds)
+        return tuple(torch.as_tensor(o) for o in outs)
 
     def __call__(self, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:
         check_images(images)
@@ -204,24 +217,77 @@ def _transform_from_meta(fields: dict[str, Any]) -> ImageTransform:
     return ImageTransform(**fields)
 
 
-def _parse_meta(path: str, text: str | bytes | None) -> dict[str, Any]:
+def parse_meta(path: str, text: str | bytes | None) -> dict[str, Any]:
+    """The ``solov2`` metadata JSON of an exported file; a one-line :class:`ExportError` if it is missing, not
+    ours or of another format version."""
     if not text:
         raise ExportError(f"{path}: no SOLOv2 metadata in the file (not written by solov2.export?)")
-    meta = json.loads(text)
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or "format_version" not in meta:
+        raise ExportError(f"{path}: its 'solov2' metadata is not a SOLOv2 export's (not written by solov2.export?)")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ExportError(f"{path}: export format version {meta.get('format_version')}, "
                           f"this code reads {FORMAT_VERSION}; export the checkpoint again")
     return meta
 
 
+def runtime_of(path: str | os.PathLike) -> str:
+    """The runtime that runs an exported file: ``"onnxruntime"`` (.onnx), ``"openvino"`` (.xml) or ``"torch"``."""
+    return RUNTIMES.get(os.path.splitext(os.fspath(path))[1].lower(), "torch")
+
+
+def is_exported(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an exported ONNX / OpenVINO file (by its suffix), rather than a checkpoint."""
+    return os.path.splitext(os.fspath(path))[1].lower() in RUNTIMES
+
+
+def missing_extra(runtime: str, exporting: bool = False) -> str | None:
+    """None if ``runtime`` (and with ``exporting``, onnx) is installed, else what is missing and the pip extra
+    that installs it: ``"needs openvino: pip install -e '.[openvino]'"``."""
+    import importlib.util
+    packages = (["onnx"] if exporting else []) + [runtime]
+    missing = [m for m in packages if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    return f"needs {' and '.join(missing)}: pip install -e '.[{EXTRAS[runtime]}]'"
+
+
+class _OnnxRuntimeSession:
+    """The graph in onnxruntime's CPU provider."""
+
+    def __init__(self, session):
+        self._session = session
+
+    def run(self, names: list[str], feeds: dict[str, Any]) -> list[Any]:
+        return self._session.run(names, feeds)
+
+
+class _TorchScriptSession:
+    """A traced TorchScript module, run by torch."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def run(self, names: list[str], feeds: dict[str, Any]) -> list[Any]:
+        with torch.no_grad():
+            return list(self._module(torch.from_numpy(feeds["input"]), torch.from_numpy(feeds["image_size"])))
+
+
 def _open_onnx(path: str):
+    reason = missing_extra("onnxruntime")
+    if reason:
+        raise ExportError(f"{path}: running it {reason}")
     import onnxruntime as ort
 
     try:
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ExportError(f"{path}: onnxruntime cannot open it ({one_line(exc)})") from None
-    return session, _parse_meta(path, session.get_modelmeta().custom_metadata_map.get(META_KEY))
+    meta = parse_meta(path, session.get_modelmeta().custom_metadata_map.get(META_KEY))
+    return _OnnxRuntimeSession(session), meta
 
 
 def _open_torchscript(path: str):
@@ -231,10 +297,30 @@ def _open_torchscript(path: str):
             module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
     except Exception as exc:
         raise ExportError(f"{path}: not a TorchScript file ({one_line(exc)})") from None
-    return module.eval(), _parse_meta(path, extra[META_KEY])
+    return _TorchScriptSession(module.eval()), parse_meta(path, extra[META_KEY])
 
 
-def load_exported(path: str) -> ExportedSOLOv2:
-    """Open an ``.onnx`` (onnxruntime) or TorchScript (any other suffix, e.g. ``.pt``) file from
-    :mod:`solov2.export`."""
-    return ExportedSOLOv2(path)
+def check_same_model(exported: ExportedSOLOv2, model_cfg: dict, source: str) -> None:
+    """An exported file given with a config (or checkpoint) must be a model of the same architecture's head and
+    normalization: else a one-line :class:`ExportError` naming what differs. ``model_cfg``: the config's ``model``."""
+    head, transform, meta = model_cfg.get("bbox_head") or {}, model_cfg.get("transform") or {}, exported.meta
+    checks = [("num_classes", head.get("num_classes"), meta.get("num_classes")),
+              ("num_grids", head.get("num_grids"), meta.get("num_grids")),
+              ("strides", head.get("strides"), meta.get("strides")),
+              ("kernel_size", head.get("kernel_size"), meta.get("kernel_size")),
+              ("mean", transform.get("mean"), meta["transform"].get("mean")),
+              ("std", transform.get("std"), meta["transform"].get("std"))]
+    for name, theirs, ours in checks:
+        if theirs is not None and ours is not None and list(_flat(theirs)) != list(_flat(ours)):
+            raise ExportError(f"{exported.path}: not a model of {source}: its {name} is {ours}, "
+                              f"{source} says {list(_flat(theirs))}")
+
+
+def _flat(value: Any) -> Any:
+    return value if isinstance(value, (list, tuple)) else [value]
+
+
+def load_exported(path: str, precision: str = "fp32") -> ExportedSOLOv2:
+    """Open a file of :mod:`solov2.export` in the runtime its suffix names (:data:`RUNTIMES`): ``.onnx``
+    onnxruntime, ``.xml`` OpenVINO IR (``precision`` ``"fp32"`` or ``"bf16"``), any other suffix TorchScript."""
+    return ExportedSOLOv2(path, precision)

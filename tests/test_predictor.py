@@ -128,15 +128,15 @@ def test_onnxruntime_backend_gives_the_same_instances(checkpoint, reference):
 
 
 def test_bad_backend(checkpoint, monkeypatch):
-    with pytest.raises(ValueError, match="backend must be one of torch, onnxruntime, got 'openvino'"):
-        Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="openvino")
+    with pytest.raises(ValueError, match="backend must be one of torch, onnxruntime, openvino, got 'tensorrt'"):
+        Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="tensorrt")
     with pytest.raises(ValueError, match="runs fp32 on the CPU"):
         Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="onnxruntime", precision="bf16")
     import importlib.util
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else
                         find_spec(name, *a))
-    with pytest.raises(ValueError, match=r"needs onnxruntime: pip install -e '\.\[export\]'"):
+    with pytest.raises(ValueError, match=r"needs onnxruntime: pip install -e '\.\[onnx\]'"):
         Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="onnxruntime")
 
 

@@ -10,7 +10,8 @@ interleaved, on the same image, as ``solov2.Predictor`` variants (``--predictor`
 its defaults (``pred_default``: precision "auto", this machine's tuned Winograd choices), fp32, fp32 with the
 fixed Winograd rule, and each exported-graph backend this checkout has (onnxruntime, openvino); and, on
 request, our model called directly (``--ours``; see ``build_our_variants``): as built, optimized, bf16.
-Unless ``--random-mmdet`` is given, MMDetection's model gets *our* random weights (the parameter names map one to one), so both produce the same detections; the script prints the
+Unless ``--random-mmdet`` is given, MMDetection's model gets *our* random weights (the parameter names map one
+to one), so both produce the same detections; the script prints the
 largest difference of the network outputs as a check that the two are the same network.
 
 Measured per model, like ``benchmarks/model_speed.py``:

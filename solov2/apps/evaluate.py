@@ -7,26 +7,52 @@ import os
 
 from ..engine.launch import resolve_device
 
-__all__ = ["eval_main"]
+__all__ = ["eval_main", "RunExported"]
 
 
 def eval_main(config: str | None, checkpoint: str, metric: str | None = None, metrics_out: str | None = None,
               cfg_options=None, device: str | None = None, split: str = "val", out_dir: str | None = None,
-              precision: str = "auto", optimize: bool = False) -> dict:
+              precision: str = "auto", optimize: bool = False, backend: str = "torch") -> dict:
     """Evaluate a checkpoint on ``data.<split>`` (default ``val``, the set training evaluates on) of the config,
     or (``config`` None) of the config the checkpoint was trained with; ``precision``/``optimize`` evaluate the
-    model as the Predictor would run it."""
+    model as the Predictor would run it. ``backend`` ``"onnxruntime"`` / ``"openvino"`` evaluates the checkpoint
+    exported to that runtime (as ``Predictor(backend=...)`` runs it). ``checkpoint`` may be an exported
+    ``.onnx`` / ``.xml`` file (``solov2 export``, ``solov2 quantize``): it runs in its own runtime, and the config
+    (required then: the file holds no data sets) must describe the same model."""
     import torch
-    from ..checkpoint_config import check_eval_classes, resolve_model
+    from ..checkpoint_config import ResolvedModel, check_eval_classes, resolve_model
     from ..config import ConfigError
     from ..data import build_dataset
     from ..engine.evaluate import evaluate, inference_on_dataset
-    from ..predictor import autocast_dtype, load_model, precision_autocast
-    resolved = resolve_model(config, checkpoint, cfg_options)
-    cfg = resolved.cfg
+    from ..precision import resolve_precision
+    from ..predictor import (autocast_dtype, backend_of_file, check_backend, exported_runtime, load_model,
+                             precision_autocast)
+    from ..runtime import check_same_model, is_exported, load_exported
     device = resolve_device(device)
-    dtype = autocast_dtype(precision, device)
-    model, _ = load_model(cfg, resolved.ckpt, device, optimize, name=checkpoint)
+    if is_exported(checkpoint):
+        if config is None:
+            raise ConfigError(f"{checkpoint}: an exported model holds no data sets; give the config whose "
+                              f"data.{split} to evaluate on first: solov2 eval CONFIG.py {checkpoint}")
+        backend = backend_of_file(checkpoint, backend)  # a backend other than the file's: one line
+        precision = resolve_precision(precision, device, backend)
+        cfg = resolve_model(config, None, cfg_options).cfg
+        runtime = load_exported(checkpoint, precision)
+        check_same_model(runtime, cfg.model, config)
+        names = [str(n) for n in runtime.class_names or []] or \
+            [f"class_{i}" for i in range(runtime.meta["num_classes"])]
+        resolved = ResolvedModel(cfg, checkpoint, {"meta": {"classes": runtime.class_names or []}}, names, None)
+        model, dtype = RunExported(runtime), None
+    else:
+        resolved = resolve_model(config, checkpoint, cfg_options)
+        cfg = resolved.cfg
+        precision = resolve_precision(precision, device, backend)
+        if backend != "torch":
+            check_backend(backend, device, precision)
+            model, _ = load_model(cfg, resolved.ckpt, "cpu", name=checkpoint)
+            model, dtype = RunExported(exported_runtime(model, backend, precision, resolved.classes)), None
+        else:
+            dtype = autocast_dtype(precision, device)
+            model, _ = load_model(cfg, resolved.ckpt, device, optimize, name=checkpoint)
     if cfg.data.get(split) is None:
         raise ConfigError(f"{config or checkpoint}: data.{split} is not set; evaluate another one with --split")
     dataset = build_dataset(cfg.data[split])
@@ -41,3 +67,22 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
         with open(metrics_out, "w") as f:
             json.dump(metrics, f, indent=2)
     return metrics
+
+
+class RunExported:
+    """An :class:`~solov2.runtime.ExportedSOLOv2` as the module ``inference_on_dataset`` runs: ``model(images)``
+    -> the model's raw results (every instance the graph's own thresholds keep, as the PyTorch model gives)."""
+
+    training = False
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def __call__(self, images):
+        return self.runtime([image.cpu() for image in images])

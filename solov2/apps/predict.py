@@ -65,11 +65,12 @@ def collect_named_inputs(inputs: list[str]) -> list[tuple[str, str]]:
 def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: str = "runs/predict",
                  score_thr: float = 0.3, device: str | None = None, save_json: bool = True,
                  save_masks: bool = False, precision: str = "auto", optimize: bool = True,
-                 ann_file: str | None = None) -> list[str]:
+                 ann_file: str | None = None, backend: str = "torch") -> list[str]:
     """Pictures (``OUT/<name>_pred.png``, ``<name>`` from :func:`collect_named_inputs`), videos
     (``OUT/<name>_pred.mp4``) and ``OUT/results.json``. Unreadable inputs are skipped with a one-line
     warning and listed at the end; if none can be read, a ``ValueError`` says why.
-    ``results.json`` ids: see :class:`_ResultIds`."""
+    ``results.json`` ids: see :class:`_ResultIds`. ``checkpoint`` may be an exported ``.onnx`` / ``.xml`` file,
+    run in its own runtime; ``backend``: as :class:`~solov2.predictor.Predictor`'s."""
     from tqdm import tqdm
     from ..data.errors import DataError
     from ..evaluation.coco import results_to_coco
@@ -78,7 +79,7 @@ def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: st
     from ..visualize import save_image
     named = collect_named_inputs(inputs)
     predictor = Predictor(config, checkpoint, device=resolve_device(device), score_thr=score_thr,
-                          precision=precision, optimize=optimize)
+                          precision=precision, optimize=optimize, backend=backend)
     os.makedirs(out, exist_ok=True)
     ids = _ResultIds(predictor, ann_file)
     written, coco, skipped = [], [], []

@@ -1,0 +1,123 @@
+"""int8 post-training quantization of the OpenVINO IR with NNCF (``solov2 quantize``).
+
+The checkpoint is exported as for ``--backend openvino`` (a dynamic ONNX graph, converted by OpenVINO), and
+NNCF's ``nncf.quantize`` (OpenVINO backend, default ``PERFORMANCE`` preset: symmetric int8 weights and
+activations) calibrates it on ``N`` images run through our own pre-processing, exactly as the exported contract
+says (:func:`solov2.runtime.preprocess_for_export`: resize keeping the ratio to the test scale, normalize, pad at
+the bottom/right). Calibration images: ``--images DIR``, or by default the training set named in the config
+(``data.train``, without its random flips), ``N`` of them drawn with a fixed seed.
+
+The IR's ``solov2`` metadata gets ``quantization``: ``{"precision": "int8", "method": ..., "calibration":
+{"source": where the images came from, "count": N, "seed": 0}}``; a quantized IR without it is refused when
+loaded (:func:`solov2.openvino_ir.read_ir_meta`). Post-processing stays the shared float32 Python path.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .runtime import ExportError, preprocess_for_export
+
+__all__ = ["calibration_images", "quantize_ir", "quantize_main"]
+
+SEED = 0
+
+
+def calibration_images(count: int, images_dir: str | None = None, data_cfg: dict | None = None,
+                       seed: int = SEED) -> tuple[list, str]:
+    """``count`` images to calibrate on (fewer if the source holds fewer), as a list of loaders (each a
+    callable returning a ``(3, H, W)`` uint8 RGB tensor), and a description of their source for the metadata.
+
+    ``images_dir``: the images in that folder (recursively); else ``data_cfg`` (a data set config, e.g. the
+    training set's), with ``flip_prob`` 0: calibration sees the images as they are at test time."""
+    if count <= 0:
+        raise ValueError(f"--calib-images must be positive, got {count}")
+    if images_dir is not None:
+        from .apps.predict import IMAGE_EXTS, collect_inputs
+        from .data.image import read_rgb
+        if not os.path.isdir(images_dir):
+            raise FileNotFoundError(f"{images_dir}: calibration image folder (--images) not found")
+        paths = [p for p in collect_inputs([images_dir]) if os.path.splitext(p)[1].lower() in IMAGE_EXTS]
+        if not paths:
+            raise ValueError(f"{images_dir}: no images to calibrate on")
+        chosen = sorted(random.Random(seed).sample(range(len(paths)), min(count, len(paths))))
+        loaders = [lambda p=paths[i]: torch.from_numpy(read_rgb(p)).permute(2, 0, 1) for i in chosen]
+        return loaders, os.path.abspath(images_dir)
+    if data_cfg is None:
+        raise ValueError("calibration needs --images DIR, or a config whose data.train names the training set")
+    from .data import build_dataset
+    cfg = dict(data_cfg)
+    if "flip_prob" in cfg:
+        cfg["flip_prob"] = 0.0
+    dataset = build_dataset(cfg)
+    if len(dataset) == 0:
+        raise ValueError(f"{cfg.get('ann_file') or cfg.get('root')}: the training set has no images to calibrate on")
+    chosen = sorted(random.Random(seed).sample(range(len(dataset)), min(count, len(dataset))))
+    loaders = [lambda i=i: dataset[i][0] for i in chosen]
+    source = cfg.get("ann_file") or cfg.get("root") or cfg.get("type")
+    return loaders, f"data.train {os.path.abspath(source) if isinstance(source, str) else source}"
+
+
+def quantize_ir(model: nn.Module, loaders: Sequence, source: str, out_path: str,
+                class_names: Sequence[str] | None = None, input_size: Sequence[int] | None = None,
+                keep_fp32: Sequence[str] = (), preset: str = "performance") -> str:
+    """``model`` (a SOLOv2) -> an int8 OpenVINO IR at ``out_path`` (.xml), calibrated on ``loaders``
+    (:func:`calibration_images`); dynamic input unless ``input_size`` (H, W) is given. Returns ``out_path``."""
+    from .export import export_onnx
+    from .openvino_ir import _openvino, onnx_to_ir, save_ir, set_meta
+    _openvino(out_path, exporting=True)
+    try:
+        import nncf
+    except ImportError:
+        raise ExportError(f"{out_path}: quantizing needs nncf: pip install -e '.[openvino]'") from None
+    if not loaders:
+        raise ValueError("no calibration images")
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(model, os.path.join(tmp, "model.onnx"), input_size, dynamic=input_size is None,
+                                class_names=class_names)
+        ir = onnx_to_ir(onnx_path)
+    static = tuple(int(s) for s in input_size) if input_size is not None else None
+
+    def feeds(load) -> dict[str, np.ndarray]:
+        tensor, meta = preprocess_for_export(model, load(), static)
+        return {"input": tensor.numpy(), "image_size": np.asarray(meta["image_size"], dtype=np.int64)}
+
+    ignored = nncf.IgnoredScope(patterns=list(keep_fp32), validate=False) if keep_fp32 else None
+    quantized = nncf.quantize(ir, nncf.Dataset(list(loaders), feeds), subset_size=len(loaders),
+                              preset=nncf.QuantizationPreset(preset), ignored_scope=ignored)
+    meta = _meta_of(ir)
+    meta["quantization"] = {
+        "precision": "int8",
+        "method": f"NNCF {nncf.__version__} post-training quantization (nncf.quantize, preset {preset})",
+        "fp32_layers": list(keep_fp32),
+        "calibration": {"source": source, "count": len(loaders), "seed": SEED},
+    }
+    set_meta(quantized, meta)
+    return save_ir(quantized, out_path)
+
+
+def _meta_of(ir) -> dict:
+    import json
+
+    from .runtime import META_KEY
+    return json.loads(ir.get_rt_info([META_KEY]).astype(str))
+
+
+def quantize_main(config: str | None, checkpoint: str, calib_images: int, out: str, images_dir: str | None = None,
+                  cfg_options=None, input_size: Sequence[int] | None = None) -> str:
+    """``solov2 quantize``: the checkpoint's int8 IR at ``out``."""
+    from .checkpoint_config import resolve_model
+    from .predictor import load_model
+    resolved = resolve_model(config, checkpoint, cfg_options)
+    model, _ = load_model(resolved.cfg, resolved.ckpt, name=resolved.checkpoint)
+    data_cfg = None if images_dir else (resolved.cfg.get("data") or {}).get("train")
+    loaders, source = calibration_images(calib_images, images_dir, data_cfg)
+    return quantize_ir(model, loaders, source, out, resolved.classes, input_size)
+
+
