@@ -5,22 +5,27 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test test-fast install clean
 
+# The demo needs the package alone; the tests also need the dev extra (pytest, ruff, onnxruntime, OpenVINO, NNCF).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
 	$(PY) -m solov2.cli demo --out runs/demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-dev
 	$(PY) -m ruff check solov2 tests benchmarks tools
 	$(PY) -m pytest -q
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed-dev
 	$(PY) -m ruff check solov2 tests benchmarks tools
 	$(PY) -m pytest -q -m "not slow"
 

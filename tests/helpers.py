@@ -25,12 +25,15 @@ def wait_for_checkpoint(proc: subprocess.Popen, path: Path, min_iter: int, timeo
         time.sleep(0.5)
 
 
+TINY_HEAD = {"num_grids": [24, 20, 16, 12, 8], "seg_feat_channels": 128, "sigma": 0.2}
+
+
 def tiny_model(num_classes: int = 3, **overrides):
     """The demo's narrow ResNet-18 SOLOv2 with small test scales: fast enough for unit tests. Its head is fixed
     here (grids 24..8, 128 channels, sigma 0.2: the demo's until its recipe changed), so that the tests' planted
     cells and pinned losses do not move with the demo's recipe."""
-    opts = {"model.bbox_head.num_classes": num_classes, "model.bbox_head.num_grids": [24, 20, 16, 12, 8],
-            "model.bbox_head.seg_feat_channels": 128, "model.bbox_head.sigma": 0.2,
+    opts = {"model.bbox_head.num_classes": num_classes,
+            **{f"model.bbox_head.{k}": v for k, v in TINY_HEAD.items()},
             "model.transform.train_scales": [(128, 128)], "model.transform.test_scale": (128, 128)}
     opts.update(overrides)
     return build_model(load_config(DEMO_CONFIG, opts))

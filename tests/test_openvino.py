@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("onnx")
 ov = pytest.importorskip("openvino")
 
-from helpers import DEMO_CONFIG, SEED_CONFIG, plant_detections, tiny_model  # noqa: E402
+from helpers import DEMO_CONFIG, SEED_CONFIG, TINY_HEAD, plant_detections, tiny_model  # noqa: E402
 from test_predictor import _assert_same_instances, _image  # noqa: E402
 
 from solov2 import Predictor, build_model, load_config  # noqa: E402
@@ -152,7 +152,8 @@ def test_eval_command_on_an_exported_file(model, tmp_path):
     xml = export_openvino(small, str(tmp_path / "small.xml"), dynamic=True, class_names=names)
     config = tmp_path / "eval_config.py"
     config.write_text(f"_base_ = [{str(DEMO_CONFIG)!r}]\n"
-                      f"model = dict(bbox_head=dict(num_classes={len(names)}), transform=dict(test_scale=(128, 128)))\n"
+                      f"model = dict(bbox_head=dict(num_classes={len(names)}, **{TINY_HEAD!r}), "
+                      f"transform=dict(test_scale=(128, 128)))\n"
                       f"data = dict(val=dict(type='CocoDataset', ann_file={data['data.val.ann_file']!r}, "
                       f"img_prefix={data['data.val.img_prefix']!r}, filter_empty_gt=False))\n")
     from_file = eval_main(str(config), xml, out_dir=str(tmp_path / "e1"))

@@ -11,7 +11,7 @@ pytest.importorskip("onnx")
 ov = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from helpers import DEMO_CONFIG, SEED_CONFIG, plant_detections, tiny_model  # noqa: E402
+from helpers import DEMO_CONFIG, TINY_HEAD, SEED_CONFIG, plant_detections, tiny_model  # noqa: E402
 from test_openvino import CLASSES, OPTIONS, _torch_results  # noqa: E402
 from test_predictor import _image, _mask_iou  # noqa: E402
 
@@ -108,6 +108,7 @@ def test_quantize_command(tmp_path):
     model = tiny_model(len(names))
     ckpt = str(tmp_path / "tiny.pth")
     cfg = load_config(DEMO_CONFIG, {"model.bbox_head.num_classes": len(names),
+                                    **{f"model.bbox_head.{k}": v for k, v in TINY_HEAD.items()},
                                     "model.transform.test_scale": (128, 128),
                                     "data.train.ann_file": str(tmp_path / "train/annotations.json"),
                                     "data.train.img_prefix": str(tmp_path / "train/images")})
