@@ -142,7 +142,8 @@ OURS_VARIANTS = ("ours", "ours_fast", "ours_bf16")
 # Winograd rule instead of this machine's tuned choices, and each exported-graph backend this checkout has.
 PREDICTOR_VARIANTS = {"pred_default": {}, "pred_fp32": {"precision": "fp32"},
                       "pred_fp32_untuned": {"precision": "fp32", "tune": False},
-                      "pred_onnxruntime": {"backend": "onnxruntime"}, "pred_openvino": {"backend": "openvino"}}
+                      "pred_onnxruntime": {"backend": "onnxruntime"}, "pred_openvino": {"backend": "openvino"},
+                      "pred_openvino_bf16": {"backend": "openvino", "precision": "bf16"}}
 # The seed network's arithmetic at 448x768 (the figure: 95 of them backbone + FPN), for the fraction
 # of the CPU's peak that a path reaches in the 10-detection case, where every branch runs.
 NETWORK_GFLOP_448 = 137.0
