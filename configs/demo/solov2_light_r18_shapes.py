@@ -14,8 +14,9 @@ model = dict(
     bbox_head=dict(num_classes=5, in_channels=64, seg_feat_channels=64, ins_out_channels=64,
                    num_grids=[12, 10, 8, 6, 4], sigma=0.4,
                    scale_ranges=((1, 32), (16, 64), (32, 128), (64, 256), (128, 512))),
-    # One train scale: with 112/128/144 at random a trainer step took 0.32 s instead of 0.26 s here (100 steps each,
-    # /tmp runs, 2 threads), and the demo's ten minutes are better spent on steps.
+    # One train scale: with 112/128/144 at random a trainer step took 0.32 s instead of 0.26 s on a 2-core CPU
+    # (`solov2 train` with max_iters=100, with and without "model.transform.train_scales=[(128, 128)]"), and the
+    # demo's ten minutes are better spent on steps (docs/training.md).
     transform=dict(train_scales=[(128, 128)], test_scale=(128, 128)),
 )
 data = dict(
