@@ -9,7 +9,8 @@ model = dict(
     mask_feat_head=dict(in_channels=64, out_channels=64, num_classes=64),
     # A cheap head for a CPU: its towers run over every grid cell, so grids of 12..4 cells (11 pixels a cell at
     # 128 px; the seed's 40 cells at 768 px are 19) and 64 channels make a step 0.65x as long as grids 24..8 with
-    # 128 channels, at the same mask AP per step; sigma 0.4 gives each small shape more positive cells.
+    # 128 channels, at about the same mask AP per step (0.27-0.29 against 0.30 at 1000 steps); sigma 0.4 gives
+    # each small shape more positive cells.
     # benchmarks/sweeps/demo_speed.py, demo_speed2.py; docs/training.md.
     bbox_head=dict(num_classes=5, in_channels=64, seg_feat_channels=64, ins_out_channels=64,
                    num_grids=[12, 10, 8, 6, 4], sigma=0.4,
