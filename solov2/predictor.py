@@ -112,9 +112,7 @@ class Predictor:
         if self.cfg is not None:
             source = config.filename if isinstance(config, Config) else os.fspath(config)
             check_same_model(self._exported, self.cfg.model, source or "the config")
-        n = int(self._exported.meta["num_classes"])
-        names = self._exported.class_names or []
-        self.class_names = [str(names[i]) if i < len(names) else f"class_{i}" for i in range(n)]
+        self.class_names = self._exported.label_names
 
     def __call__(self, images: ImageLike | list[ImageLike]):
         single = not isinstance(images, (list, tuple))

@@ -139,7 +139,8 @@ class ExportedSOLOv2:
     one ``{"masks": (N, H, W) bool, "labels": (N,) int64, "scores": (N,) float32}`` per image.
     ``exported.run(tensor, image_size)`` runs the graph alone on a prepared ``(1, 3, H, W)`` input.
     Attributes from the file's metadata: ``transform``, ``test_cfg``, ``class_names`` (None if not stored),
-    ``input_size`` (None for a dynamic graph), ``meta`` (all of it).
+    ``label_names`` (one name per label, ``class_<i>`` where none is stored), ``input_size`` (None for a dynamic
+    graph), ``meta`` (all of it).
     """
 
     def __init__(self, path: str, precision: str = "fp32"):
@@ -163,6 +164,8 @@ class ExportedSOLOv2:
         self.transform = _transform_from_meta(meta["transform"])
         self.test_cfg = TestConfig(**meta["test_cfg"])
         self.class_names = meta.get("class_names")
+        names = self.class_names or []
+        self.label_names = [str(names[i]) if i < len(names) else f"class_{i}" for i in range(int(meta["num_classes"]))]
         self.kernel_size = int(meta["kernel_size"])
         self.cell_strides = torch.cat([torch.full((s * s,), float(st)) for s, st in
                                        zip(meta["num_grids"], meta["strides"])])

@@ -230,7 +230,10 @@ def test_metadata_holds_class_names_and_thresholds(model, tmp_path):
     with quiet_deprecations():
         torch.jit.load(ts, _extra_files=extra)
     assert json.loads(extra["class_names"]) == names and float(extra["score_thr"]) == model.test_cfg.score_thr
-    assert load_exported(ts).class_names == names
+    assert load_exported(ts).class_names == names == load_exported(ts).label_names
+    unnamed = load_exported(export_onnx(model, str(tmp_path / "u.onnx"), input_size=INPUT_SIZE))
+    assert unnamed.class_names is None
+    assert unnamed.label_names == [f"class_{i}" for i in range(model.num_classes)]
 
     with pytest.raises(ValueError, match="2 names for a model of 8 classes"):
         export_onnx(model, str(tmp_path / "bad.onnx"), input_size=INPUT_SIZE, class_names=["a", "b"])

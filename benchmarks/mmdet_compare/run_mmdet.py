@@ -8,7 +8,9 @@ models use the very same torch build)::
 Unless ``--no-ours`` is given, our ``solov2`` (imported from this checkout) is timed in the same loop,
 interleaved, on the same image, as ``solov2.Predictor`` variants (``--predictor``; ``PREDICTOR_VARIANTS``):
 its defaults (``pred_default``: precision "auto", this machine's tuned Winograd choices), fp32, fp32 with the
-fixed Winograd rule, and each exported-graph backend this checkout has (onnxruntime, openvino); and, on
+fixed Winograd rule, and each exported-graph backend this checkout has (onnxruntime, openvino fp32 / bf16, and
+an OpenVINO int8 IR that ``solov2.quantize`` makes of each scenario's model, calibrated on 8 built-in shapes
+images); and, on
 request, our model called directly (``--ours``; see ``build_our_variants``): as built, optimized, bf16.
 Unless ``--random-mmdet`` is given, MMDetection's model gets *our* random weights (the parameter names map one
 to one), so both produce the same detections; the script prints the
@@ -143,7 +145,8 @@ OURS_VARIANTS = ("ours", "ours_fast", "ours_bf16")
 PREDICTOR_VARIANTS = {"pred_default": {}, "pred_fp32": {"precision": "fp32"},
                       "pred_fp32_untuned": {"precision": "fp32", "tune": False},
                       "pred_onnxruntime": {"backend": "onnxruntime"}, "pred_openvino": {"backend": "openvino"},
-                      "pred_openvino_bf16": {"backend": "openvino", "precision": "bf16"}}
+                      "pred_openvino_bf16": {"backend": "openvino", "precision": "bf16"},
+                      "pred_openvino_int8": {"backend": "openvino", "int8": True}}
 # The seed network's arithmetic at 448x768 (the issue's figure: 95 of them backbone + FPN), for the fraction
 # of the CPU's peak that a path reaches in the 10-detection case, where every branch runs.
 NETWORK_GFLOP_448 = 137.0
@@ -158,7 +161,8 @@ def available_predictor_variants() -> list[str]:
     out = []
     for name, kwargs in PREDICTOR_VARIANTS.items():
         backend = kwargs.get("backend", "torch")
-        if backend in BACKENDS and all(importlib.util.find_spec(m) for m in needs.get(backend, ())):
+        modules = needs.get(backend, ()) + (("nncf",) if kwargs.get("int8") else ())
+        if backend in BACKENDS and all(importlib.util.find_spec(m) for m in modules):
             out.append(name)
     return out
 
@@ -238,11 +242,32 @@ def build_predictor_variants(config: str, names: list[str]) -> dict:
             kwargs = dict(PREDICTOR_VARIANTS[name])
             env = {} if kwargs.pop("tune", True) else {"SOLOV2_TUNE": "0"}  # 0: the fixed rule (solov2.tuning)
             for scenario in SCENARIOS:
+                if kwargs.get("int8"):
+                    predictors[name, scenario] = int8_predictor(config, path, scenario, tmp)
+                    continue
                 with mock.patch.dict(os.environ, env):
                     predictor = Predictor(load_config(config), path, score_thr=0.0, **kwargs)
                 set_scenario(predictor.model.bbox_head.solo_cate, scenario)
                 predictors[name, scenario] = predictor
     return predictors
+
+
+def int8_predictor(config: str, checkpoint: str, scenario: str, tmp: str):
+    """A Predictor of the int8 OpenVINO IR that ``solov2 quantize`` makes of ``scenario``'s model (its category
+    conv set first, so the IR holds the planted candidates), calibrated on 8 built-in shapes images (calibration
+    only matters for accuracy: docs/benchmarks.md has int8's AP cost)."""
+    from solov2 import Predictor, load_config
+    from solov2.data.synthetic import write_shapes_coco
+    from solov2.quantize import calibration_images, quantize_ir
+    calib = os.path.join(tmp, "calibration")
+    if not os.path.isdir(calib):
+        write_shapes_coco(calib, num_images=8, seed=0, image_size=448)
+    fp32 = Predictor(load_config(config), checkpoint, precision="fp32", optimize=False)
+    set_scenario(fp32.model.bbox_head.solo_cate, scenario)
+    loaders, source = calibration_images(8, os.path.join(calib, "images"))
+    xml = quantize_ir(fp32.model, loaders, source, os.path.join(tmp, f"int8_{scenario}.xml"),
+                      class_names=fp32.class_names)
+    return Predictor(xml, score_thr=0.0)
 
 
 def measure_size(short: int, args, mm: dict, ours: dict | None, preds: dict | None = None) -> dict:

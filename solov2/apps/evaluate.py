@@ -38,9 +38,8 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
         cfg = resolve_model(config, None, cfg_options).cfg
         runtime = load_exported(checkpoint, precision)
         check_same_model(runtime, cfg.model, config)
-        names = [str(n) for n in runtime.class_names or []] or \
-            [f"class_{i}" for i in range(runtime.meta["num_classes"])]
-        resolved = ResolvedModel(cfg, checkpoint, {"meta": {"classes": runtime.class_names or []}}, names, None)
+        resolved = ResolvedModel(cfg, checkpoint, {"meta": {"classes": runtime.class_names or []}},
+                                 runtime.label_names, None)
         model, dtype = RunExported(runtime), None
     else:
         resolved = resolve_model(config, checkpoint, cfg_options)
