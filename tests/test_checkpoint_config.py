@@ -102,7 +102,7 @@ def test_checkpoint_alone_and_with_a_config(tmp_path):
     notes = []
     both = resolve_model(str(DEMO_CONFIG), path, log=notes.append)
     assert both.cfg.model.bbox_head.num_classes == 3 and both.classes == NAMES
-    assert both.cfg.model.transform.test_scale == (128, 128)  # the demo config's, not the checkpoint's 64
+    assert both.cfg.model.transform.test_scale == (160, 160)  # the demo config's, not the checkpoint's 64
     assert len(notes) == 1 and "num_classes=5" in notes[0] and "apple, pear, plum" in notes[0]
     predictor = Predictor(path, optimize=False)
     assert predictor.class_names == NAMES and predictor.cat_ids == [3, 7, 11]

@@ -316,8 +316,9 @@ def measure_size(short: int, args, mm: dict, ours: dict | None, preds: dict | No
                 out["max_abs_diff_network"] = check_same_network(ours["ours", "e2e"][0], mm["e2e"], padded)
     if preds:
         rgb_np = np.ascontiguousarray(bgr[:, :, ::-1])  # the Predictor takes (H, W, 3) uint8 RGB
-        for predictor in preds.values():
-            predictor.model.transform.test_scale = (w, h)
+        for predictor in preds.values():  # an int8 IR's Predictor has no torch model, only the IR's transform
+            model = predictor.model if predictor.model is not None else predictor._exported
+            model.transform.test_scale = (w, h)
 
         def pred_e2e(predictor, name):
             def run():
@@ -430,7 +431,7 @@ def main(argv=None) -> int:
                 s = r[f"{who}_{kind}"]
                 dets = f"   {s['detections']} dets" if "detections" in s else ""
                 ratio = r[f"mmdet_{kind}"]["median_ms"] / s["median_ms"]
-                print(f"  {who + '_' + kind:<24}{s['median_ms']:>9.1f} ms median {s['p90_ms']:>9.1f} ms p90"
+                print(f"  {who + '_' + kind:<30}{s['median_ms']:>9.1f} ms median {s['p90_ms']:>9.1f} ms p90"
                       f"   mmdet/this {ratio:5.2f}x   this/mmdet {1 / ratio:5.2f}{dets}")
         peak = args.peak_gflops or cpu_fp32_peak(args.threads)["gflops"]
         gflop = NETWORK_GFLOP_448 * short * int(round(short * 768 / 448)) / (448 * 768)
@@ -439,7 +440,7 @@ def main(argv=None) -> int:
         for who in ("mmdet", *(args.ours if ours else ()), *pred_names):
             t = r[f"{who}_e2e_10det"]["median_ms"] / 1e3
             r[f"{who}_e2e_10det"]["fraction_of_fp32_peak"] = gflop / t / peak
-            print(f"    {who:<22}{gflop / t:7.0f} GFLOP/s = {gflop / t / peak:5.2f} of peak")
+            print(f"    {who:<26}{gflop / t:7.0f} GFLOP/s = {gflop / t / peak:5.2f} of peak")
     results["cpu_peak"] = cpu_fp32_peak(args.threads)
     results["load_after"] = os.getloadavg()[0]
     print(f"\n1-min load after: {results['load_after']:.2f}")
