@@ -116,8 +116,8 @@ def plot(results: dict, path: str, mmdet: dict | None) -> None:
     """Latency against input size: network alone, and end to end with a few detections.
 
     Mask R-CNN (and, without ``mmdet``, our model as built) come from ``results`` (this script's run); with
-    ``mmdet`` (``run_mmdet.py --json``), MMDetection and our three variants come from that run, in which
-    they were timed side by side.
+    ``mmdet`` (``run_mmdet.py --json``), MMDetection and our variants (``--ours`` and the Predictor's backends and
+    precisions) come from that run, in which they were timed side by side.
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -126,8 +126,14 @@ def plot(results: dict, path: str, mmdet: dict | None) -> None:
     panels = [("network alone", "network", "mrcnn_network", "Mask R-CNN R50-FPN (torchvision)"),
               ("end to end: SOLOv2s with 10 detections", "e2e_10det", "mrcnn_e2e",
                "Mask R-CNN R50-FPN (torchvision), 100 detections")]
-    ours = [("ours", "o-", "solov2 (ours), as built"), ("ours_fast", "o-", "solov2 (ours), Predictor default (fp32)"),
-            ("ours_bf16", "o:", "solov2 (ours), precision bf16")]
+    ours = [("ours", "o-", "solov2 (ours), as built"), ("ours_fast", "o-", "solov2 (ours), optimized fp32"),
+            ("ours_bf16", "o:", "solov2 (ours), precision bf16"),
+            ("pred_default", "o-", "solov2 Predictor, default (bf16 on this CPU)"),
+            ("pred_fp32", "o:", "solov2 Predictor, fp32"),
+            ("pred_onnxruntime", "d-", "solov2 Predictor, onnxruntime (fp32)"),
+            ("pred_openvino", "v-", "solov2 Predictor, OpenVINO fp32"),
+            ("pred_openvino_bf16", "v:", "solov2 Predictor, OpenVINO bf16"),
+            ("pred_openvino_int8", "x-", "solov2 Predictor, OpenVINO int8 IR")]
 
     def series(source: dict, key: str):
         sizes = sorted(int(s) for s in source["sizes"] if key in source["sizes"][s])
