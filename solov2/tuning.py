@@ -30,11 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["cache_path", "machine_key", "load_cache", "reset_cache", "tune_winograd", "tuning_enabled",
-           "conv_input_shapes", "measure_shape"]
+           "conv_input_shapes", "measure_shape", "others_busy_cores"]
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
 MARGIN = 0.95  # Winograd must be at least 5% faster: near-ties stay on the direct convolution
+# Other processes' CPU use (in cores) above which nothing is measured: oneDNN's threads wait on each other when a
+# core is taken, NNPACK's less, so a busy machine picked Winograd where the idle one ran it 1.5x slower.
+BUSY_CORES = 0.5
 
 
 def cache_path() -> str:
@@ -181,6 +184,24 @@ def measure_shape(in_channels: int, out_channels: int, h: int, w: int, min_reps:
     return best
 
 
+def others_busy_cores(window_s: float = 0.25) -> float:
+    """CPU time used by other processes, in cores, over ``window_s`` while this one sleeps (``/proc/stat``; 0.0
+    where it cannot be read). This process's own threads are idle meanwhile, so what is counted is the others'."""
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+    try:
+        total0, idle0 = read()
+        time.sleep(window_s)
+        total1, idle1 = read()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    if total1 <= total0:
+        return 0.0
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
 def _shape_id(shape: tuple[int, int, int, int]) -> str:
     return f"{shape[0]}x{shape[1]}@{shape[2]}x{shape[3]}"
 
@@ -192,13 +213,17 @@ def _model_signature(model: nn.Module, input_size: tuple[int, int]) -> str:
 
 
 def tune_winograd(model: nn.Module, input_size: tuple[int, int], path: str | None = None,
-                  log: Callable[[str], None] | None = None) -> dict[nn.Conv2d, bool]:
+                  log: Callable[[str], None] | None = None, when_busy: str = "skip") -> dict[nn.Conv2d, bool]:
     """For each 3x3 stride-1 conv of ``model`` (a SOLOv2, on the CPU), whether Winograd was faster at its shape
     on this machine: read from the cache, and the shapes it lacks measured (:func:`measure_shape`) and added.
 
     ``input_size``: the padded network input the choices are made for (the model's test scale); the
     convolutions' map sizes follow from it (one pass of the network, also cached, per architecture and input
     size). Logs one line when it measured something.
+
+    ``when_busy``: if shapes are missing while other processes keep more than :data:`BUSY_CORES` cores busy,
+    ``"skip"`` measures nothing, caches nothing and returns ``{}`` (the caller's fixed rule, this time; a later
+    process measures), with one line saying so; ``"measure"`` measures anyway and says the figures may be off.
     """
     from .optimize import nnpack_available
     if not nnpack_available():
@@ -220,6 +245,15 @@ def tune_winograd(model: nn.Module, input_size: tuple[int, int], path: str | Non
     entry = data["machines"].setdefault(key["id"], {k: v for k, v in key.items() if k != "id"})
     choices = entry.setdefault("winograd", {})
     missing = sorted({_shape_id(s): s for s in shapes.values() if _shape_id(s) not in choices}.items())
+    busy = others_busy_cores() if missing else 0.0
+    if busy > BUSY_CORES:
+        (log or logger.warning)(
+            f"solov2: other processes keep {busy:.1f} of {os.cpu_count()} CPU cores busy: "
+            + ("Winograd choices not measured now (the fixed rule this time; measured when the CPU is idle)"
+               if when_busy == "skip" else "measuring anyway; the choices may be wrong (`solov2 tune --reset` "
+               "and `solov2 tune` on an idle machine measure again)"))
+        if when_busy == "skip":
+            return {}
     start = time.perf_counter()
     if missing:
         timings = entry.setdefault("timings_ms", {})
@@ -270,7 +304,7 @@ def tune_main(source: str | None = None, checkpoint: str | None = None, reset: b
     model = to_channels_last(fuse_conv_bn(build_model(resolve_model(source, checkpoint).cfg)))
     long_side, short_side = model.transform.test_scale
     size = padded_size((short_side, long_side), model.transform.size_divisor)
-    choices = tune_winograd(model, size, path, log=print_fn)
+    choices = tune_winograd(model, size, path, log=print_fn, when_busy="measure")
     entry = load_cache(path)["machines"][machine_key()["id"]]
     print_fn(f"{machine_key()['id']}: network input {size[0]}x{size[1]}, cache {path}")
     print_fn(f"{'conv (in x out @ map)':<24}{'convs':>6}{'direct ms':>11}{'Winograd ms':>13}  chosen")

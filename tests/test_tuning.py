@@ -1,6 +1,7 @@
 """solov2.tuning: Winograd choices measured once per machine, cached under a machine key, reset on demand, and
 the optimized model's results the same as with the fixed rule."""
 import json
+import os
 
 import pytest
 import torch
@@ -32,6 +33,7 @@ def cache(tmp_path, monkeypatch):
         return {"direct": 1.0, "winograd": 0.5 if cin >= 128 else 2.0}
 
     monkeypatch.setattr(tuning, "measure_shape", fake)
+    monkeypatch.setattr(tuning, "others_busy_cores", lambda: 0.0)  # an idle machine, whatever else runs
     return measured
 
 
@@ -78,6 +80,25 @@ def test_choices_are_measured_once_cached_and_keyed(cache, tmp_path, caplog):
     finally:
         torch.set_num_threads(threads)
     assert len(json.loads((tmp_path / "tuning.json").read_text())["machines"]) == 2
+
+
+def test_a_busy_machine_measures_nothing_and_caches_nothing(cache, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(tuning, "others_busy_cores", lambda: 1.6)
+    model = _model()
+    with caplog.at_level("WARNING", logger="solov2.tuning"):
+        fast = optimize_for_inference(model)
+    assert cache == [] and not (tmp_path / "tuning.json").exists()
+    assert len(caplog.records) == 1 and "1.6 of" in caplog.records[0].getMessage()
+    # the fixed rule this time: Winograd for the eligible convs with >= 256 inputs only
+    assert _winograd_convs(fast) == _winograd_convs(optimize_for_inference(model, tune=False))
+    monkeypatch.setattr(tuning, "others_busy_cores", lambda: 0.0)
+    optimize_for_inference(model)  # idle again: measured and cached
+    assert cache and (tmp_path / "tuning.json").exists()
+
+
+def test_busy_cores_are_read_from_the_kernel():
+    busy = tuning.others_busy_cores(0.05)
+    assert 0.0 <= busy <= (os.cpu_count() or 1) + 1e-6
 
 
 def test_reset_forgets_this_machine(cache, tmp_path, capsys):
