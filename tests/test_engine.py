@@ -352,8 +352,8 @@ def test_optimizers_are_fused_where_torch_has_the_kernel_unless_the_config_says(
 def test_cpu_training_flushes_denormals_to_zero(tmp_path):
     from solov2 import load_config
     from solov2.engine.trainer import Trainer
+    torch.set_flush_denormal(False)  # an earlier test's Trainer may have turned it on
     denormal = torch.tensor([1e-39])  # below float32's smallest normal number (1.2e-38)
-    torch.set_flush_denormal(False)
     assert float(denormal * 2) > 0
     try:
         trainer = Trainer(load_config(TINY), str(tmp_path), device="cpu")
