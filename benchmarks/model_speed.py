@@ -147,7 +147,8 @@ def plot(results: dict, path: str, mmdet: dict | None) -> None:
             ax.plot(*series(mmdet, f"mmdet_{kind}"), "^--", label="MMDetection 3.3 SOLOv2 light R50")
         elif kind == "network":
             ax.plot(*series(results, "solov2_network"), "o-", label="solov2 (ours), as built")
-        ax.plot(*series(results, mr), "s-", label=mr_label)
+        if any(mr in r for r in results["sizes"].values()):  # a run_mmdet.py file given as --from-json has none
+            ax.plot(*series(results, mr), "s-", label=mr_label)
         ax.set_title(title)
         ax.set_xlabel("input short side (long side = short x 768/448)")
         ax.set_ylabel("median latency, ms")
