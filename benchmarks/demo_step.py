@@ -46,8 +46,17 @@ def build_step(name: str, images, targets, amp: bool):
     if "channels_last" in flags:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused="unfused" not in flags)
+    return train_step(model, optimizer, [(images, targets)], amp)
+
+
+def train_step(model, optimizer, batches: list, amp: bool = True):
+    """A function running one training step as ``solov2 train`` does (forward under bf16 autocast unless ``amp``
+    is False, backward, clipping at max norm 35, the optimizer), each call on the next of ``batches`` (cycled)."""
+    calls = [0]
 
     def step():
+        images, targets = batches[calls[0] % len(batches)]
+        calls[0] += 1
         with precision_autocast(torch.bfloat16 if amp else None, "cpu"):
             losses = model(images, targets)
         sum(losses.values()).backward()

@@ -22,7 +22,7 @@ sys.path.insert(0, ROOT)
 from solov2 import build_model, load_config  # noqa: E402
 from solov2.benchmark import time_interleaved  # noqa: E402
 from solov2.data import build_dataset, collate  # noqa: E402
-from solov2.precision import precision_autocast  # noqa: E402
+from demo_step import train_step  # noqa: E402  (benchmarks/, this script's folder)
 
 CONFIG = os.path.join(ROOT, "configs/demo/solov2_light_r18_shapes.py")
 
@@ -36,18 +36,7 @@ def build_step(cfg, batches, checkpoint: dict | None):
         optimizer.load_state_dict(checkpoint["optimizer"])
         for group in optimizer.param_groups:
             group["lr"] = 1e-5  # keep the trained state where it is
-    calls = [0]
-
-    def step():
-        images, targets = batches[calls[0] % len(batches)]
-        calls[0] += 1
-        with precision_autocast(torch.bfloat16, "cpu"):
-            losses = model(images, targets)
-        sum(losses.values()).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return step
+    return train_step(model, optimizer, batches)
 
 
 def main() -> None:
