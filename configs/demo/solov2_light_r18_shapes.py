@@ -38,7 +38,8 @@ data = dict(
 optimizer = dict(type='AdamW', lr=0.002, weight_decay=0.0001)
 auto_scale_lr = dict(enable=True, base_batch_size=8)  # lr 0.002 is for 8 images; batch 2 trains at 0.0005
 grad_clip = dict(max_norm=35, norm_type=2)
-# 14 epochs of 125 steps with bf16 autocast on a 2-core CPU with native bf16 (the default there).
+# 14 epochs of 125 steps with bf16 autocast on a 2-core CPU with native bf16 (the default there): from a fresh
+# clone, `make demo` gave mask AP 0.509 in 9.7 min in all (README).
 # Measured (benchmarks/sweeps/demo_round4.py, 1 thread each, tested at 160): 15 epochs 0.531 mask AP (0.519 from a
 # fresh clone, but 12.2 min in all); 12 epochs at a random train scale of 128 or 160 px 0.524. At 128 px
 # (demo_speed2.py, demo_round3.py): 12 epochs 0.399-0.439, with lr 0.004 0.440, at batch 4 for 3000 steps 0.431;
