@@ -153,17 +153,20 @@ NETWORK_GFLOP_448 = 137.0
 
 
 def available_predictor_variants() -> list[str]:
-    """The PREDICTOR_VARIANTS whose backend is in ``solov2.predictor.BACKENDS`` and whose packages import."""
+    """The PREDICTOR_VARIANTS whose backend is in ``solov2.predictor.BACKENDS`` and installed (with onnx, to export
+    to it; with nncf for int8)."""
     import importlib.util
     sys.path.insert(0, REPO)
     from solov2.predictor import BACKENDS
-    needs = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("openvino",)}
+    from solov2.runtime import missing_extra
     out = []
     for name, kwargs in PREDICTOR_VARIANTS.items():
         backend = kwargs.get("backend", "torch")
-        modules = needs.get(backend, ()) + (("nncf",) if kwargs.get("int8") else ())
-        if backend in BACKENDS and all(importlib.util.find_spec(m) for m in modules):
-            out.append(name)
+        if backend not in BACKENDS or (backend != "torch" and missing_extra(backend, exporting=True)):
+            continue
+        if kwargs.get("int8") and importlib.util.find_spec("nncf") is None:
+            continue
+        out.append(name)
     return out
 
 
