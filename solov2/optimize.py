@@ -6,6 +6,8 @@
 * :func:`to_channels_last` stores conv weights NHWC, so that oneDNN / cuDNN run NHWC kernels.
 * :func:`use_winograd` runs the large 3x3 convolutions on CPU with NNPACK's Winograd algorithm, which needs
   about a fifth of the multiplications of oneDNN's direct convolution (differences ~1e-5 relative).
+* :func:`store_conv_weights_in` keeps the conv weights in the dtype the model runs under autocast (bf16 / fp16),
+  which autocast would otherwise cast from float32 on every call.
 * :func:`optimize_for_inference` applies them (and optionally ``torch.compile``) to a copy of the model.
 
 The returned model is for inference only: its parameters do not require gradients, its BatchNorms are gone
@@ -31,8 +33,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fuse_conv_bn", "to_channels_last", "use_winograd", "WinogradConv2d", "optimize_for_inference",
-           "count_batchnorms", "nnpack_available"]
+__all__ = ["fuse_conv_bn", "to_channels_last", "use_winograd", "WinogradConv2d", "store_conv_weights_in",
+           "optimize_for_inference", "count_batchnorms", "nnpack_available"]
 
 
 def _conv_feeding(parent: nn.Module, bn_name: str, children: dict[str, nn.Module]) -> str | None:
@@ -94,6 +96,24 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     without converting the input. Values are unchanged; only the memory layout (and thus speed) differs.
     """
     return model.to(memory_format=torch.channels_last)
+
+
+def store_conv_weights_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Store every ``Conv2d``'s weight and bias in ``dtype`` (in place); returns ``model``.
+
+    Under ``torch.autocast(dtype=dtype)`` a convolution casts its float32 weight to ``dtype`` on every call (the
+    autocast weight cache only keeps casts of parameters that require gradients, within one ``autocast``
+    block): ~100 casts per SOLOv2 call. Stored in ``dtype`` they are not cast, and the results are the same,
+    bit for bit, since autocast rounds them to ``dtype`` anyway. The model then runs only under autocast of
+    ``dtype`` (a float32 input outside it meets ``dtype`` weights); GroupNorm and the other modules keep
+    float32 parameters, as autocast runs them in float32.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.weight.data = module.weight.data.to(dtype)
+            if module.bias is not None:
+                module.bias.data = module.bias.data.to(dtype)
+    return model
 
 
 @functools.lru_cache(maxsize=None)
@@ -186,7 +206,8 @@ def _tuned_choices(model: nn.Module) -> dict[nn.Module, bool] | None:
 
 
 def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: bool = True,
-                           winograd: bool = True, compile: bool = False, tune: bool = True) -> nn.Module:
+                           winograd: bool = True, compile: bool = False, tune: bool = True,
+                           autocast_dtype: torch.dtype | None = None) -> nn.Module:
     """A copy of ``model`` in eval mode with the chosen speedups; ``model`` itself is not modified.
 
     Args:
@@ -198,6 +219,9 @@ def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: b
         tune: choose the Winograd convs by this machine's measurements (:mod:`solov2.tuning`: measured once
             per CPU, torch version and thread count, a few seconds, then cached) instead of the fixed
             ``min_in_channels=256`` rule; off where ``SOLOV2_TUNE=0``.
+        autocast_dtype: the dtype the model will run under ``torch.autocast`` (bf16 / fp16), or None (float32):
+            conv weights are stored in it (:func:`store_conv_weights_in`; the model then runs only under that
+            autocast), and Winograd, which only acts in float32, is neither applied nor tuned.
         compile: ``torch.compile`` the backbone, FPN and mask branch of a SOLOv2, or the whole module
             otherwise. Post-processing has data-dependent shapes and stays eager. The first call
             with each new input size compiles (tens of seconds to minutes on CPU; needs a C++ compiler).
@@ -209,8 +233,10 @@ def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: b
         p.requires_grad_(False)
     if channels_last:
         to_channels_last(model)
-    if winograd:
+    if winograd and autocast_dtype is None:
         use_winograd(model, choices=_tuned_choices(model) if tune else None)
+    if autocast_dtype is not None:
+        store_conv_weights_in(model, autocast_dtype)
     if compile:
         if hasattr(model, "forward_features"):
             # The heavy, fixed-shape parts; the head runs per level on small grids and stays eager.

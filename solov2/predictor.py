@@ -22,18 +22,19 @@ BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
 def load_model(cfg: Config, checkpoint: str | dict | None, device: str = "cpu", optimize: bool = False,
-               name: str | None = None) -> tuple[nn.Module, dict]:
+               name: str | None = None, autocast_dtype: torch.dtype | None = None) -> tuple[nn.Module, dict]:
     """The config's model with the checkpoint's weights (random if None), on ``device``, in eval mode;
     with ``optimize``, :func:`solov2.optimize.optimize_for_inference` of it (same results up to float
     rounding, tests/test_optimize.py). ``checkpoint`` is a path or an already read checkpoint dict (``name``:
-    its path, for error messages). Returns ``(model, the checkpoint's meta)``.
+    its path, for error messages); ``autocast_dtype``: the autocast dtype the optimized model will run under
+    (its conv weights are stored in it). Returns ``(model, the checkpoint's meta)``.
 
     To build the model a checkpoint was trained as, from the checkpoint alone or with a config, resolve the
     config first with :func:`solov2.checkpoint_config.resolve_model` (as :class:`Predictor` does)."""
     model = build_model(cfg)
     meta = load_weights(model, checkpoint, name=name)["meta"] if checkpoint else {}
     model.to(device).eval()
-    return (optimize_for_inference(model) if optimize else model), meta
+    return (optimize_for_inference(model, autocast_dtype=autocast_dtype) if optimize else model), meta
 
 
 class Predictor:
@@ -100,7 +101,8 @@ class Predictor:
         self.cfg, self.checkpoint = resolved.cfg, resolved.checkpoint
         # onnxruntime / OpenVINO optimize the exported graph themselves; BatchNorm folding etc. would only be exported.
         optimize = optimize and backend == "torch"
-        self.model, _ = load_model(self.cfg, resolved.ckpt, device, optimize, name=resolved.checkpoint)
+        self.model, _ = load_model(self.cfg, resolved.ckpt, device, optimize, name=resolved.checkpoint,
+                                   autocast_dtype=self.autocast_dtype)
         self.class_names, self.cat_ids = resolved.classes, resolved.cat_ids
 
     def _open_exported(self, path: str, config) -> None:

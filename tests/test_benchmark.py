@@ -83,7 +83,8 @@ def test_detections_per_image_are_the_models_also_optimized(detecting_checkpoint
                           num_images=4, verbose=False, memory=False)
     assert plain["results"]["end_to_end_fp32"]["detections_per_image"] == expected
     optimized, original = [], solov2.predictor.optimize_for_inference
-    monkeypatch.setattr(solov2.predictor, "optimize_for_inference", lambda m: optimized.append(m) or original(m))
+    monkeypatch.setattr(solov2.predictor, "optimize_for_inference",
+                        lambda m, **kw: optimized.append(m) or original(m, **kw))
     report = run_benchmark(detecting_checkpoint, input_size=(128, 160), batch=2, iters=2, warmup=0, num_images=4,
                            verbose=False, memory=False)
     assert len(optimized) == 1 and report["optimize"] is True  # the optimized model is the one timed (default)

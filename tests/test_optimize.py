@@ -160,3 +160,26 @@ def test_winograd_conv_falls_back_if_nnpack_refuses(monkeypatch):
     x = torch.randn(1, 256, 64, 96)
     with torch.inference_mode():
         torch.testing.assert_close(wino(x), F.conv2d(x, wino.weight, wino.bias, padding=1))
+
+
+def _bf16_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return _outputs(model, x)
+
+
+def test_conv_weights_stored_in_the_autocast_dtype_give_the_same_bits(monkeypatch):
+    from solov2 import optimize
+    from solov2.optimize import WinogradConv2d
+    monkeypatch.setattr(optimize, "_tuned_choices", lambda model: pytest.fail("tuned for a bf16 model"))
+    model = _model(18)
+    x = torch.randn(1, 3, 128, 192)
+    expected = _bf16_outputs(optimize_for_inference(model, tune=False), x)  # autocast casts the weights per call
+    stored = optimize_for_inference(model, autocast_dtype=torch.bfloat16)
+    convs = [m for m in stored.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.weight.dtype == torch.bfloat16 for c in convs)
+    assert not any(isinstance(m, WinogradConv2d) for m in stored.modules())  # Winograd runs in float32 only
+    assert all(m.weight.dtype == torch.float32 for m in stored.modules() if isinstance(m, nn.GroupNorm))
+    actual = _bf16_outputs(stored, x)
+    assert len(actual) == len(expected)
+    for e, a in zip(expected, actual):
+        assert torch.equal(e, a)  # autocast rounds the weights to bf16 either way

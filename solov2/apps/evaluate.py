@@ -51,7 +51,7 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
             model, dtype = RunExported(exported_runtime(model, backend, precision, resolved.classes)), None
         else:
             dtype = autocast_dtype(precision, device)
-            model, _ = load_model(cfg, resolved.ckpt, device, optimize, name=checkpoint)
+            model, _ = load_model(cfg, resolved.ckpt, device, optimize, name=checkpoint, autocast_dtype=dtype)
     if cfg.data.get(split) is None:
         raise ConfigError(f"{config or checkpoint}: data.{split} is not set; evaluate another one with --split")
     dataset = build_dataset(cfg.data[split])
