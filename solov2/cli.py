@@ -10,7 +10,7 @@ from .apps.data_tools import check_data_main, cityscapes_to_coco_main, labelme_t
 from .apps.demo import demo_main
 from .apps.evaluate import eval_main
 from .apps.predict import predict_main
-from .engine.launch import LAUNCHERS, interrupted_message, resume_command, train_main, worker_error
+from .engine.launch import LAUNCHERS, interrupted_message, resolve_device, resume_command, train_main, worker_error
 from .errors import one_line
 
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]  # solov2.precision.PRECISION_CHOICES
@@ -169,13 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--backend", choices=BACKENDS, default="torch", help=BACKEND_HELP)
 
     d = command("demo", "built-in data -> train on CPU -> mask AP -> pictures", lambda a: demo_main(
-        a.out, a.train_images, a.val_images, _size(a.image_size), a.cfg_options, a.amp))
+        a.out, a.train_images, a.val_images, _size(a.image_size), a.cfg_options, a.amp, resolve_device(a.device)))
     d.add_argument("--out", default="runs/demo", help="output folder (data, checkpoints, pictures)")
     d.add_argument("--train-images", type=int, default=1000, help="built-in training images")
     d.add_argument("--val-images", type=int, default=100, help="built-in validation images")
     d.add_argument("--image-size", type=int, nargs="+", default=[128], metavar="SIZE", help="the images' side, or H W")
     add_cfg_options(d)
     d.add_argument("--amp", action=argparse.BooleanOptionalAction, help=AMP_HELP)
+    d.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
 
     m = command("make-shapes", "write the built-in synthetic data set as a COCO folder", lambda a: make_shapes_main(
         a.out, a.num_images, a.seed, _size(a.image_size)))

@@ -15,8 +15,10 @@ REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int = 100,
-              image_size: int | tuple[int, int] = 128, cfg_options=None, amp: bool | None = None) -> dict:
-    """Built-in data -> train a small SOLOv2 on CPU -> mask AP on the val split -> pictures in ``out``.
+              image_size: int | tuple[int, int] = 128, cfg_options=None, amp: bool | None = None,
+              device: str = "cpu") -> dict:
+    """Built-in data -> train a small SOLOv2 on CPU (or ``device``) -> mask AP on the val split -> pictures in
+    ``out``.
 
     ``amp``: bf16 autocast; None (default) uses it on CPUs that compute bf16 natively (where a step takes ~0.6x
     the fp32 time; ``solov2.precision.default_amp``), and the demo then fits its 10 minutes; False for fp32.
@@ -35,14 +37,14 @@ def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int 
                "data.test.img_prefix": f"{data_dir}/val/images"}
     options.update(cfg_options or {})
     config = str(REPO_CONFIGS / "demo" / "solov2_light_r18_shapes.py")
-    if amp and not cpu_has_native_bf16():  # asked for explicitly
+    if amp and device == "cpu" and not cpu_has_native_bf16():  # asked for explicitly
         print("note: this CPU has no native bf16 (AVX512-BF16 / AMX): --amp will be slower than fp32", flush=True)
-    metrics = train_main(config, work_dir=out, cfg_options=options, device="cpu", amp=amp)
+    metrics = train_main(config, work_dir=out, cfg_options=options, device=device, amp=amp)
     val_images_dir = os.path.join(data_dir, "val", "images")
     examples = sorted(os.listdir(val_images_dir))[:8]
     pictures = predict_main(config, os.path.join(out, "latest.pth"),
                             [os.path.join(val_images_dir, e) for e in examples],
-                            out=os.path.join(out, "pictures"), score_thr=0.3, device="cpu")
+                            out=os.path.join(out, "pictures"), score_thr=0.3, device=device)
     minutes = (time.time() - start) / 60
     print(f"\ndemo: mask AP {metrics.get('mask_AP', 0):.3f}, AP50 {metrics.get('mask_AP50', 0):.3f}, "
           f"AP75 {metrics.get('mask_AP75', 0):.3f} on {val_images} val images; {minutes:.1f} min; "

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The checks that need a CUDA GPU, in one run (about 5 minutes on one H200): the demo trained and evaluated on
+# the GPU, the seed's training command on one GPU (fp32 and --amp) and its one-line refusal of --gpus 2 there,
+# latency of the seed network (fp32 / fp16 / bf16) and of the DCN model, and the Predictor's CUDA results
+# against the CPU's on the demo model. Each step prints what it measured; the logs go to $1 (default
+# runs/cuda_check).
+#
+#     bash benchmarks/cuda_check.sh [OUT_DIR]
+set -u
+OUT_DIR=${1:-runs/cuda_check}
+mkdir -p "$OUT_DIR"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+SEED=configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py
+$PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
+
+echo "== 1. solov2 demo --device cuda (the README's demo, trained and evaluated on the GPU)"
+start=$(date +%s)
+timeout 300 $PY -m solov2.cli demo --device cuda --out runs/cuda_demo > "$OUT_DIR/demo.log" 2>&1
+echo "exit $? after $(( $(date +%s) - start )) s"
+grep -E "^demo:|Error|rror:" "$OUT_DIR/demo.log" | tail -5
+grep -E "iter +1700|iter +100/" runs/cuda_demo/train.log | cut -c1-160
+
+echo "== 2. the seed's command on one GPU (tiny Cityscapes tree; the seed config's own train scales)"
+$PY -c "import sys; sys.path.insert(0, 'tests'); from cityscapes_fixture import make_tiny_cityscapes as m; \
+m('runs/tiny_cityscapes')"
+CS="data.train.root=runs/tiny_cityscapes data.val.root=runs/tiny_cityscapes data.test.root=runs/tiny_cityscapes"
+for amp in --no-amp --amp; do
+  timeout 150 $PY tools/train.py $SEED --gpus 1 --work_dir runs/seed_gpu$amp $amp --cfg-options $CS \
+    max_iters=60 log_config.interval=20 evaluation.interval=-1 model.pretrained=None data.workers_per_gpu=4 \
+    > "$OUT_DIR/seed$amp.log" 2>&1
+  echo "$amp exit $?"; grep -E "iter +(20|40|60)/|precision|Error|rror:" runs/seed_gpu$amp/train.log | cut -c1-170
+  tail -2 "$OUT_DIR/seed$amp.log" | cut -c1-200
+done
+echo "-- --gpus 2 with one GPU visible (expected: one line)"
+$PY tools/train.py $SEED --gpus 2 --cfg-options $CS 2>&1 | tail -2
+
+echo "== 3. latency on the GPU"
+timeout 120 $PY -m solov2.cli benchmark $SEED --device cuda --precision fp16 bf16 --iters 30 --warmup 10 \
+  --no-memory 2>&1 | tee "$OUT_DIR/bench_seed.log" | tail -8
+timeout 120 $PY -m solov2.cli benchmark configs/solov2/coco/solov2_light_512_dcn_r50_fpn_3x.py --device cuda \
+  --input-size 512 864 --precision fp16 --iters 20 --warmup 5 --no-memory 2>&1 | tee "$OUT_DIR/bench_dcn.log" | tail -6
+
+echo "== 4. the Predictor on CUDA against the CPU (demo model, 20 val images)"
+timeout 120 $PY - <<'EOF' 2>&1 | tee "$OUT_DIR/parity.log"
+import glob
+import numpy as np
+from solov2 import Predictor
+images = sorted(glob.glob("runs/cuda_demo/data/val/images/*"))[:20]
+cpu = Predictor("runs/cuda_demo/latest.pth", device="cpu", precision="fp32")
+for precision in ("fp32", "fp16"):
+    gpu = Predictor("runs/cuda_demo/latest.pth", device="cuda", precision=precision, batch_size=8)
+    worst_score, worst_iou, count, same = 0.0, 1.0, 0, True
+    for a, b in zip(cpu(images), gpu(images)):
+        count += len(a["scores"])
+        if len(a["scores"]) != len(b["scores"]) or not np.array_equal(a["labels"], b["labels"]):
+            same = False
+            continue
+        if len(a["scores"]):
+            worst_score = max(worst_score, float(np.abs(a["scores"] - b["scores"]).max()))
+            inter = (a["masks"] & b["masks"]).sum((1, 2))
+            union = np.maximum((a["masks"] | b["masks"]).sum((1, 2)), 1)
+            worst_iou = min(worst_iou, float((inter / union).min()))
+    print(f"cuda {precision} vs cpu fp32: {count} instances, same instances and labels {same}, "
+          f"max score difference {worst_score:.2e}, min mask IoU {worst_iou:.4f}")
+EOF
