@@ -349,6 +349,36 @@ def test_optimizers_are_fused_where_torch_has_the_kernel_unless_the_config_says(
         assert not build_optimizer(model, {"type": kind, "lr": 0.1, "foreach": True}).defaults["fused"]
 
 
+@pytest.mark.parametrize("kind", ["SGD", "AdamW"])
+def test_a_step_the_grad_scaler_skips_leaves_the_optimizer_untouched(kind):
+    """fp16 AMP (CUDA) overflows in its first steps and the GradScaler skips them. Fused SGD wrote its momentum
+    anyway (from uninitialized memory on a skipped first step): weights NaN at iteration 5 of the seed config
+    with --amp on a GPU. Same scaler logic on the CPU here; the optimizer must match one that never saw the
+    overflow."""
+    from solov2.engine.trainer import build_optimizer
+    torch.manual_seed(0)
+    model, reference = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    reference.load_state_dict(model.state_dict())
+    cfg = {"lr": 0.1, **({"momentum": 0.9, "weight_decay": 1e-4} if kind == "SGD" else {})}
+    optimizer = build_optimizer(model, {"type": kind, **cfg}, grad_scaling=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    x = torch.randn(4, 3)
+    for overflow in (True, False, False):
+        loss = model(x).square().sum() * (float("inf") if overflow else 1.0)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # as the trainer does before clipping and logging
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+    stock = getattr(torch.optim, kind)(reference.parameters(), **cfg)  # two steps, no overflow
+    for _ in range(2):
+        reference(x).square().sum().backward()
+        stock.step()
+        stock.zero_grad(set_to_none=True)
+    for got, expected in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, expected)
+
+
 def test_cpu_training_flushes_denormals_to_zero(tmp_path):
     from solov2 import load_config
     from solov2.engine.trainer import Trainer
