@@ -104,17 +104,17 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def benchmark_images(input_size: Sequence[int] = (448, 768), num_images: int = 8, seed: int = 0,
                      images: str | None = None) -> list[np.ndarray]:
-    """The benchmark's ``(H, W, 3)`` uint8 RGB images: those of the folder ``images`` (sorted, at their own
-    sizes), else ``num_images`` built-in shapes pictures of ``input_size`` drawn from ``seed``."""
+    """The benchmark's ``(H, W, 3)`` uint8 RGB images: those under the folder ``images`` (recursively, sorted, at
+    their own sizes), else ``num_images`` built-in shapes pictures of ``input_size`` drawn from ``seed``."""
     if images is not None:
-        from .apps.predict import IMAGE_EXTS
+        from .apps.predict import IMAGE_EXTS, folder_images
         from .data.image import read_rgb
         if not os.path.isdir(images):
             raise ValueError(f"{images}: --images must be a folder of images")
-        files = sorted(f for f in os.listdir(images) if os.path.splitext(f)[1].lower() in IMAGE_EXTS)
+        files = folder_images(images)
         if not files:
             raise ValueError(f"{images}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
-        return [read_rgb(os.path.join(images, f)) for f in files]
+        return [read_rgb(f) for f in files]
     from .data.synthetic import render_shapes
     h, w = input_size
     return [render_shapes(np.random.default_rng([seed, i]), (h, w))[0] for i in range(num_images)]

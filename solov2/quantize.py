@@ -39,11 +39,11 @@ def calibration_images(count: int, images_dir: str | None = None, data_cfg: dict
     if count <= 0:
         raise ValueError(f"--calib-images must be positive, got {count}")
     if images_dir is not None:
-        from .apps.predict import IMAGE_EXTS, collect_inputs
+        from .apps.predict import folder_images
         from .data.image import read_rgb
         if not os.path.isdir(images_dir):
             raise FileNotFoundError(f"{images_dir}: calibration image folder (--images) not found")
-        paths = [p for p in collect_inputs([images_dir]) if os.path.splitext(p)[1].lower() in IMAGE_EXTS]
+        paths = folder_images(images_dir)
         if not paths:
             raise ValueError(f"{images_dir}: no images to calibrate on")
         chosen = sorted(random.Random(seed).sample(range(len(paths)), min(count, len(paths))))

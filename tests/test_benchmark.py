@@ -66,8 +66,11 @@ def test_the_images_are_the_built_in_shapes_or_a_folder(tmp_path):
     Image.fromarray(shapes[0]).save(tmp_path / "b.png")
     Image.fromarray(shapes[1][:64]).save(tmp_path / "a.png")
     (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "cam2").mkdir()
+    Image.fromarray(shapes[2][:32]).save(tmp_path / "cam2" / "c.png")
     folder = benchmark_images(images=str(tmp_path))
-    assert [a.shape for a in folder] == [(64, 120, 3), (96, 120, 3)]  # sorted by name, at their own sizes
+    # sorted by path, at their own sizes, subfolders included (as predict and quantize --images find them)
+    assert [a.shape for a in folder] == [(64, 120, 3), (96, 120, 3), (32, 120, 3)]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):
         benchmark_images(images=str(tmp_path / "empty"))

@@ -24,6 +24,12 @@ def collect_inputs(inputs: list[str]) -> list[str]:
     return [path for path, _ in collect_named_inputs(inputs)]
 
 
+def folder_images(folder: str) -> list[str]:
+    """The image files under ``folder``, recursively and sorted, as ``predict`` finds them (videos left out): the
+    images ``benchmark --images`` times and ``quantize --images`` calibrates on."""
+    return sorted(str(p) for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
 def collect_named_inputs(inputs: list[str]) -> list[tuple[str, str]]:
     """Files, folders (recursively) and globs -> ``(path, output name)`` of each image and video.
 
