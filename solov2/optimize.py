@@ -105,8 +105,8 @@ def store_conv_weights_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     autocast weight cache only keeps casts of parameters that require gradients, within one ``autocast``
     block): ~100 casts per SOLOv2 call. Stored in ``dtype`` they are not cast, and the results are the same,
     bit for bit, since autocast rounds them to ``dtype`` anyway. The model then runs only under autocast of
-    ``dtype`` (a float32 input outside it meets ``dtype`` weights); GroupNorm and the other modules keep
-    float32 parameters, as autocast runs them in float32.
+    ``dtype`` (a float32 input outside it meets ``dtype`` weights). GroupNorm and the other modules keep their
+    float32 parameters: autocast never casts those, so storing them otherwise would change results.
     """
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
