@@ -21,9 +21,11 @@ install: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(PY) -m solov2.cli demo --out runs/demo
 
-# OpenVINO's tests run in a pytest process of their own, after the rest: in one process with the whole suite, a
-# later test's subprocess start died with SIGSEGV twice at the same test (not with the files alone; the disk was
-# also found full afterwards, so the cause is not settled). Keeping OpenVINO's threads out of the rest is cheap.
+# OpenVINO's tests run in a pytest process of their own, after the rest: in one process with the whole suite, pytest
+# died with SIGSEGV (exit 139, no faulthandler output) at the same later test three times, the last on 2026-11-27
+# with 45 GB of disk free: tests/test_own_data.py's predict-in-a-fresh-process, the 314th of 393. test_openvino.py
+# and test_own_data.py alone in one process pass, so it takes more of the suite's state; the cause is not
+# settled. Keeping OpenVINO's threads out of the rest is cheap.
 OPENVINO_TESTS := tests/test_openvino.py tests/test_quantize.py
 
 test: $(VENV)/.installed-dev
