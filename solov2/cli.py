@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-optimize", dest="optimize", action="store_false", help="run the model as built")
     pr.add_argument("--backend", choices=BACKENDS, default="torch", help=BACKEND_HELP)
 
-    d = command("demo", "built-in data -> train on CPU -> mask AP -> pictures", lambda a: demo_main(
+    d = command("demo", "built-in data -> train (on CPU unless --device) -> mask AP -> pictures", lambda a: demo_main(
         a.out, a.train_images, a.val_images, _size(a.image_size), a.cfg_options, a.amp, resolve_device(a.device)))
     d.add_argument("--out", default="runs/demo", help="output folder (data, checkpoints, pictures)")
     d.add_argument("--train-images", type=int, default=1000, help="built-in training images")

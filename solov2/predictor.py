@@ -60,7 +60,9 @@ class Predictor:
     (measured in ``docs/benchmarks.md``); post-processing stays float32. The default ``"auto"`` is bf16 on
     CPUs with native bf16 (torch backend) and fp32 elsewhere (:func:`solov2.precision.resolve_precision`; the
     mask-AP cost measured for that rule is in ``docs/benchmarks.md``); ``precision="fp32"`` gives fp32
-    everywhere. ``predictor.precision`` says which one runs.
+    everywhere. ``predictor.precision`` says which one runs. With ``optimize`` and bf16 / fp16, ``predictor.model``
+    keeps its conv weights in that dtype (not cast on every call; same results), so it runs only under that
+    autocast, as ``predictor(images)`` runs it.
 
     ``backend="onnxruntime"`` runs the model exported to ONNX (:mod:`solov2.export`, a dynamic graph made on
     the first call, a few seconds) in onnxruntime on the CPU, with the same post-processing in Python
