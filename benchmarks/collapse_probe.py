@@ -14,15 +14,17 @@ that was measured and not adopted).
 """
 import argparse
 import random
+
 import numpy as np
 import torch
 from torch import nn
-from solov2 import load_config, build_model
+
+from solov2 import build_model, load_config
 from solov2.data import build_dataset, collate
-from solov2.targets import build_targets
-from solov2.ops import dynamic_masks
-from solov2.models.solov2 import _pad_masks
 from solov2.losses import solov2_losses
+from solov2.models.solov2 import _pad_masks
+from solov2.ops import dynamic_masks
+from solov2.targets import build_targets
 
 p = argparse.ArgumentParser()
 p.add_argument("--config", default="configs/demo/solov2_light_r18_shapes.py")

@@ -22,7 +22,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 
 from solov2 import build_model, load_config  # noqa: E402
-from solov2.benchmark import time_interleaved  # noqa: E402
+from solov2.apps.benchmark import time_interleaved  # noqa: E402
 from solov2.data import build_dataset, collate  # noqa: E402
 from solov2.data.synthetic import write_shapes_coco  # noqa: E402
 from solov2.precision import precision_autocast  # noqa: E402

@@ -19,10 +19,11 @@ import torch
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 
-from solov2 import build_model, load_config  # noqa: E402
-from solov2.benchmark import time_interleaved  # noqa: E402
-from solov2.data import build_dataset, collate  # noqa: E402
 from demo_step import train_step  # noqa: E402  (benchmarks/, this script's folder)
+
+from solov2 import build_model, load_config  # noqa: E402
+from solov2.apps.benchmark import time_interleaved  # noqa: E402
+from solov2.data import build_dataset, collate  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "configs/demo/solov2_light_r18_shapes.py")
 

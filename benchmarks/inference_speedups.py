@@ -1,4 +1,4 @@
-"""Each inference speedup of ``solov2.optimize`` on and off, for the seed's network at 448x768 on CPU.
+"""Each inference speedup of ``solov2.inference.optimize`` on and off, for the seed's network at 448x768 on CPU.
 
 Variants of ``forward_features`` (the network alone, random weights, one 448x768 image), timed in one
 loop, interleaved, median of ``--iters`` after ``--warmup``:
@@ -34,8 +34,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from solov2 import build_model, load_config  # noqa: E402
-from solov2.benchmark import summarize, time_interleaved  # noqa: E402
-from solov2.optimize import fuse_conv_bn, optimize_for_inference, to_channels_last, use_winograd  # noqa: E402
+from solov2.apps.benchmark import summarize, time_interleaved  # noqa: E402
+from solov2.inference.optimize import fuse_conv_bn, optimize_for_inference, to_channels_last  # noqa: E402
+from solov2.inference.winograd import use_winograd  # noqa: E402
 
 CONFIG = "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
 

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from solov2 import build_model, load_config  # noqa: E402
-from solov2.benchmark import summarize, time_interleaved  # noqa: E402
+from solov2.apps.benchmark import summarize, time_interleaved  # noqa: E402
 
 CONFIG = "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
 GOAL = 1.5  # the issue: SOLOv2 light 448 R50 at least 1.5x faster than Mask R-CNN R50-FPN

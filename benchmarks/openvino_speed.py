@@ -1,6 +1,6 @@
 """Latency of the backends on the seed network (448x768, random weights), timed interleaved in one process:
 the torch Predictor in fp32 and bf16, OpenVINO fp32 / bf16 (``Predictor(backend="openvino")``) and
-OpenVINO int8 (``solov2.quantize.quantize_ir``; calibrated on the images of ``--calib-dir``, which only matters
+OpenVINO int8 (``solov2.deploy.quantize.quantize_ir``; calibrated on the images of ``--calib-dir``, which only matters
 for speed here). Two scenarios as in benchmarks/mmdet_compare/: ``0det`` (the category prior, no candidates)
 and ``10det`` (ten cells planted as confident candidates on all five levels, through the category conv, so
 the exported graphs hold the same hook).
@@ -22,8 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from solov2 import Predictor, load_config  # noqa: E402
-from solov2.benchmark import time_interleaved  # noqa: E402
-from solov2.quantize import calibration_images, quantize_ir  # noqa: E402
+from solov2.apps.benchmark import time_interleaved  # noqa: E402
+from solov2.deploy.quantize import calibration_images, quantize_ir  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks", "mmdet_compare"))
 from run_mmdet import set_scenario  # noqa: E402  (imports neither mmdet nor mmcv at module level)
@@ -46,7 +46,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="torch's and OpenVINO's threads (default: torch's default)")
     args = p.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)  # OpenVINO takes torch's count (solov2.openvino_ir.open_ir)
+        torch.set_num_threads(args.threads)  # OpenVINO takes torch's count (solov2.deploy.openvino.open_ir)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     image = (F.interpolate(torch.rand(1, 3, 14, 24, generator=g), size=(448, 768), mode="bilinear")[0] * 255)

@@ -7,12 +7,12 @@ def __getattr__(name):
     # Imported lazily: `import solov2` stays cheap for the command line, and the layers below the models
     # (solov2.ops, solov2.postprocess, solov2.targets, solov2.losses) import without solov2.models.
     if name == "Predictor":
-        from .predictor import Predictor
+        from solov2.inference.predictor import Predictor
         return Predictor
     if name == "build_model":
-        from .models import build_model
+        from solov2.models import build_model
         return build_model
     if name == "load_config":
-        from .config import load_config
+        from solov2.config import load_config
         return load_config
     raise AttributeError(name)

@@ -6,12 +6,19 @@ import argparse
 import os
 import sys
 
-from .apps.data_tools import check_data_main, cityscapes_to_coco_main, labelme_to_coco_main, make_shapes_main
-from .apps.demo import demo_main
-from .apps.evaluate import eval_main
-from .apps.predict import predict_main
-from .engine.launch import LAUNCHERS, interrupted_message, resolve_device, resume_command, train_main, worker_error
-from .errors import one_line
+from solov2.apps.data_tools import check_data_main, cityscapes_to_coco_main, labelme_to_coco_main, make_shapes_main
+from solov2.apps.demo import demo_main
+from solov2.apps.evaluate import eval_main
+from solov2.apps.predict import predict_main
+from solov2.engine.launch import (
+    LAUNCHERS,
+    interrupted_message,
+    resolve_device,
+    resume_command,
+    train_main,
+    worker_error,
+)
+from solov2.errors import one_line
 
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]  # solov2.precision.PRECISION_CHOICES
 PRECISION_HELP = ("network precision; auto: bf16 on CPUs with native bf16, fp32 elsewhere "
@@ -21,7 +28,7 @@ FROM_CHECKPOINT = ("a checkpoint of `solov2 train` (it carries its config and cl
 DEVICE_HELP = "cpu or cuda (default: cuda if available, else cpu)"
 AMP_HELP = ("mixed precision: fp16 on CUDA, bf16 on CPU; the log says which (default: on for CPUs with native bf16, "
             "AVX512-BF16 or AMX; off otherwise)")
-BACKENDS = ["torch", "onnxruntime", "openvino"]  # solov2.predictor.BACKENDS
+BACKENDS = ["torch", "onnxruntime", "openvino"]  # solov2.inference.predictor.BACKENDS
 BACKEND_HELP = ("runtime of the network: torch, or the checkpoint exported to onnxruntime (fp32) or OpenVINO "
                 "(fp32, bf16) on the CPU, same post-processing; an exported .onnx / .xml file given as CHECKPOINT "
                 "runs in its own")
@@ -48,7 +55,7 @@ def _size(values: list[int]) -> int | tuple[int, int]:
 
 def _sources(args, command: str, inputs: bool = False) -> None:
     """``[CONFIG.py] CHECKPOINT [INPUT ...]`` -> ``args.config``, ``args.checkpoint`` (and ``args.inputs``)."""
-    from .checkpoint_config import split_sources
+    from solov2.checkpoint.model_config import split_sources
     args.config, args.checkpoint, rest = split_sources(args.sources, command)
     if inputs and not rest:
         raise ValueError(f"solov2 predict: no images or videos given after the checkpoint {args.checkpoint}")
@@ -71,9 +78,8 @@ def _predict(args) -> None:
 
 
 def _export(args) -> None:
-    from .checkpoint_config import resolve_model
-    from .export import export_onnx, export_openvino, export_torchscript
-    from .predictor import load_model
+    from solov2.checkpoint.model_config import load_model, resolve_model
+    from solov2.deploy.export import export_onnx, export_openvino, export_torchscript
     _sources(args, "export")
     resolved = resolve_model(args.config, args.checkpoint, args.cfg_options)
     model, _ = load_model(resolved.cfg, resolved.ckpt, name=resolved.checkpoint)
@@ -89,7 +95,7 @@ def _export(args) -> None:
 
 
 def _quantize(args) -> None:
-    from .quantize import quantize_main
+    from solov2.deploy.quantize import quantize_main
     _sources(args, "quantize")
     size = tuple(args.input_size) if args.input_size else None
     out = quantize_main(args.config, args.checkpoint, args.calib_images, args.out, args.images, args.cfg_options, size)
@@ -97,19 +103,19 @@ def _quantize(args) -> None:
 
 
 def _convert(args) -> None:
-    from .convert import convert_checkpoint
+    from solov2.checkpoint.convert import convert_checkpoint
     unmapped = convert_checkpoint(args.input, args.output, args.source, args.strict, args.allow_pickle)
     print(f"wrote {args.output}" + (f" ({len(unmapped)} key(s) not mapped)" if unmapped else ""))
 
 
 def _benchmark(args) -> None:
-    from .benchmark import run_from_args
+    from solov2.apps.benchmark import run_from_args
     if run_from_args(args) != 0:
         raise SystemExit(2)
 
 
 def _tune(args) -> None:
-    from .tuning import tune_main
+    from solov2.apps.tune import tune_main
     if len(args.sources) > 2:
         raise ValueError(f"solov2 tune: expected [CONFIG.py] [CHECKPOINT], got {len(args.sources)} arguments")
     source, checkpoint = (args.sources + [None, None])[:2]
@@ -242,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--all", dest="all_machines", action="store_true", help="with --reset: every machine's")
     tu.add_argument("--threads", type=int, help="torch.set_num_threads (the choices are cached per thread count)")
 
-    from .benchmark import add_arguments as add_benchmark_arguments
+    from solov2.apps.benchmark import add_arguments as add_benchmark_arguments
     add_benchmark_arguments(command("benchmark", "latency, throughput and memory", _benchmark))
     return p
 
@@ -252,10 +258,8 @@ def main(argv: list[str] | None = None, resume_hint=None) -> int:
     ``solov2 train`` command with ``--resume checkpoint``)."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    from .config import ConfigError, parse_overrides
-    from .engine.checkpoint import CheckpointError
-    from .engine.interrupt import TrainingInterrupted
-    from .engine.trainer import TrainingError
+    from solov2.config import parse_overrides
+    from solov2.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
     # Errors about the user's input (DataError, ExportError, ... are ValueErrors); anything else is a bug
     # and keeps its traceback.
     expected = (ConfigError, CheckpointError, FileNotFoundError, ValueError, TrainingError)

@@ -1,35 +1,64 @@
 """Python config files with ``_base_`` inheritance and dotted command-line overrides.
 
-Loading is done by ``mmengine.config.Config`` (the format MMDetection users know); this module adds
-the two things the tooling needs on top: a one-line error for a missing or broken file, and
-overrides (``--cfg-options a.b=1``) that refuse keys the config does not have.
+Loading is done by ``mmengine.config.Config`` (the format MMDetection users know); this module adds what the
+tooling needs on top: the configs that ship inside the package, found by name (:func:`find_config`); a
+one-line error for a missing or broken file; overrides (``--cfg-options a.b=1``) that refuse keys the config
+does not have; and data paths made absolute when the config is loaded, so that a checkpoint's stored config
+reads the same files from any folder.
 """
 from __future__ import annotations
 
 import ast
 import inspect
 import os
+from pathlib import Path
 from typing import Any, Iterable
 
 from mmengine.config import Config, ConfigDict
 
-__all__ = ["Config", "ConfigError", "load_config", "apply_overrides", "parse_overrides", "init_params", "check_keys"]
+from solov2.errors import ConfigError
+
+__all__ = ["Config", "CONFIG_DIR", "find_config", "packaged_configs", "load_config", "absolute_data_paths",
+           "apply_overrides", "parse_overrides", "init_params", "check_keys"]
 
 
-class ConfigError(ValueError):
-    """A config file or override is wrong; the message names the file or key."""
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the packaged configs (the repository's configs/)
+# Dataset arguments that name files or folders: made absolute (against the working folder) when a config loads.
+DATA_PATH_KEYS = ("ann_file", "img_prefix", "root")
+
+
+def packaged_configs() -> dict[str, Path]:
+    """The configs that ship with the package, ``{name: path}`` (name: the file name without ``.py``; the
+    ``_base_`` files are parts of configs, not configs)."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.rglob("*.py")) if "_base_" not in p.relative_to(CONFIG_DIR).parts}
+
+
+def find_config(name_or_path: str | os.PathLike) -> str:
+    """A config file's path: ``name_or_path`` itself if it is a file, else the packaged config of that name
+    (``solov2_light_448_r50_fpn_2gpu_3x``, with or without ``.py``); a one-line :class:`ConfigError` otherwise."""
+    path = os.fspath(name_or_path)
+    if os.path.isfile(path):
+        return path
+    name = os.path.basename(path)
+    name = name[:-3] if name.endswith(".py") else name
+    configs = packaged_configs()
+    if name in configs:  # also a packaged config's repository path (configs/...) used outside the repository
+        return str(configs[name])
+    raise ConfigError(f"{path}: config file not found (nor a packaged config of that name; `solov2 configs` "
+                      f"lists them)")
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | Iterable[str] | None = None) -> Config:
-    """Read a Python config file (``_base_`` files merged in) and apply dotted overrides.
+    """Read a Python config file (``_base_`` files merged in), apply dotted overrides and make data paths absolute.
 
     Args:
-        path: the ``.py`` config file.
+        path: the ``.py`` config file, or the name of a packaged config (:func:`find_config`).
         overrides: ``{"a.b.c": value}`` or ``["a.b.c=value", ...]`` (values are Python literals).
+
+    Relative data paths (:data:`DATA_PATH_KEYS` of ``data.train`` / ``val`` / ``test``, given in the file or
+    the overrides) are taken against the current folder, as training reads them, and stored absolute.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ConfigError(f"{path}: config file not found")
+    path = find_config(path)
     try:
         cfg = Config.fromfile(path)
     except Exception as exc:  # mmengine raises many types; the user needs the file and the reason
@@ -38,6 +67,21 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | Iterable[st
         if not isinstance(overrides, dict):
             overrides = parse_overrides(overrides)
         apply_overrides(cfg, overrides)
+    absolute_data_paths(cfg)
+    return cfg
+
+
+def absolute_data_paths(cfg: Config, base: str | None = None) -> Config:
+    """Make the data sets' relative paths (:data:`DATA_PATH_KEYS`) absolute against ``base`` (default: the
+    current folder), in place; returns ``cfg``."""
+    base = base or os.getcwd()
+    for split in (cfg.get("data") or {}).values():
+        if not isinstance(split, dict):
+            continue
+        for key in DATA_PATH_KEYS:
+            value = split.get(key)
+            if isinstance(value, (str, os.PathLike)) and str(value) and not os.path.isabs(value):
+                split[key] = os.path.normpath(os.path.join(base, value))
     return cfg
 
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss as _tv_sigmoid_focal_loss
 
 if TYPE_CHECKING:  # targets.py imports nothing from here; the name is only an annotation
-    from .targets import SOLOv2Targets
+    from solov2.targets import SOLOv2Targets
 
 
 def sigmoid_focal_loss(logits: Tensor, labels: Tensor, num_classes: int, alpha: float = 0.25, gamma: float = 2.0,

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ops.dynamic_masks import dynamic_masks
-from .ops.matrix_nms import matrix_nms
+from solov2.ops.dynamic_masks import dynamic_masks
+from solov2.ops.matrix_nms import matrix_nms
 
 
 @dataclass
@@ -114,7 +114,7 @@ def postprocess_fixed(cate_scores: Tensor, kernels: Tensor, mask_feat: Tensor, c
     Returns: ``scores (D,)`` float32 descending, ``labels (D,)`` int64, ``mask_probs (D, Hp/4, Wp/4)`` float32
     at the mask feature's resolution, ``D = min(max_per_img, nms_pre, M*C)``. Rows with score 0 are padding;
     the others are :func:`postprocess_single`'s instances (masks: upsample x4, crop to the image, resize to
-    the original size, threshold at ``mask_thr``; :func:`solov2.export.postprocess_exported` does it).
+    the original size, threshold at ``mask_thr``; :func:`solov2.deploy.export.postprocess_exported` does it).
 
     Why the results are the same: candidates that :func:`postprocess_single` drops (score, mask area,
     ``update_thr``) get score 0 here instead, which sorts them after every kept one; Matrix NMS decays a

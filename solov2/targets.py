@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
 SHARED_CELLS = ("all_pairs", "last_owner")
 
 

@@ -2,7 +2,6 @@
 from pathlib import Path
 
 import pytest
-
 from cityscapes_fixture import make_tiny_cityscapes
 
 
@@ -45,7 +44,7 @@ def fp32_inference_by_default():
 
 @pytest.fixture(autouse=True, scope="session")
 def no_tuning_by_default(tmp_path_factory):
-    """The optimized model's Winograd choices are measured per machine (solov2.tuning): timing-dependent, so
+    """The optimized model's Winograd choices are measured per machine (solov2.inference.tuning): timing-dependent, so
     tests use the fixed rule (SOLOV2_TUNE=0), and the cache lives in a temporary folder, never ~/.cache. Tests
     of tuning delete SOLOV2_TUNE and point SOLOV2_CACHE_DIR at their own tmp_path."""
     with pytest.MonkeyPatch.context() as patch:

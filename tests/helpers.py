@@ -17,7 +17,7 @@ DEMO_CONFIG = ROOT / "configs/demo/solov2_light_r18_shapes.py"
 def wait_for_checkpoint(proc: subprocess.Popen, path: Path, min_iter: int, timeout: float) -> None:
     """Wait until the training ``proc`` has written ``path`` at iteration >= ``min_iter`` (or has ended, or
     ``timeout`` seconds passed); the caller then kills it and checks what it finds."""
-    from solov2.engine.checkpoint import read_checkpoint
+    from solov2.checkpoint.io import read_checkpoint
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         if path.exists() and read_checkpoint(str(path))["meta"]["iter"] >= min_iter:

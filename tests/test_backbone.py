@@ -8,7 +8,6 @@ import urllib.error
 import pytest
 import torch
 import torchvision
-
 from helpers import ROOT, SEED_CONFIG
 
 from solov2 import build_model, load_config

@@ -1,11 +1,11 @@
-"""solov2.benchmark: Predictor rows on the built-in shapes, the network never above end to end, each row's own
+"""solov2.apps.benchmark: Predictor rows on the built-in shapes, the network never above end to end, each row's own
 peak memory, and the interleaved timing helpers."""
 import json
 
 import numpy as np
 import pytest
 
-from solov2.benchmark import benchmark_images, main, row_memory, run_benchmark, summarize, time_interleaved
+from solov2.apps.benchmark import benchmark_images, main, row_memory, run_benchmark, summarize, time_interleaved
 
 CONFIG = "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
 # ResNet-18 and a 128x160 test scale keep the run to a few seconds.
@@ -33,9 +33,10 @@ def test_run_benchmark_cpu_tiny():
 def detecting_checkpoint(tmp_path_factory):
     """TINY with every cell scoring sigmoid(2) for every class: many detections; carries its config."""
     import torch
+
     from solov2 import build_model, load_config
-    from solov2.checkpoint_config import checkpoint_meta
-    from solov2.engine.checkpoint import save_checkpoint
+    from solov2.checkpoint.io import save_checkpoint
+    from solov2.checkpoint.model_config import checkpoint_meta
     cfg = load_config(CONFIG, TINY)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -48,8 +49,8 @@ def detecting_checkpoint(tmp_path_factory):
 def _detections(checkpoint, batch, num_images):
     """Mean detections per image of the checkpoint's model (as built) on the benchmark's shapes images."""
     import torch
-    from solov2.checkpoint_config import resolve_model
-    from solov2.predictor import load_model
+
+    from solov2.checkpoint.model_config import load_model, resolve_model
     resolved = resolve_model(checkpoint, None, None)
     model, _ = load_model(resolved.cfg, resolved.ckpt)
     images = [torch.from_numpy(a).permute(2, 0, 1) for a in benchmark_images((128, 160), num_images)]
@@ -79,14 +80,14 @@ def test_the_images_are_the_built_in_shapes_or_a_folder(tmp_path):
 
 
 def test_detections_per_image_are_the_models_also_optimized(detecting_checkpoint, monkeypatch):
-    import solov2.predictor
+    import solov2.inference.predictor
     expected = _detections(detecting_checkpoint, batch=2, num_images=4)
     assert expected > 0
     plain = run_benchmark(detecting_checkpoint, input_size=(128, 160), batch=2, iters=2, warmup=0, optimize=False,
                           num_images=4, verbose=False, memory=False)
     assert plain["results"]["end_to_end_fp32"]["detections_per_image"] == expected
-    optimized, original = [], solov2.predictor.optimize_for_inference
-    monkeypatch.setattr(solov2.predictor, "optimize_for_inference",
+    optimized, original = [], solov2.inference.predictor.optimize_for_inference
+    monkeypatch.setattr(solov2.inference.predictor, "optimize_for_inference",
                         lambda m, **kw: optimized.append(m) or original(m, **kw))
     report = run_benchmark(detecting_checkpoint, input_size=(128, 160), batch=2, iters=2, warmup=0, num_images=4,
                            verbose=False, memory=False)
@@ -187,8 +188,8 @@ def test_time_interleaved_and_summarize():
 def test_benchmark_from_a_checkpoint_alone(tmp_path):
     """A checkpoint of `solov2 train` carries its config: no config file is needed."""
     from solov2 import build_model, load_config
-    from solov2.checkpoint_config import checkpoint_meta
-    from solov2.engine.checkpoint import save_checkpoint
+    from solov2.checkpoint.io import save_checkpoint
+    from solov2.checkpoint.model_config import checkpoint_meta
     cfg = load_config(CONFIG, TINY)
     path = tmp_path / "model.pth"
     save_checkpoint(str(path), build_model(cfg), meta=checkpoint_meta(cfg, [f"c{i}" for i in range(8)], list(range(8))))

@@ -2,10 +2,10 @@ import os
 
 import pytest
 import torch
-
 from helpers import tiny_model
 
-from solov2.engine.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from solov2.checkpoint.io import load_weights, read_checkpoint, save_checkpoint
+from solov2.errors import CheckpointError
 
 
 def test_roundtrip_and_meta(tmp_path):
@@ -67,7 +67,7 @@ def test_rng_states_load_with_weights_only_and_restore_the_sequences(tmp_path):
 
 
 def test_linked_checkpoint_outlives_the_epoch_file_and_is_replaced_alone(tmp_path):
-    from solov2.engine.checkpoint import link_checkpoint
+    from solov2.checkpoint.io import link_checkpoint
     epoch, latest = str(tmp_path / "epoch_1.pth"), str(tmp_path / "latest.pth")
     save_checkpoint(epoch, tiny_model(), meta={"iter": 4})
     save_checkpoint(latest, tiny_model(), meta={"iter": 2})

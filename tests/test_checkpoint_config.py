@@ -1,17 +1,22 @@
-"""solov2.checkpoint_config: the data decides the classes, a checkpoint carries its config, and the ways a
+"""solov2.checkpoint.model_config: the data decides the classes, a checkpoint carries its config, and the ways a
 config and a checkpoint are combined (checkpoint alone, both, older checkpoints, bare state_dicts)."""
 import logging
 
 import pytest
 import torch
-
 from helpers import DEMO_CONFIG
 
 from solov2 import Predictor, build_model, load_config
-from solov2.checkpoint_config import (check_eval_classes, checkpoint_meta, resolve_classes, resolve_model,
-                                      split_sources)
-from solov2.data import DataError, SyntheticShapes
-from solov2.engine.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from solov2.checkpoint.io import read_checkpoint, save_checkpoint
+from solov2.checkpoint.model_config import (
+    check_eval_classes,
+    checkpoint_meta,
+    resolve_classes,
+    resolve_model,
+    split_sources,
+)
+from solov2.data import SyntheticShapes
+from solov2.errors import CheckpointError, DataError
 
 SMALL = {"model.transform.train_scales": [(64, 64)], "model.transform.test_scale": (64, 64)}
 NAMES = ["apple", "pear", "plum"]

@@ -3,9 +3,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import ROOT, SEED_CONFIG
+from PIL import Image
 
 from solov2.cli import main
 
@@ -79,10 +78,11 @@ def test_predict_writes_pictures_and_coco_json(trained, tmp_path):
 @pytest.mark.parametrize("with_postprocess", [False, True])
 def test_export_from_the_command_line_gives_the_trained_models_instances(trained, tmp_path, with_postprocess):
     import torch
+
     from solov2 import build_model, load_config
+    from solov2.checkpoint.io import load_weights
     from solov2.data import SyntheticShapes
-    from solov2.engine.checkpoint import load_weights
-    from solov2.export import load_exported
+    from solov2.deploy.export import load_exported
     checkpoint, out = str(trained / "run/latest.pth"), str(tmp_path / "model.onnx")
     args = ["export", TINY, checkpoint, "--out", out, "--input-size", "96", "96"]  # the config's test scale
     assert main(args + (["--with-postprocess"] if with_postprocess else [])) == 0
@@ -114,7 +114,8 @@ def test_checkpoint_of_another_architecture_is_named(trained, tmp_path, capsys):
     # A checkpoint that carries its config is built as it was trained, whatever the config says; one without
     # (older solov2, official SOLO weights) is loaded into the config's model, and a mismatch is named.
     import torch
-    from solov2.engine.checkpoint import read_checkpoint
+
+    from solov2.checkpoint.io import read_checkpoint
     ckpt = read_checkpoint(str(trained / "run/latest.pth"))
     ckpt["meta"] = {"classes": ckpt["meta"]["classes"]}
     torch.save(ckpt, tmp_path / "old.pth")
@@ -144,6 +145,7 @@ def test_cityscapes_eval_through_tools_test(tiny_cityscapes, tmp_path):
 
 def test_predict_on_a_video_and_a_broken_one(trained, tmp_path, capsys):
     import cv2
+
     from solov2.data import SyntheticShapes
     frames = [SyntheticShapes(num_images=3, seed=0, image_size=128)[i][0].permute(1, 2, 0).numpy()
               for i in range(3)]
@@ -167,8 +169,9 @@ def test_predict_on_a_video_and_a_broken_one(trained, tmp_path, capsys):
 def detecting_checkpoint(tmp_path_factory):
     """Random weights with every class scoring high everywhere: many detections, no training needed."""
     import torch
+
     from solov2 import build_model, load_config
-    from solov2.engine.checkpoint import save_checkpoint
+    from solov2.checkpoint.io import save_checkpoint
     torch.manual_seed(0)
     model = build_model(load_config(TINY))
     torch.nn.init.constant_(model.bbox_head.solo_cate.bias, 2.0)
@@ -221,6 +224,7 @@ def test_predict_skips_an_unreadable_file_and_finishes(detecting_checkpoint, tmp
 def test_predict_results_load_against_the_users_annotations(detecting_checkpoint, tmp_path):
     import contextlib
     import io
+
     from pycocotools.coco import COCO
     images = tmp_path / "data/images"
     _photos(images, ["cam1/frame.png", "cam2/frame.png", "extra.png"])
@@ -247,7 +251,8 @@ def test_predict_results_load_against_the_users_annotations(detecting_checkpoint
 
 def test_predict_uses_the_checkpoints_category_ids(detecting_checkpoint, tmp_path):
     import torch
-    from solov2.engine.checkpoint import read_checkpoint
+
+    from solov2.checkpoint.io import read_checkpoint
     ckpt = read_checkpoint(detecting_checkpoint)
     ckpt["meta"]["cat_ids"] = [7, 8, 9, 20, 21]  # what training stores: the training data's category ids
     torch.save(ckpt, tmp_path / "ids.pth")

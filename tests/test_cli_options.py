@@ -5,7 +5,6 @@ import logging
 
 import pytest
 import torch
-
 from helpers import ROOT
 
 from solov2.cli import build_parser, main
@@ -89,7 +88,7 @@ def test_train_accepts_mmdetections_launcher_name(monkeypatch, launcher):
 
 
 def test_benchmark_speaks_precision_like_predict(monkeypatch):
-    import solov2.benchmark as benchmark
+    import solov2.apps.benchmark as benchmark
     calls = []
     monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **kw: calls.append(kw) or {})
     for argv in (["--precision", "bf16"], ["--bf16"], ["--precision", "fp32", "bf16", "fp16"], []):
@@ -99,7 +98,7 @@ def test_benchmark_speaks_precision_like_predict(monkeypatch):
 
 def test_convert_takes_strict_and_allow_pickle(tmp_path, capsys):
     from solov2 import build_model, load_config
-    from solov2.convert import convert_to_source
+    from solov2.checkpoint.convert import convert_to_source
     model = build_model(load_config(TINY))
     theirs, _ = convert_to_source(model.state_dict(), "mmdet")
     theirs["bbox_head.extra_layer.weight"] = torch.zeros(1)
@@ -127,6 +126,7 @@ def test_one_line_keeps_the_line_that_says_what_went_wrong():
 
 def test_amp_says_which_precision_it_uses(caplog):
     from mmengine.config import Config
+
     from solov2.engine.trainer import Trainer
     trainer = Trainer.__new__(Trainer)  # only the set-up line, no data or model
     trainer.cfg = Config({"optimizer": {"lr": 0.01}, "data": {"imgs_per_gpu": 2}})

@@ -1,8 +1,9 @@
+import os
 import pytest
-
 from helpers import SEED_CONFIG
 
-from solov2.config import ConfigError, load_config, parse_overrides
+from solov2.config import load_config, parse_overrides
+from solov2.errors import ConfigError
 
 
 def test_base_inheritance_and_overrides():
@@ -10,7 +11,7 @@ def test_base_inheritance_and_overrides():
                                     "data.train.root='x/y'"])
     assert cfg.model.bbox_head.num_classes == 3
     assert cfg.model.bbox_head.num_grids == [40, 36, 24, 16, 12]  # from _base_
-    assert cfg.optimizer.lr == 0.5 and cfg.max_iters == 7 and cfg.data.train.root == "x/y"
+    assert cfg.optimizer.lr == 0.5 and cfg.max_iters == 7 and cfg.data.train.root == os.path.abspath("x/y")
     assert cfg.total_epochs == 36 and cfg.data.imgs_per_gpu == 2
 
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from solov2 import build_model, load_config
-from solov2.convert import convert_checkpoint, convert_state_dict, convert_to_source, main
-from solov2.engine.checkpoint import CheckpointError, load_weights
+from solov2.checkpoint.convert import convert_checkpoint, convert_state_dict, convert_to_source, main
+from solov2.checkpoint.io import load_weights
+from solov2.errors import CheckpointError
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pycocotools.coco import COCO
-
 from cityscapes_fixture import EXPECTED, H, W
 from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
+from pycocotools.coco import COCO
+
 from solov2.data.cityscapes import CityscapesDataset, cityscapes_to_coco, load_annotation
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools

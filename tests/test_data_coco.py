@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from solov2.config import ConfigError
-from solov2.data import CocoDataset, DataError, build_dataset, collate
+from solov2.data import CocoDataset, build_dataset, collate
+from solov2.errors import ConfigError, DataError
 
 H, W = 20, 30
 
@@ -226,6 +226,7 @@ def test_size_mismatch_says_width_x_height_and_hints_at_exif(tmp_path):
 
 def test_16_bit_grey_png_is_scaled_to_8_bits(tmp_path):
     import cv2
+
     from solov2.data import read_image
     values = (np.arange(H * W).reshape(H, W) * (65535 // (H * W - 1))).astype(np.uint16)
     values[0, 0], values[-1, -1] = 0, 65535
@@ -241,6 +242,7 @@ def test_16_bit_grey_png_is_scaled_to_8_bits(tmp_path):
 
 def test_48_bit_rgb_png_is_read_as_8_bit_rgb(tmp_path):
     import cv2
+
     from solov2.data import read_image
     rng = np.random.default_rng(0)
     rgb16 = rng.integers(0, 65536, (H, W, 3), dtype=np.uint16)
@@ -259,7 +261,8 @@ def test_float_image_is_refused_in_one_line(tmp_path):
 
 def test_string_image_ids_through_dataset_and_coco_evaluation(tmp_path):
     from pycocotools.coco import COCO
-    from solov2.engine.evaluate import encode_result, evaluate
+
+    from solov2.evaluation.evaluator import encode_result, evaluate
     for name in ("a.png", "b.png"):
         Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / name)
     images = [{"id": "img_002", "file_name": "b.png", "height": H, "width": W},

@@ -4,9 +4,8 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import DEMO_CONFIG
+from PIL import Image
 
 from solov2.cli import main
 from solov2.data import CocoDataset, SyntheticShapes

@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import DEMO_CONFIG, ROOT, SEED_CONFIG, wait_for_checkpoint
 
-from solov2.engine.checkpoint import read_checkpoint
+from solov2.checkpoint.io import read_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -6,15 +6,14 @@ import sys
 
 import pytest
 import torch
-
 from helpers import ROOT, wait_for_checkpoint
 
+from solov2.checkpoint.io import read_checkpoint
 from solov2.cli import main
-from solov2.engine.checkpoint import read_checkpoint
 from solov2.engine.launch import train_main
 from solov2.engine.sampler import TrainSampler
 from solov2.engine.schedule import build_schedule
-from solov2.engine.trainer import TrainingError
+from solov2.errors import TrainingError
 
 TINY = str(ROOT / "tests/data/tiny_shapes.py")
 AUGMENTED = str(ROOT / "tests/data/tiny_shapes_augmented.py")
@@ -302,6 +301,7 @@ def test_sigint_to_the_process_group_with_loader_workers(tmp_path):
 
 def test_tools_train_says_how_to_resume_in_its_own_spelling(tmp_path, monkeypatch, capsys):
     import importlib.util
+
     from solov2.models.solov2 import SOLOv2
     original = SOLOv2.forward_train
     calls = [0]
@@ -324,7 +324,7 @@ def test_tools_train_says_how_to_resume_in_its_own_spelling(tmp_path, monkeypatc
     assert tools_train.main() == 130
     expected = " ".join(["python", *sys.argv, "--resume_from", str(work / "latest.pth")])
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"interrupted at iteration 2; resume with: {expected}"
-    from solov2.engine.launch import resume_command  # an earlier --resume_from is replaced, not repeated
+    from solov2.engine.launch import resume_command
     assert resume_command(["python", "tools/train.py", *args], ("--resume_from",), "new.pth") == \
         " ".join(["python", "tools/train.py", *args[:3], *args[5:], "--resume_from", "new.pth"])
 

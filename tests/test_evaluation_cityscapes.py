@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from cityscapes_fixture import H, W
+
 from solov2.data.cityscapes import CityscapesDataset
 from solov2.evaluation import cityscapes as cs_evaluation
 from solov2.evaluation.cityscapes import evaluate_cityscapes

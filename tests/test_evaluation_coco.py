@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from solov2.data import SyntheticShapes
-from solov2.evaluation import evaluate_coco, results_to_coco
-from solov2.evaluation.coco import METRIC_NAMES
+from solov2.evaluation.coco import METRIC_NAMES, evaluate_coco, results_to_coco
 
 
 @pytest.fixture(scope="module")

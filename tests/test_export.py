@@ -13,9 +13,15 @@ pytest.importorskip("onnxruntime")
 from helpers import plant_detections  # noqa: E402
 
 from solov2 import build_model, load_config  # noqa: E402
-from solov2.export import (ExportError, SOLOv2ExportWrapper, export_onnx, export_torchscript,  # noqa: E402
-                           load_exported, preprocess_for_export)
-from solov2.runtime import quiet_deprecations  # noqa: E402
+from solov2.deploy.export import (
+    SOLOv2ExportWrapper,
+    export_onnx,
+    export_torchscript,
+    load_exported,
+    preprocess_for_export,
+)
+from solov2.deploy.runtime import quiet_deprecations  # noqa: E402
+from solov2.errors import ExportError
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
 TEST_SCALE = (384, 224)  # (long, short): a quarter of the config's pixels keeps the test fast
@@ -240,8 +246,8 @@ def test_metadata_holds_class_names_and_thresholds(model, tmp_path):
 
 
 def test_export_command_takes_test_time_settings(model, tmp_path):
+    from solov2.checkpoint.io import save_checkpoint
     from solov2.cli import main
-    from solov2.engine.checkpoint import save_checkpoint
     names = [f"thing{i}" for i in range(model.num_classes)]
     checkpoint = str(tmp_path / "model.pth")
     save_checkpoint(checkpoint, model, meta={"classes": names})

@@ -8,9 +8,9 @@ pytest.importorskip("onnxruntime")
 from helpers import DEMO_CONFIG, tiny_model  # noqa: E402
 
 from solov2 import build_model, load_config  # noqa: E402
-
-from solov2 import export_dcn  # noqa: E402
-from solov2.export import ExportError, SOLOv2ExportWrapper, export_onnx, export_torchscript, load_exported  # noqa: E402
+from solov2.deploy import dcn_onnx  # noqa: E402
+from solov2.deploy.export import SOLOv2ExportWrapper, export_onnx, export_torchscript, load_exported  # noqa: E402
+from solov2.errors import ExportError  # noqa: E402
 from solov2.models.dcn import DeformConvPack, ModulatedDeformConvPack  # noqa: E402
 
 INPUT = (96, 128)
@@ -70,7 +70,7 @@ def test_strided_grouped_pack_matches_onnxruntime(tmp_path):
         _deformed(conv, seed=1).eval()
         x = torch.randn(1, 8, 9, 11)
         path = str(tmp_path / "pack.onnx")
-        opset = export_dcn.prepare_onnx_export(conv, 17, path)
+        opset = dcn_onnx.prepare_onnx_export(conv, 17, path)
         assert opset == 19
         torch.onnx.export(conv, (x,), path, dynamo=False, opset_version=opset, input_names=["x"])
         y = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
@@ -78,7 +78,7 @@ def test_strided_grouped_pack_matches_onnxruntime(tmp_path):
 
 
 def test_a_runtime_without_deformconv_gets_one_line_and_no_file(dcn_model, tmp_path, monkeypatch):
-    monkeypatch.setattr(export_dcn, "onnxruntime_runs_deform_conv", lambda: (False, "onnxruntime 1.0: no DeformConv"))
+    monkeypatch.setattr(dcn_onnx, "onnxruntime_runs_deform_conv", lambda: (False, "onnxruntime 1.0: no DeformConv"))
     out = tmp_path / "dcn.onnx"
     with pytest.raises(ExportError) as err:
         export_onnx(dcn_model, str(out), input_size=INPUT)
@@ -89,8 +89,8 @@ def test_a_runtime_without_deformconv_gets_one_line_and_no_file(dcn_model, tmp_p
 
 def test_plain_models_keep_their_opset(tmp_path):
     model = tiny_model(3).eval()
-    assert not export_dcn.has_deform_conv(model)
-    assert export_dcn.prepare_onnx_export(model, 17, str(tmp_path / "x.onnx")) == 17
+    assert not dcn_onnx.has_deform_conv(model)
+    assert dcn_onnx.prepare_onnx_export(model, 17, str(tmp_path / "x.onnx")) == 17
 
 
 def test_dcn_model_trains_one_step():

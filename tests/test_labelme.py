@@ -9,8 +9,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from solov2.cli import main
-from solov2.data import CocoDataset, DataError
+from solov2.data import CocoDataset
 from solov2.data.labelme import labelme_to_coco
+from solov2.errors import DataError
 
 H, W = 40, 60
 

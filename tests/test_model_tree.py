@@ -3,7 +3,6 @@ import copy
 import re
 
 import pytest
-
 from helpers import ROOT, SEED_CONFIG
 
 from solov2 import build_model, load_config
@@ -52,7 +51,8 @@ def test_checkpoint_in_the_official_file_layout_loads_strictly(seed_model, tmp_p
     # mmdet 1.x saves {"meta": {...}, "state_dict": {...}, "optimizer": {...}}; our loader reads that layout
     # with weights_only=True and checks every key against the model.
     import torch
-    from solov2.engine.checkpoint import load_weights
+
+    from solov2.checkpoint.io import load_weights
     state = dict(seed_model.state_dict())
     state["bbox_head.solo_kernel.bias"] = torch.full_like(state["bbox_head.solo_kernel.bias"], 0.25)
     path = tmp_path / "official_layout.pth"

@@ -2,11 +2,10 @@
 import pytest
 import torch
 import torchvision
-
 from helpers import ROOT
 
 from solov2 import build_model, load_config
-from solov2.config import ConfigError
+from solov2.errors import ConfigError
 from solov2.models.backbone import ResNet, load_pretrained_backbone
 
 COCO = sorted((ROOT / "configs/solov2/coco").glob("*.py"))
@@ -98,7 +97,7 @@ def test_bgr_transform_flips_channels_before_normalizing():
 
 
 def test_adelaidet_config_takes_converted_adelaidet_keys():
-    from solov2.convert import convert_state_dict, convert_to_source
+    from solov2.checkpoint.convert import convert_state_dict, convert_to_source
     model = build_model(load_config(ROOT / "configs/solov2/coco/solov2_r50_fpn_3x_adelaidet.py"))
     theirs, unmapped = convert_to_source(model.state_dict(), "adelaidet")
     assert not unmapped and any(k.startswith("backbone.bottom_up.res2") for k in theirs)

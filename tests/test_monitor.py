@@ -1,7 +1,6 @@
 """The collapse guard, per-branch gradient norms and the linear lr scaling, alone and inside training."""
 import pytest
 import torch
-
 from helpers import ROOT, tiny_model
 
 from solov2.engine.launch import train_main

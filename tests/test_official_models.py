@@ -93,7 +93,7 @@ DCN_MODELS = ["solov2_r101_dcn_fpn_3x", "solov2_x101_dcn_fpn_3x", "solov2_light_
 def test_dcn_keys_convert_from_solo_and_mmdet(name):
     # Official DCN checkpoints need no conversion (--from solo keeps every key); MMDetection 3.x's R101-DCN and
     # X101-DCN name the deformable layers as mmcv does (conv_offset), under its own head names.
-    from solov2.convert import convert_state_dict, convert_to_source
+    from solov2.checkpoint.convert import convert_state_dict, convert_to_source
     state = {k: torch.empty(s, device="meta") for k, s in OFFICIAL[name][2].items()}
     same, unmapped = convert_state_dict(state, "solo")
     assert unmapped == [] and list(same) == list(state)

@@ -14,9 +14,10 @@ from helpers import DEMO_CONFIG, SEED_CONFIG, TINY_HEAD, plant_detections, tiny_
 from test_predictor import _assert_same_instances, _image  # noqa: E402
 
 from solov2 import Predictor, build_model, load_config  # noqa: E402
-from solov2.engine.checkpoint import save_checkpoint  # noqa: E402
-from solov2.export import ExportError, export_onnx, export_openvino  # noqa: E402
-from solov2.runtime import load_exported  # noqa: E402
+from solov2.checkpoint.io import save_checkpoint  # noqa: E402
+from solov2.deploy.export import export_onnx, export_openvino  # noqa: E402
+from solov2.deploy.runtime import load_exported  # noqa: E402
+from solov2.errors import ExportError  # noqa: E402
 
 CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
 OPTIONS = {"model.backbone.depth": 18, "model.neck.in_channels": [64, 128, 256, 512],
@@ -231,7 +232,7 @@ def test_ir_that_is_not_ours(tmp_path, capsys):
     from PIL import Image
     Image.fromarray(_image(0, (64, 64))).save(tmp_path / "x.png")
     err = _cli_error(capsys, ["predict", plain, str(tmp_path / "x.png"), "--out", str(tmp_path / "p")])
-    assert err == f"error: {plain}: no SOLOv2 metadata in the file (not written by solov2.export?)"
+    assert err == f"error: {plain}: no SOLOv2 metadata in the file (not written by solov2.deploy.export?)"
 
 
 def test_ir_of_another_model(ir, tmp_path, capsys):

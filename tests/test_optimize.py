@@ -1,11 +1,11 @@
-"""solov2.optimize: BatchNorm folding and channels_last change nothing but speed."""
+"""solov2.inference.optimize: BatchNorm folding and channels_last change nothing but speed."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from solov2 import build_model, load_config
-from solov2.optimize import count_batchnorms, fuse_conv_bn, optimize_for_inference, to_channels_last
+from solov2.inference.optimize import count_batchnorms, fuse_conv_bn, optimize_for_inference, to_channels_last
 
 CONFIG = "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
 R18 = {"model.backbone.depth": 18, "model.neck.in_channels": [64, 128, 256, 512]}
@@ -98,7 +98,7 @@ def _count_nnpack_calls(monkeypatch) -> list:
 
 
 def test_use_winograd_swaps_only_wide_3x3_stride1_convs():
-    from solov2.optimize import WinogradConv2d, use_winograd
+    from solov2.inference.winograd import WinogradConv2d, use_winograd
     net = nn.Sequential(nn.Conv2d(256, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1),
                         nn.Conv2d(256, 64, 1), nn.Conv2d(256, 64, 3, stride=2, padding=1),
                         nn.Conv2d(256, 64, 3, padding=2, dilation=2))
@@ -109,7 +109,7 @@ def test_use_winograd_swaps_only_wide_3x3_stride1_convs():
 
 
 def test_winograd_conv_matches_conv2d(monkeypatch):
-    from solov2.optimize import WinogradConv2d, nnpack_available
+    from solov2.inference.winograd import WinogradConv2d, nnpack_available
     torch.manual_seed(0)
     conv = nn.Conv2d(256, 32, 3, padding=1)
     wino = WinogradConv2d(256, 32, 3, padding=1)
@@ -124,7 +124,7 @@ def test_winograd_conv_matches_conv2d(monkeypatch):
 
 
 def test_winograd_conv_falls_back_where_it_should_not_run(monkeypatch):
-    from solov2.optimize import WinogradConv2d
+    from solov2.inference.winograd import WinogradConv2d
     torch.manual_seed(0)
     wino = WinogradConv2d(256, 8, 3, padding=1)
     calls = _count_nnpack_calls(monkeypatch)
@@ -140,7 +140,7 @@ def test_winograd_conv_falls_back_where_it_should_not_run(monkeypatch):
 
 
 def test_optimized_model_with_winograd_keeps_outputs(monkeypatch):
-    from solov2.optimize import nnpack_available
+    from solov2.inference.winograd import nnpack_available
     model = _model(18)
     x = torch.randn(1, 3, 256, 384)  # P2 is 64x96: the FPN's 1/4-scale conv runs Winograd
     expected = _outputs(model, x)
@@ -150,12 +150,12 @@ def test_optimized_model_with_winograd_keeps_outputs(monkeypatch):
 
 
 def test_winograd_conv_falls_back_if_nnpack_refuses(monkeypatch):
-    from solov2.optimize import WinogradConv2d
+    from solov2.inference.winograd import WinogradConv2d
 
     def refuse(*args):
         raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
     monkeypatch.setattr(torch, "_nnpack_spatial_convolution", refuse)
-    monkeypatch.setattr("solov2.optimize.nnpack_available", lambda: True)
+    monkeypatch.setattr("solov2.inference.optimize.nnpack_available", lambda: True)
     wino = WinogradConv2d(256, 8, 3, padding=1)
     x = torch.randn(1, 256, 64, 96)
     with torch.inference_mode():
@@ -168,8 +168,8 @@ def _bf16_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def test_conv_weights_stored_in_the_autocast_dtype_give_the_same_bits(monkeypatch):
-    from solov2 import optimize
-    from solov2.optimize import WinogradConv2d
+    from solov2.inference import optimize
+    from solov2.inference.winograd import WinogradConv2d
     monkeypatch.setattr(optimize, "_tuned_choices", lambda model: pytest.fail("tuned for a bf16 model"))
     model = _model(18)
     x = torch.randn(1, 3, 128, 192)

@@ -7,12 +7,11 @@ import sys
 
 import pytest
 import torch
-
 from helpers import DEMO_CONFIG, ROOT
 
+from solov2.checkpoint.io import read_checkpoint
 from solov2.cli import main
 from solov2.data.synthetic import write_shapes_coco
-from solov2.engine.checkpoint import read_checkpoint
 
 NAMES = ["apple", "pear", "plum"]
 CAT_IDS = [3, 7, 11]  # not 1..3, so that category ids and labels cannot be confused
@@ -113,7 +112,7 @@ def test_predict_from_the_checkpoint_alone_in_a_fresh_process(trained, data, tmp
 def test_export_from_the_checkpoint_alone(trained, data, tmp_path):
     from solov2 import Predictor
     from solov2.data import read_image
-    from solov2.export import load_exported
+    from solov2.deploy.export import load_exported
     out = tmp_path / "model.onnx"
     assert main(["export", str(trained / "plum.pth"), "--out", str(out), "--input-size", "64", "64"]) == 0
     image = read_image(str(sorted(data["val"][1].iterdir())[0]))

@@ -6,7 +6,6 @@ import solov2.precision as precision
 from solov2.precision import amp_dtype, autocast_dtype, precision_autocast
 
 
-
 @pytest.mark.parametrize("native, device, expected", [(True, "cpu", True), (False, "cpu", False),
                                                       (True, "cuda", False)])
 def test_default_amp_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, native, device, expected):

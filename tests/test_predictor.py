@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import SEED_CONFIG, plant_detections
 from PIL import Image
 
-from helpers import SEED_CONFIG, plant_detections
-
 from solov2 import Predictor, build_model, load_config
-from solov2.engine.checkpoint import save_checkpoint
-from solov2.optimize import WinogradConv2d, nnpack_available
+from solov2.checkpoint.io import save_checkpoint
+from solov2.inference.winograd import WinogradConv2d, nnpack_available
 
 CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
 # ResNet-18 for speed; a 256x448 network input makes the 1/4-scale maps 64x112, large enough for the

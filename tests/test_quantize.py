@@ -11,16 +11,16 @@ pytest.importorskip("onnx")
 ov = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from helpers import DEMO_CONFIG, TINY_HEAD, SEED_CONFIG, plant_detections, tiny_model  # noqa: E402
+from helpers import DEMO_CONFIG, SEED_CONFIG, TINY_HEAD, plant_detections, tiny_model  # noqa: E402
 from test_openvino import CLASSES, OPTIONS, _torch_results  # noqa: E402
 from test_predictor import _image, _mask_iou  # noqa: E402
 
 from solov2 import Predictor, build_model, load_config  # noqa: E402
-from solov2.checkpoint_config import checkpoint_meta  # noqa: E402
-from solov2.engine.checkpoint import save_checkpoint  # noqa: E402
-from solov2.export import ExportError  # noqa: E402
-from solov2.quantize import quantize_ir  # noqa: E402
-from solov2.runtime import load_exported  # noqa: E402
+from solov2.checkpoint.io import save_checkpoint  # noqa: E402
+from solov2.checkpoint.model_config import checkpoint_meta  # noqa: E402
+from solov2.deploy.quantize import quantize_ir  # noqa: E402
+from solov2.deploy.runtime import load_exported  # noqa: E402
+from solov2.errors import ExportError  # noqa: E402
 
 SIZES = [(300, 520), (256, 256), (400, 160)]
 

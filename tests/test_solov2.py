@@ -1,7 +1,6 @@
 """The detector end to end on tiny inputs: training lowers the loss, eval returns well-formed results."""
 import pytest
 import torch
-
 from helpers import image_with, rect_masks, tiny_model
 
 

@@ -1,7 +1,6 @@
 """SOLOv2Head.loss against a loop-by-loop transcription of the official target assignment and Dice mean."""
 import torch
 import torch.nn.functional as F
-
 from helpers import rect_masks, tiny_model
 
 from solov2.losses import dice_loss

@@ -1,6 +1,5 @@
 """Target assignment on hand-built images; the expected cells are worked out by hand in the comments."""
 import torch
-
 from helpers import rect_masks
 
 from solov2.targets import build_targets, center_regions, masks_to_boxes_and_centers

@@ -1,4 +1,4 @@
-"""solov2.tuning: Winograd choices measured once per machine, cached under a machine key, reset on demand, and
+"""solov2.inference.tuning: Winograd choices measured once per machine, cached under a machine key, reset on demand, and
 the optimized model's results the same as with the fixed rule."""
 import json
 import os
@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-import solov2.tuning as tuning
+import solov2.inference.tuning as tuning
 from solov2 import build_model, load_config
 from solov2.cli import main
-from solov2.optimize import WinogradConv2d, nnpack_available, optimize_for_inference
+from solov2.inference.optimize import optimize_for_inference
+from solov2.inference.winograd import WinogradConv2d, nnpack_available
 
 CONFIG = "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
 # ResNet-18 at a 128x160 test scale: a few conv shapes, a quick shape pass.
@@ -48,7 +49,7 @@ def _winograd_convs(model):
 
 def test_choices_are_measured_once_cached_and_keyed(cache, tmp_path, caplog):
     model = _model()
-    with caplog.at_level("WARNING", logger="solov2.tuning"):
+    with caplog.at_level("WARNING", logger="solov2.inference.tuning"):
         fast = optimize_for_inference(model)
     assert len(caplog.records) == 1 and "measured Winograd" in caplog.records[0].getMessage()  # one line
     shapes = set(cache)
@@ -68,7 +69,7 @@ def test_choices_are_measured_once_cached_and_keyed(cache, tmp_path, caplog):
     # a second model, in this process or another: read from the cache, nothing measured, nothing logged
     cache.clear()
     caplog.clear()
-    with caplog.at_level("WARNING", logger="solov2.tuning"):
+    with caplog.at_level("WARNING", logger="solov2.inference.tuning"):
         again = optimize_for_inference(_model())
     assert cache == [] and caplog.records == [] and _winograd_convs(again) == chosen
     # another thread count is another machine key: measured anew
@@ -85,7 +86,7 @@ def test_choices_are_measured_once_cached_and_keyed(cache, tmp_path, caplog):
 def test_a_busy_machine_measures_nothing_and_caches_nothing(cache, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(tuning, "others_busy_cores", lambda: 1.6)
     model = _model()
-    with caplog.at_level("WARNING", logger="solov2.tuning"):
+    with caplog.at_level("WARNING", logger="solov2.inference.tuning"):
         fast = optimize_for_inference(model)
     assert cache == [] and not (tmp_path / "tuning.json").exists()
     assert len(caplog.records) == 1 and "1.6 of" in caplog.records[0].getMessage()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from solov2.visualize import draw_instances, instance_color, save_image
+from solov2.inference.visualize import draw_instances, instance_color, save_image
 
 
 def _scene():

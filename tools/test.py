@@ -7,7 +7,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from solov2.cli import HelpFormatter, main as solov2_main  # noqa: E402
+from solov2.cli import HelpFormatter  # noqa: E402
+from solov2.cli import main as solov2_main
 
 
 def main() -> int:

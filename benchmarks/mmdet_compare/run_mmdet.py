@@ -9,7 +9,7 @@ Unless ``--no-ours`` is given, our ``solov2`` (imported from this checkout) is t
 interleaved, on the same image, as ``solov2.Predictor`` variants (``--predictor``; ``PREDICTOR_VARIANTS``):
 its defaults (``pred_default``: precision "auto", this machine's tuned Winograd choices), fp32, fp32 with the
 fixed Winograd rule, and each exported-graph backend this checkout has (onnxruntime, openvino fp32 / bf16, and
-an OpenVINO int8 IR that ``solov2.quantize`` makes of each scenario's model, calibrated on 8 built-in shapes
+an OpenVINO int8 IR that ``solov2.deploy.quantize`` makes of each scenario's model, calibrated on 8 built-in shapes
 images); and, on
 request, our model called directly (``--ours``; see ``build_our_variants``): as built, optimized, bf16.
 Unless ``--random-mmdet`` is given, MMDetection's model gets *our* random weights (the parameter names map one
@@ -85,11 +85,12 @@ def build_pipeline(h: int, w: int):
 
 
 def copy_our_weights(ours: torch.nn.Module, mmdet: torch.nn.Module) -> None:
-    """Load our weights into MMDetection's model through ``solov2.convert`` (ours -> mmdet names), strictly."""
-    from solov2.convert import convert_to_source
+    """Load our weights into MMDetection's model through ``solov2.checkpoint.convert`` (ours -> mmdet names),
+    strictly."""
+    from solov2.checkpoint.convert import convert_to_source
     state, unmapped = convert_to_source(ours.state_dict(), "mmdet")
     if unmapped:
-        raise RuntimeError(f"solov2.convert could not map {unmapped}")
+        raise RuntimeError(f"solov2.checkpoint.convert could not map {unmapped}")
     mmdet.load_state_dict(state, strict=True)
 
 
@@ -109,13 +110,13 @@ def check_same_network(ours, mmdet, padded: torch.Tensor) -> float:
 
 
 def check_converter(mm, config: str) -> dict:
-    """MMDetection's own random weights -> ``solov2.convert`` -> ours: same outputs and same instances?
+    """MMDetection's own random weights -> ``solov2.checkpoint.convert`` -> ours: same outputs and same instances?
 
     The issue's requirement for the converter: a converted MMDetection 3.x checkpoint gives the same
     predictions in our code as in MMDetection. Returns the unmapped keys, the largest difference of the
     network outputs on one batch, and both models' instances with FEW planted candidates.
     """
-    from solov2.convert import convert_state_dict
+    from solov2.checkpoint.convert import convert_state_dict
     ours = build_ours(config)
     state, unmapped = convert_state_dict(mm.state_dict(), "mmdet")
     ours.load_state_dict(state, strict=True)
@@ -153,12 +154,12 @@ NETWORK_GFLOP_448 = 137.0
 
 
 def available_predictor_variants() -> list[str]:
-    """The PREDICTOR_VARIANTS whose backend is in ``solov2.predictor.BACKENDS`` and installed (with onnx, to export
-    to it; with nncf for int8)."""
+    """The PREDICTOR_VARIANTS whose backend is in ``solov2.inference.predictor.BACKENDS`` and installed (with onnx, to
+    export to it; with nncf for int8)."""
     import importlib.util
     sys.path.insert(0, REPO)
-    from solov2.predictor import BACKENDS
-    from solov2.runtime import missing_extra
+    from solov2.deploy.contract import missing_extra
+    from solov2.inference.predictor import BACKENDS
     out = []
     for name, kwargs in PREDICTOR_VARIANTS.items():
         backend = kwargs.get("backend", "torch")
@@ -211,7 +212,7 @@ def build_our_variants(config: str) -> dict:
     * ``ours_bf16``: ``ours_fast`` under ``torch.autocast("cpu", torch.bfloat16)`` (``precision="bf16"``),
       post-processing in float32; slightly different results (docs/benchmarks.md).
     """
-    from solov2.optimize import optimize_for_inference
+    from solov2.inference.optimize import optimize_for_inference
     base = build_ours(config)
     models = {}
     for scenario in SCENARIOS:
@@ -235,15 +236,16 @@ def build_predictor_variants(config: str, names: list[str]) -> dict:
     exports it with the planted candidates)."""
     import tempfile
     from unittest import mock
+
     from solov2 import Predictor, load_config
-    from solov2.engine.checkpoint import save_checkpoint
+    from solov2.checkpoint.io import save_checkpoint
     predictors = {}
     with tempfile.TemporaryDirectory() as tmp:  # the Predictors read the checkpoint when made
         path = os.path.join(tmp, "seed_random.pth")
         save_checkpoint(path, build_ours(config), meta={"classes": [f"class{i}" for i in range(8)]})
         for name in names:
             kwargs = dict(PREDICTOR_VARIANTS[name])
-            env = {} if kwargs.pop("tune", True) else {"SOLOV2_TUNE": "0"}  # 0: the fixed rule (solov2.tuning)
+            env = {} if kwargs.pop("tune", True) else {"SOLOV2_TUNE": "0"}  # 0: the fixed rule (inference.tuning)
             for scenario in SCENARIOS:
                 if kwargs.get("int8"):
                     predictors[name, scenario] = int8_predictor(config, path, scenario, tmp)
@@ -261,7 +263,7 @@ def int8_predictor(config: str, checkpoint: str, scenario: str, tmp: str):
     only matters for accuracy: docs/benchmarks.md has int8's AP cost)."""
     from solov2 import Predictor, load_config
     from solov2.data.synthetic import write_shapes_coco
-    from solov2.quantize import calibration_images, quantize_ir
+    from solov2.deploy.quantize import calibration_images, quantize_ir
     calib = os.path.join(tmp, "calibration")
     if not os.path.isdir(calib):
         write_shapes_coco(calib, num_images=8, seed=0, image_size=448)
@@ -274,7 +276,7 @@ def int8_predictor(config: str, checkpoint: str, scenario: str, tmp: str):
 
 
 def measure_size(short: int, args, mm: dict, ours: dict | None, preds: dict | None = None) -> dict:
-    from solov2.benchmark import summarize, time_interleaved  # noqa: F401  (ours is on sys.path)
+    from solov2.apps.benchmark import summarize, time_interleaved  # noqa: F401  (ours is on sys.path)
     h, w = short, int(round(short * 768 / 448))
     rgb = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(h))
     bgr = np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()[:, :, ::-1])  # what mmdet reads from a file
@@ -394,7 +396,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import mmcv
     import mmdet
-    sys.path.insert(0, REPO)  # solov2.benchmark's timing helpers, and our model
+    sys.path.insert(0, REPO)  # solov2.apps.benchmark's timing helpers, and our model
     mm = build_mmdet()
     conversion = check_converter(mm, args.config)
     print(f"MMDetection's own weights through `solov2 convert --from mmdet`: unmapped keys {conversion['unmapped']}, "

@@ -14,7 +14,7 @@ Models (``--model``): ``demo`` = the README demo's network (ResNet-18 light, 64-
 ``seed`` = the seed README's light R50 (8 classes) on 448 x 768 shapes images, stem and layer1 frozen and
 BatchNorm in eval mode as the official config trains from ImageNet weights.
 
-Our variants, timed interleaved with MMDetection's (``solov2.benchmark.time_interleaved``):
+Our variants, timed interleaved with MMDetection's (``solov2.apps.benchmark.time_interleaved``):
 ``ours_fp32`` (float32, as ``solov2 train --precision fp32``), ``ours_bf16`` (bf16 autocast, as ``--amp``; the
 default on CPUs with native bf16, see ``solov2.engine.trainer.default_amp``). MMDetection has no CPU mixed
 precision (its ``AmpOptimWrapper`` needs CUDA), so its figure is float32.
@@ -67,6 +67,7 @@ def build_pair(name: str):
     from mmengine.config import ConfigDict
     from mmengine.logging import MMLogger
     from run_mmdet import copy_our_weights
+
     from solov2 import build_model, load_config
     spec = MODELS[name]
     h, w = spec["size"]
@@ -91,6 +92,7 @@ def make_batch(cfg, size: tuple[int, int], batch: int):
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
+
     from solov2.data.synthetic import SyntheticShapes
     num_classes = cfg.model.bbox_head.num_classes
     data = SyntheticShapes(batch, seed=0, image_size=size)
@@ -146,7 +148,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     import mmdet
-    from solov2.benchmark import summarize, time_interleaved
+
+    from solov2.apps.benchmark import summarize, time_interleaved
     spec = MODELS[args.model]
     batch = args.batch or spec["batch"]
     ours, mm, cfg = build_pair(args.model)

@@ -12,9 +12,12 @@ def check_data_main(config: str, cfg_options=None, split: str = "train", out: st
     """``solov2 check-data``: the data report of ``data.<split>`` (text on stdout, ``data_report.png`` in
     ``out``, default the work dir that ``train`` would use). Returns the :class:`~solov2.data.report.DataReport`."""
     import warnings
-    from ..config import ConfigError, load_config
-    from ..data import build_dataset
-    from ..data.report import data_report, format_report, head_scale_ranges, save_report_picture, training_scale
+
+    from solov2.config import load_config
+    from solov2.data import build_dataset
+    from solov2.data.report import data_report, format_report, save_report_picture, training_scale
+    from solov2.models import head_scale_ranges
+    from solov2.errors import ConfigError
     cfg = load_config(config, cfg_options)
     if cfg.data.get(split) is None:
         sets = sorted(k for k in cfg.data if k in ("train", "val", "test"))
@@ -30,7 +33,7 @@ def check_data_main(config: str, cfg_options=None, split: str = "train", out: st
 
 
 def labelme_to_coco_main(folder: str, out_json: str, image_root: str | None = None) -> dict:
-    from ..data.labelme import labelme_to_coco
+    from solov2.data.labelme import labelme_to_coco
     data = labelme_to_coco(folder, out_json, image_root)
     print(f"wrote {out_json}: {len(data['images'])} images, {len(data['annotations'])} instances, "
           f"{len(data['categories'])} classes ({', '.join(c['name'] for c in data['categories'])}); "
@@ -40,7 +43,7 @@ def labelme_to_coco_main(folder: str, out_json: str, image_root: str | None = No
 
 def make_shapes_main(out: str, num_images: int = 200, seed: int = 0, image_size: int | tuple[int, int] = 256) -> str:
     """``solov2 make-shapes``: the built-in synthetic data set as a COCO folder; returns the annotation file."""
-    from ..data.synthetic import write_shapes_coco
+    from solov2.data.synthetic import write_shapes_coco
     path = write_shapes_coco(out, num_images=num_images, seed=seed, image_size=image_size)
     print(f"wrote {num_images} images to {out} ({path})")
     return path
@@ -48,6 +51,6 @@ def make_shapes_main(out: str, num_images: int = 200, seed: int = 0, image_size:
 
 def cityscapes_to_coco_main(root: str, out_json: str, split: str = "train") -> None:
     """``solov2 cityscapes-to-coco``: Cityscapes polygons of ``split`` -> one COCO instance JSON."""
-    from ..data.cityscapes import cityscapes_to_coco
+    from solov2.data.cityscapes import cityscapes_to_coco
     cityscapes_to_coco(root, out_json, split)
     print(f"wrote {out_json}")

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
-from ..engine.launch import train_main
-from ..precision import cpu_has_native_bf16
-from .predict import predict_main
+from solov2.apps.predict import predict_main
+from solov2.config import find_config
+from solov2.engine.launch import train_main
+from solov2.precision import cpu_has_native_bf16
 
 __all__ = ["demo_main"]
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+DEMO_CONFIG = "solov2_light_r18_shapes"  # a packaged config (solov2/configs/demo/), found by name
 
 
 def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int = 100,
@@ -23,7 +23,7 @@ def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int 
     ``amp``: bf16 autocast; None (default) uses it on CPUs that compute bf16 natively (where a step takes ~0.6x
     the fp32 time; ``solov2.precision.default_amp``), and the demo then fits its 10 minutes; False for fp32.
     ``image_size``: the built-in images' side, or their ``(H, W)``."""
-    from ..data.synthetic import write_shapes_coco
+    from solov2.data.synthetic import write_shapes_coco
     start = time.time()
     data_dir = os.path.join(out, "data")
     for split, n, seed in (("train", train_images, 0), ("val", val_images, 1)):
@@ -36,7 +36,7 @@ def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int 
                "data.test.ann_file": f"{data_dir}/val/annotations.json",
                "data.test.img_prefix": f"{data_dir}/val/images"}
     options.update(cfg_options or {})
-    config = str(REPO_CONFIGS / "demo" / "solov2_light_r18_shapes.py")
+    config = find_config(DEMO_CONFIG)
     if amp and device == "cpu" and not cpu_has_native_bf16():  # asked for explicitly
         print("note: this CPU has no native bf16 (AVX512-BF16 / AMX): --amp will be slower than fp32", flush=True)
     metrics = train_main(config, work_dir=out, cfg_options=options, device=device, amp=amp)

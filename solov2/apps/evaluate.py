@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..engine.launch import resolve_device
+from solov2.engine.launch import resolve_device
 
 __all__ = ["eval_main", "RunExported"]
 
@@ -20,14 +20,16 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
     ``.onnx`` / ``.xml`` file (``solov2 export``, ``solov2 quantize``): it runs in its own runtime, and the config
     (required then: the file holds no data sets) must describe the same model."""
     import torch
-    from ..checkpoint_config import ResolvedModel, check_eval_classes, resolve_model
-    from ..config import ConfigError
-    from ..data import build_dataset
-    from ..engine.evaluate import evaluate, inference_on_dataset
-    from ..precision import resolve_precision
-    from ..predictor import (autocast_dtype, backend_of_file, check_backend, exported_runtime, load_model,
-                             precision_autocast)
-    from ..runtime import check_same_model, is_exported, load_exported
+
+    from solov2.checkpoint.model_config import ResolvedModel, check_eval_classes, load_model, resolve_model
+    from solov2.data import build_dataset
+    from solov2.deploy.contract import is_exported
+    from solov2.deploy.runtime import check_same_model, load_exported
+    from solov2.errors import ConfigError
+    from solov2.evaluation.evaluator import evaluate, inference_on_dataset
+    from solov2.inference.optimize import optimize_for_inference
+    from solov2.inference.predictor import backend_of_file, check_backend, exported_runtime
+    from solov2.precision import autocast_dtype, precision_autocast, resolve_precision
     device = resolve_device(device)
     if is_exported(checkpoint):
         if config is None:
@@ -51,7 +53,9 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
             model, dtype = RunExported(exported_runtime(model, backend, precision, resolved.classes)), None
         else:
             dtype = autocast_dtype(precision, device)
-            model, _ = load_model(cfg, resolved.ckpt, device, optimize, name=checkpoint, autocast_dtype=dtype)
+            model, _ = load_model(cfg, resolved.ckpt, device, name=checkpoint)
+            if optimize:
+                model = optimize_for_inference(model, autocast_dtype=dtype)
     if cfg.data.get(split) is None:
         raise ConfigError(f"{config or checkpoint}: data.{split} is not set; evaluate another one with --split")
     dataset = build_dataset(cfg.data[split])
@@ -69,7 +73,7 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
 
 
 class RunExported:
-    """An :class:`~solov2.runtime.ExportedSOLOv2` as the module ``inference_on_dataset`` runs: ``model(images)``
+    """An :class:`~solov2.deploy.runtime.ExportedSOLOv2` as the module ``inference_on_dataset`` runs: ``model(images)``
     -> the model's raw results (every instance the graph's own thresholds keep, as the PyTorch model gives)."""
 
     training = False

@@ -10,12 +10,12 @@ import posixpath
 import sys
 from pathlib import Path
 
-from ..engine.launch import resolve_device
-from ..errors import one_line
+from solov2.data.image import IMAGE_EXTS
+from solov2.engine.launch import resolve_device
+from solov2.errors import one_line
 
-__all__ = ["predict_main", "collect_inputs", "collect_named_inputs", "IMAGE_EXTS", "VIDEO_EXTS"]
+__all__ = ["predict_main", "collect_inputs", "collect_named_inputs", "VIDEO_EXTS"]
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
 
@@ -23,11 +23,6 @@ def collect_inputs(inputs: list[str]) -> list[str]:
     """Files, folders (recursively) and globs -> sorted image and video paths."""
     return [path for path, _ in collect_named_inputs(inputs)]
 
-
-def folder_images(folder: str) -> list[str]:
-    """The image files under ``folder``, recursively and sorted, as ``predict`` finds them (videos left out): the
-    images ``benchmark --images`` times and ``quantize --images`` calibrates on."""
-    return sorted(str(p) for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
 def collect_named_inputs(inputs: list[str]) -> list[tuple[str, str]]:
@@ -76,13 +71,14 @@ def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: st
     (``OUT/<name>_pred.mp4``) and ``OUT/results.json``. Unreadable inputs are skipped with a one-line
     warning and listed at the end; if none can be read, a ``ValueError`` says why.
     ``results.json`` ids: see :class:`_ResultIds`. ``checkpoint`` may be an exported ``.onnx`` / ``.xml`` file,
-    run in its own runtime; ``backend``: as :class:`~solov2.predictor.Predictor`'s."""
+    run in its own runtime; ``backend``: as :class:`~solov2.inference.predictor.Predictor`'s."""
     from tqdm import tqdm
-    from ..data.errors import DataError
-    from ..evaluation.coco import results_to_coco
-    from ..data.image import read_rgb as read_image
-    from ..predictor import Predictor
-    from ..visualize import save_image
+
+    from solov2.data.image import read_rgb as read_image
+    from solov2.errors import DataError
+    from solov2.evaluation.coco import results_to_coco
+    from solov2.inference.predictor import Predictor
+    from solov2.inference.visualize import save_image
     named = collect_named_inputs(inputs)
     predictor = Predictor(config, checkpoint, device=resolve_device(device), score_thr=score_thr,
                           precision=precision, optimize=optimize, backend=backend)
@@ -144,7 +140,7 @@ class _ResultIds:
         self.by_file: dict[str, object] | None = None
         cat_ids = getattr(predictor, "cat_ids", None)
         if ann_file:
-            from ..data.errors import DataError
+            from solov2.errors import DataError
             try:
                 with open(ann_file, encoding="utf-8") as f:
                     data = json.load(f)
@@ -192,7 +188,8 @@ def _predict_video(predictor, path: str, target: str, on_frame=None) -> str:
     """``target``: the annotated video; ``on_frame(index, result)`` is called for every frame if given."""
     import cv2
     from tqdm import tqdm
-    from ..data.errors import DataError
+
+    from solov2.errors import DataError
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         raise DataError(f"{path}: cannot open video")

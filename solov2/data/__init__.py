@@ -1,15 +1,14 @@
 """Data sets and loaders. A config's ``type='CocoDataset'`` is looked up in one plain dict, :data:`DATASETS`."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
-from ..config import ConfigError, check_keys
-from .coco import CocoDataset, read_image
-from .errors import DataError
-from .synthetic import SyntheticShapes, write_shapes_coco
-from .transforms import hflip
+from solov2.config import check_keys
+from solov2.data.coco import CocoDataset, read_image
+from solov2.data.synthetic import SyntheticShapes, write_shapes_coco
+from solov2.data.transforms import hflip
+from solov2.errors import ConfigError, DataError
 
 __all__ = ["build_dataset", "collate", "CocoDataset", "SyntheticShapes", "write_shapes_coco",
            "DataError", "hflip", "read_image", "DATASETS"]
@@ -23,7 +22,7 @@ def _dataset_class(name: str):
     if name not in DATASETS:
         raise ConfigError(f"dataset type {name!r} is unknown; known: {sorted(DATASETS)}")
     if DATASETS[name] is None and name == "CityscapesDataset":
-        from .cityscapes import CityscapesDataset
+        from solov2.data.cityscapes import CityscapesDataset
         DATASETS[name] = CityscapesDataset
     return DATASETS[name]
 

@@ -22,18 +22,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cityscapesscripts.helpers.annotation import Annotation
+from cityscapesscripts.helpers.labels import Label, name2label
+from cityscapesscripts.helpers.labels import labels as CS_LABELS
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cityscapesscripts.helpers.annotation import Annotation
-from cityscapesscripts.helpers.labels import Label, labels as CS_LABELS, name2label
-
-from .coco import read_image
-from .errors import DataError, first_usable
-from .transforms import hflip
+from solov2.data.bad_images import first_usable
+from solov2.data.coco import read_image
+from solov2.data.transforms import hflip
+from solov2.errors import DataError
 
 __all__ = ["CityscapesDataset", "cityscapes_to_coco", "CLASSES", "CAT_IDS", "rasterize_instances",
            "load_annotation", "scan_split"]

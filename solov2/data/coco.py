@@ -21,10 +21,10 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch import Tensor
 
-from ..errors import one_line
-from .errors import DataError, first_usable
-from .image import read_image
-from .transforms import hflip
+from solov2.data.bad_images import first_usable
+from solov2.data.image import read_image
+from solov2.data.transforms import hflip
+from solov2.errors import DataError, one_line
 
 __all__ = ["CocoDataset", "load_coco_json", "coco_from_data", "decode_segmentations", "read_image"]
 

@@ -14,16 +14,16 @@ A missing or undecodable file raises :class:`DataError` (a ``ValueError``) with 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from ..errors import one_line
-from .errors import DataError
+from solov2.errors import DataError, one_line
 
-__all__ = ["read_rgb", "read_image"]
+__all__ = ["read_rgb", "read_image", "IMAGE_EXTS", "folder_images"]
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
@@ -60,3 +60,12 @@ def _to_rgb(im: Image.Image, path: str) -> np.ndarray:
     if im.mode == "F":
         raise DataError(f"{path}: floating point image (PIL mode F) is not supported; save it as 8 or 16 bits")
     return np.array(im.convert("RGB"))  # np.array, not asarray: torch needs a writable buffer
+
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def folder_images(folder: str) -> list[str]:
+    """The image files under ``folder`` (:data:`IMAGE_EXTS`), recursively and sorted: the images ``predict``
+    finds in a folder (videos left out), ``benchmark --images`` times and ``quantize --images`` calibrates on."""
+    return sorted(str(p) for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from .errors import DataError
+from solov2.errors import DataError
 
 __all__ = ["labelme_to_coco", "read_labelme", "shape_polygon"]
 

@@ -8,11 +8,10 @@ from the annotations (pycocotools RLEs: box and area without decoding a mask), n
 
 One call does it all (text to ``log``, ``data_report.png`` in ``work_dir``)::
 
-    log_data_report(dataset, cfg, work_dir, log=logger.info)
+    log_data_report(dataset, model.bbox_head.scale_ranges, training_scale(cfg), work_dir, log=logger.info)
 """
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -21,7 +20,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 __all__ = ["DataReport", "data_report", "format_report", "save_report_picture", "log_data_report",
-           "head_scale_ranges", "training_scale"]
+           "training_scale"]
 
 
 @dataclass
@@ -44,15 +43,6 @@ class DataReport:
     outside_levels: int = 0  # instances no level's range holds
     warnings: list[str] = field(default_factory=list)
 
-
-def head_scale_ranges(cfg) -> list[tuple[float, float]]:
-    """``model.bbox_head.scale_ranges`` of a config, or ``SOLOv2Head``'s default when the config has none."""
-    head = (cfg.get("model") or {}).get("bbox_head") or {}
-    if head.get("scale_ranges") is not None:
-        return [tuple(float(v) for v in r) for r in head["scale_ranges"]]
-    from ..models.solov2_head import SOLOv2Head
-    default = inspect.signature(SOLOv2Head.__init__).parameters["scale_ranges"].default
-    return [tuple(float(v) for v in r) for r in default]
 
 
 def training_scale(cfg) -> tuple[int, int] | None:
@@ -217,12 +207,14 @@ def save_report_picture(report: DataReport, path: str) -> str:
     return path
 
 
-def log_data_report(dataset, cfg, work_dir: str | None, log: Callable[[str], None] = print) -> DataReport | None:
-    """:func:`data_report` of ``dataset`` for ``cfg``'s head and training scale, logged line by line, and
+def log_data_report(dataset, scale_ranges: Sequence[tuple[float, float]], input_scale: tuple[int, int] | None,
+                    work_dir: str | None, log: Callable[[str], None] = print) -> DataReport | None:
+    """:func:`data_report` of ``dataset`` for a head with ``scale_ranges`` trained at ``input_scale`` (see
+    :func:`training_scale`), logged line by line, and
     ``work_dir/data_report.png`` (when ``work_dir`` is given). For a data set without COCO-style ground
     truth it logs one line and returns None."""
     try:
-        report = data_report(dataset, head_scale_ranges(cfg), training_scale(cfg))
+        report = data_report(dataset, scale_ranges, input_scale)
     except ValueError as exc:
         log(str(exc))
         return None

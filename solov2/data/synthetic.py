@@ -22,7 +22,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch import Tensor
 
-from .transforms import hflip
+from solov2.data.transforms import hflip
 
 __all__ = ["SyntheticShapes", "render_shapes", "write_shapes_coco", "SHAPE_CLASSES"]
 

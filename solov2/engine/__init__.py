@@ -1,4 +1,4 @@
-"""Training and evaluation: the loop (``trainer``), checkpoints, the sampler, reproducible randomness
-(``rng``), Ctrl-C handling (``interrupt``), the LR schedule and process groups (``distributed``).
+"""Training: the loop (``trainer``), launching processes (``launch``), the sampler, reproducible randomness
+(``rng``), Ctrl-C handling (``interrupt``), the LR schedule (``schedule``) and the collapse guard (``monitor``).
 
-Nothing is imported here, so ``import solov2.engine.checkpoint`` stays light."""
+Nothing is imported here, so importing one module stays light."""

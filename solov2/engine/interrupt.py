@@ -15,16 +15,6 @@ from contextlib import contextmanager
 _requested = False
 
 
-class TrainingInterrupted(Exception):
-    """Training stopped on Ctrl-C. ``checkpoint``: the file to resume from; ``iteration``: the iteration it
-    holds (None when training stopped before writing one)."""
-
-    def __init__(self, checkpoint: str, iteration: int | None):
-        self.checkpoint, self.iteration = checkpoint, iteration
-        at = f"at iteration {iteration}" if iteration is not None else "before the first checkpoint"
-        super().__init__(f"training interrupted {at}; {checkpoint} holds it")
-
-
 def _set_flag(signum, frame) -> None:
     global _requested
     _requested = True  # no printing here: the interrupted code may be in the middle of writing to stdout

@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..errors import one_line
+from solov2.errors import one_line
 
 __all__ = ["train_main", "resolve_device", "setup_logging", "resume_command", "interrupted_message", "worker_error",
            "LAUNCHERS"]
@@ -48,9 +48,9 @@ def train_main(config: str, work_dir: str | None = None, resume: str | None = No
     (``launcher`` ``"torchrun"``/``"pytorch"``, or ``"auto"`` when torchrun's variables are set).
     ``amp`` None: mixed precision where it is the faster default (bf16 on CPUs with native bf16, see
     ``solov2.precision.default_amp``). Returns the final metrics (``work_dir/metrics.json``)."""
-    from ..config import load_config
-    from ..precision import default_amp
-    from . import distributed as du
+    from solov2 import distributed as du
+    from solov2.config import load_config
+    from solov2.precision import default_amp
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
     cfg = load_config(config, cfg_options)  # fail fast, before any process is started
@@ -75,7 +75,7 @@ def train_main(config: str, work_dir: str | None = None, resume: str | None = No
         import torch.multiprocessing
         stopped_at = torch.multiprocessing.get_context("spawn").Value("q", -1)  # iteration saved on Ctrl-C
         if du.spawn(_spawned_worker, gpus, (gpus, opts, stopped_at)) or stopped_at.value >= 0:
-            from .interrupt import TrainingInterrupted
+            from solov2.errors import TrainingInterrupted
             raise TrainingInterrupted(os.path.join(work_dir, "latest.pth"),
                                       stopped_at.value if stopped_at.value >= 0 else None)
         return _read_metrics(work_dir)
@@ -83,7 +83,8 @@ def train_main(config: str, work_dir: str | None = None, resume: str | None = No
 
 
 def _spawned_worker(rank: int, world: int, opts: dict, stopped_at) -> None:
-    from .interrupt import TrainingInterrupted, deferred_sigint
+    from solov2.engine.interrupt import deferred_sigint
+    from solov2.errors import TrainingInterrupted
     with deferred_sigint():  # from the start, so that an early Ctrl-C is not lost (the trainer checks it)
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
         if opts["device"] == "cpu":
@@ -98,9 +99,9 @@ def _spawned_worker(rank: int, world: int, opts: dict, stopped_at) -> None:
 
 
 def _train_worker(rank: int, world: int, opts: dict) -> dict:
-    from ..config import load_config
-    from . import distributed as du
-    from .trainer import Trainer
+    from solov2 import distributed as du
+    from solov2.config import load_config
+    from solov2.engine.trainer import Trainer
     setup_logging(opts["work_dir"], rank)
     if world > 1 and not du.is_distributed():
         du.init_process_group(rank, world, opts["device"])
@@ -142,7 +143,7 @@ def resume_command(command: list[str], flags: tuple[str, ...], checkpoint: str) 
 
 
 def interrupted_message(exc, resume_hint=None) -> str:
-    """What a run stopped by Ctrl-C (``exc``: :class:`~solov2.engine.interrupt.TrainingInterrupted`) prints:
+    """What a run stopped by Ctrl-C (``exc``: :class:`~solov2.errors.TrainingInterrupted`) prints:
     the iteration and ``resume_hint(checkpoint)``, the command that resumes it (None: the error's text)."""
     if exc.iteration is None:
         return "interrupted before the first checkpoint"
@@ -156,6 +157,7 @@ def worker_error(exc: BaseException, expected: tuple[type, ...]) -> str | None:
     ``torch.multiprocessing``'s ``ProcessRaisedException``, whose text ends with ``module.Type: message``);
     None for anything else."""
     import importlib
+
     from torch.multiprocessing import ProcessRaisedException
     if not isinstance(exc, ProcessRaisedException):
         return None

@@ -6,7 +6,7 @@ import math
 import torch
 from torch.utils.data import Sampler
 
-from .rng import AUGMENT, derive_seed
+from solov2.engine.rng import AUGMENT, derive_seed
 
 
 class TrainSampler(Sampler):

@@ -17,25 +17,21 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint_config import checkpoint_meta, resolve_classes
-from ..config import Config, ConfigError, check_keys
-from ..models import build_model, init_backbone_for_training
-from ..precision import amp_dtype, precision_autocast
-from . import distributed as du
-from . import interrupt
-from .checkpoint import link_checkpoint, load_weights, read_checkpoint, save_checkpoint
-from .evaluate import evaluate, inference_on_dataset
-from .interrupt import TrainingInterrupted
-from .rng import LOADER, SCALE, SeededSamples, derive_seed, rng_state, set_rng_state
-from .sampler import TrainSampler
-from .monitor import CollapseGuard, branch_grad_norms
-from .schedule import build_schedule, scaled_lr
+from solov2 import distributed as du
+from solov2.checkpoint.io import link_checkpoint, load_weights, read_checkpoint, save_checkpoint
+from solov2.checkpoint.model_config import checkpoint_meta, resolve_classes
+from solov2.config import Config, check_keys
+from solov2.engine import interrupt
+from solov2.engine.monitor import CollapseGuard, branch_grad_norms
+from solov2.engine.rng import LOADER, SCALE, SeededSamples, derive_seed, rng_state, set_rng_state
+from solov2.engine.sampler import TrainSampler
+from solov2.engine.schedule import build_schedule, scaled_lr
+from solov2.errors import ConfigError, TrainingError, TrainingInterrupted
+from solov2.evaluation.evaluator import evaluate, inference_on_dataset
+from solov2.models import build_model, init_backbone_for_training
+from solov2.precision import amp_dtype, precision_autocast
 
 logger = logging.getLogger("solov2")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); the message says where and why."""
 
 
 def set_seed(seed: int, deterministic: bool = False) -> None:
@@ -74,7 +70,7 @@ def _fused_supported(device: torch.device) -> bool:
 def _build_train_loader(cfg: Config, seed: int):
     """The sampler yields ``(index, augmentation seed)`` keys (see ``rng``); the loader's own generator (re-seeded
     every epoch) draws its workers' base seed, so creating a loader iterator leaves torch's global RNG alone."""
-    from ..data import build_dataset, collate
+    from solov2.data import build_dataset, collate
     dataset = build_dataset(cfg.data.train, {"skip_bad_images": cfg.data.get("skip_bad_images", False)})
     sampler = TrainSampler(len(dataset), shuffle=True, seed=seed, rank=du.get_rank(),
                            world_size=du.get_world_size(), keyed=True)
@@ -136,8 +132,9 @@ class Trainer:
         self.log_interval = cfg.get("log_config", {}).get("interval", 50)
         if self.rank == 0:
             self._log_setup(batch)
-            from ..data.report import log_data_report
-            log_data_report(self.dataset, cfg, work_dir, log=logger.info)
+            from solov2.data.report import log_data_report, training_scale
+            log_data_report(self.dataset, model.bbox_head.scale_ranges, training_scale(cfg), work_dir,
+                            log=logger.info)
         self.epoch, self.iter = 0, 0
         self._latest_iter = -1  # iteration that latest.pth holds, so it is not written twice
         if cfg.get("load_from") and not resume:
@@ -236,7 +233,7 @@ class Trainer:
     # ----------------------------------------------------------------- loop
     def run(self) -> dict:
         """Train to ``max_iters``, then evaluate. Ctrl-C stops after the current iteration: ``latest.pth`` is
-        saved and :class:`~solov2.engine.interrupt.TrainingInterrupted` raised (on every process)."""
+        saved and :class:`~solov2.errors.TrainingInterrupted` raised (on every process)."""
         with interrupt.deferred_sigint():
             try:
                 return self._run()
@@ -404,7 +401,7 @@ class Trainer:
                                 f"solov2 eval {latest}") from exc
 
     def evaluate(self) -> dict:
-        from ..data import build_dataset
+        from solov2.data import build_dataset
         eval_cfg = self.cfg.get("evaluation", {}) or {}
         metrics, error = {}, None
         try:

@@ -29,13 +29,12 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+import cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling as cs_eval
 import numpy as np
+from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
 from PIL import Image
 
-import cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling as cs_eval
-from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
-
-from ..data.cityscapes import IMAGE_SUFFIX, POLYGON_SUFFIX, load_annotation
+from solov2.data.cityscapes import IMAGE_SUFFIX, POLYGON_SUFFIX, load_annotation
 
 INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
 

@@ -1,21 +1,24 @@
 """Model construction from a config: a small dict maps each ``type`` name to its class."""
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import Any
 
-from ..config import ConfigError, check_keys
-from ..postprocess import TestConfig
-from .backbone import ResNet, ResNeXt
-from .layers import ConvModule
-from .fpn import FPN
-from .mask_feat_head import MaskFeatHead
-from .solov2 import SOLOv2
-from .solov2_head import SOLOv2Head, SOLOv2LightHead
-from .transform import ImageTransform
+from solov2.config import check_keys
+from solov2.errors import ConfigError
+from solov2.models.backbone import ResNet, ResNeXt
+from solov2.models.fpn import FPN
+from solov2.models.layers import ConvModule
+from solov2.models.mask_feat_head import MaskFeatHead
+from solov2.models.solov2 import SOLOv2
+from solov2.models.solov2_head import SOLOv2Head, SOLOv2LightHead
+from solov2.models.transform import ImageTransform
+from solov2.postprocess import TestConfig
 
-__all__ = ["build_model", "init_backbone_for_training", "SOLOv2", "ResNet", "FPN", "MaskFeatHead", "SOLOv2Head",
+__all__ = ["build_model", "init_backbone_for_training", "head_scale_ranges",
+           "SOLOv2", "ResNet", "FPN", "MaskFeatHead", "SOLOv2Head",
            "ConvModule"]
 
 COMPONENTS = {"ResNet": ResNet, "ResNeXt": ResNeXt, "FPN": FPN, "MaskFeatHead": MaskFeatHead,
@@ -113,3 +116,12 @@ def _once_per_node(load):
     finally:  # also on an error, so the others are not left waiting (they then fail the same way)
         if first:
             dist.barrier()
+
+
+def head_scale_ranges(cfg) -> list[tuple[float, float]]:
+    """``model.bbox_head.scale_ranges`` of a config, or ``SOLOv2Head``'s default when the config has none."""
+    head = (cfg.get("model") or {}).get("bbox_head") or {}
+    ranges = head.get("scale_ranges")
+    if ranges is None:
+        ranges = inspect.signature(SOLOv2Head.__init__).parameters["scale_ranges"].default
+    return [tuple(float(v) for v in r) for r in ranges]

@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from .dcn import build_conv, is_deform_conv
-from .layers import BatchNorm2d
+from solov2.models.dcn import build_conv, is_deform_conv
+from solov2.models.layers import BatchNorm2d
 
 
 def _bn(channels: int) -> BatchNorm2d:

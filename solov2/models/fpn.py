@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import ModuleList, ConvModule
+from solov2.models.layers import ConvModule, ModuleList
 
 
 class FPN(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .dcn import build_conv
+from solov2.models.dcn import build_conv
 
 
 class BatchNorm2d(nn.BatchNorm2d):

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .dcn import is_deform_conv
-from .layers import ModuleList, ConvModule, Upsample
-from .coord import append_coords
+from solov2.models.coord import append_coords
+from solov2.models.dcn import is_deform_conv
+from solov2.models.layers import ConvModule, ModuleList, Upsample
 
 
 class MaskFeatHead(nn.Module):

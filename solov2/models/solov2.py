@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..postprocess import TestConfig, empty_result, postprocess_single
-from .mask_feat_head import MaskFeatHead
-from .solov2_head import SOLOv2Head
-from .transform import ImageList, ImageTransform, padded_size
+from solov2.models.mask_feat_head import MaskFeatHead
+from solov2.models.solov2_head import SOLOv2Head
+from solov2.models.transform import ImageList, ImageTransform, padded_size
+from solov2.postprocess import TestConfig, empty_result, postprocess_single
 
 
 class SOLOv2(nn.Module):
@@ -61,7 +61,7 @@ class SOLOv2(nn.Module):
     def predict_cells(self, batch: Tensor, image_sizes, score_thr: float | None = None
                       ) -> tuple[Tensor, Tensor | None, Tensor | list[Tensor] | None]:
         """The network's outputs for every cell of every image, flattened: what post-processing reads, and
-        what an exported graph returns (:mod:`solov2.export`).
+        what an exported graph returns (:mod:`solov2.deploy.export`).
 
         Args:
             batch: ``(B, 3, Hp, Wp)`` normalized images, zero-padded at the bottom and right.
@@ -114,7 +114,7 @@ class SOLOv2(nn.Module):
         zeros rather than their convolutions' zero padding, so features near the region's bottom and right
         border differ (on the demo model, kernels by up to 1.6 and scores by up to 0.2). Hence
         :meth:`inference` runs images at their own padded size and needs no crop, and the export
-        (:class:`solov2.export.SOLOv2ExportWrapper`) zeroes the backbone's and FPN's inputs outside the
+        (:class:`solov2.deploy.export.SOLOv2ExportWrapper`) zeroes the backbone's and FPN's inputs outside the
         region, which makes the crops exact (to float rounding).
         """
         if image_sizes is None:

@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses import FocalLoss, solov2_losses
-from ..ops.dynamic_masks import dynamic_masks
-from ..postprocess import cell_scores
-from ..targets import SHARED_CELLS, build_targets
-from .dcn import is_deform_conv
-from .layers import ModuleList, ConvModule
-from .coord import append_coords
+from solov2.losses import FocalLoss, solov2_losses
+from solov2.models.coord import append_coords
+from solov2.models.dcn import is_deform_conv
+from solov2.models.layers import ConvModule, ModuleList
+from solov2.ops.dynamic_masks import dynamic_masks
+from solov2.postprocess import cell_scores
+from solov2.targets import SHARED_CELLS, build_targets
 
 
 class SOLOv2Head(nn.Module):

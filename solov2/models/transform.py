@@ -4,7 +4,7 @@ Like torchvision's ``GeneralizedRCNNTransform`` this is what lets ``model(images
 size and return masks at that size. It is a plain object, not an ``nn.Module``, so it adds nothing to
 ``print(model)`` or to the state_dict.
 
-The public steps, shared by the model, the export (:mod:`solov2.export`, :mod:`solov2.runtime`) and the
+The public steps, shared by the model, the export (:mod:`solov2.deploy.export`, :mod:`solov2.deploy.runtime`) and the
 ``Predictor``: :func:`rescale_size` (the resize rule), :meth:`ImageTransform.resize_normalize`,
 :func:`padded_size` and :func:`pad_images` (zeros at the bottom and right), and the inverse for masks,
 :func:`masks_at_original_size` (crop to the resized image, resize to the original).
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..postprocess import masks_at_original_size
+from solov2.postprocess import masks_at_original_size
 
 __all__ = ["ImageList", "ImageTransform", "rescale_size", "padded_size", "pad_images", "masks_at_original_size",
            "resize_target", "check_images"]
@@ -96,6 +96,12 @@ class ImageTransform:
     def test_size(self, h: int, w: int) -> tuple[int, int]:
         """The size an ``h x w`` image is resized to at inference (:func:`rescale_size` to ``test_scale``)."""
         return rescale_size(h, w, self.test_scale)
+
+    def test_input_size(self) -> tuple[int, int]:
+        """The padded network input ``(H, W)`` of a landscape image at the test scale (``test_scale``'s short x
+        long side, rounded up to the size divisor): the size speed is tuned and measured at."""
+        long_side, short_side = self.test_scale
+        return padded_size((short_side, long_side), self.size_divisor)
 
     def resize_normalize(self, img: Tensor, size: tuple[int, int]) -> Tensor:
         """``(3, H0, W0)`` RGB, uint8 or float on the 0..255 scale -> ``(3, h, w)`` float32: flipped to BGR if

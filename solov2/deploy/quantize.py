@@ -3,13 +3,13 @@
 The checkpoint is exported as for ``--backend openvino`` (a dynamic ONNX graph, converted by OpenVINO), and
 NNCF's ``nncf.quantize`` (OpenVINO backend, default ``PERFORMANCE`` preset: symmetric int8 weights and
 activations) calibrates it on ``N`` images run through our own pre-processing, exactly as the exported contract
-says (:func:`solov2.runtime.preprocess_for_export`: resize keeping the ratio to the test scale, normalize, pad at
+says (:func:`solov2.deploy.runtime.preprocess_for_export`: resize keeping the ratio to the test scale, normalize, pad at
 the bottom/right). Calibration images: ``--images DIR``, or by default the training set named in the config
 (``data.train``, without its random flips), ``N`` of them drawn with a fixed seed.
 
 The IR's ``solov2`` metadata gets ``quantization``: ``{"precision": "int8", "method": ..., "calibration":
 {"source": where the images came from, "count": N, "seed": 0}}``; a quantized IR without it is refused when
-loaded (:func:`solov2.openvino_ir.read_ir_meta`). Post-processing stays the shared float32 Python path.
+loaded (:func:`solov2.deploy.openvino.read_ir_meta`). Post-processing stays the shared float32 Python path.
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .runtime import ExportError, preprocess_for_export
+from solov2.deploy.runtime import preprocess_for_export
+from solov2.errors import ExportError
 
 __all__ = ["calibration_images", "quantize_ir", "quantize_main"]
 
@@ -39,8 +40,7 @@ def calibration_images(count: int, images_dir: str | None = None, data_cfg: dict
     if count <= 0:
         raise ValueError(f"--calib-images must be positive, got {count}")
     if images_dir is not None:
-        from .apps.predict import folder_images
-        from .data.image import read_rgb
+        from solov2.data.image import folder_images, read_rgb
         if not os.path.isdir(images_dir):
             raise FileNotFoundError(f"{images_dir}: calibration image folder (--images) not found")
         paths = folder_images(images_dir)
@@ -51,7 +51,7 @@ def calibration_images(count: int, images_dir: str | None = None, data_cfg: dict
         return loaders, os.path.abspath(images_dir)
     if data_cfg is None:
         raise ValueError("calibration needs --images DIR, or a config whose data.train names the training set")
-    from .data import build_dataset
+    from solov2.data import build_dataset
     cfg = dict(data_cfg)
     if "flip_prob" in cfg:
         cfg["flip_prob"] = 0.0
@@ -69,8 +69,8 @@ def quantize_ir(model: nn.Module, loaders: Sequence, source: str, out_path: str,
                 keep_fp32: Sequence[str] = (), preset: str = "performance") -> str:
     """``model`` (a SOLOv2) -> an int8 OpenVINO IR at ``out_path`` (.xml), calibrated on ``loaders``
     (:func:`calibration_images`); dynamic input unless ``input_size`` (H, W) is given. Returns ``out_path``."""
-    from .export import export_onnx
-    from .openvino_ir import _openvino, onnx_to_ir, save_ir, set_meta
+    from solov2.deploy.export import export_onnx
+    from solov2.deploy.openvino import _openvino, onnx_to_ir, save_ir, set_meta
     _openvino(out_path, exporting=True)
     try:
         import nncf
@@ -105,15 +105,14 @@ def quantize_ir(model: nn.Module, loaders: Sequence, source: str, out_path: str,
 def _meta_of(ir) -> dict:
     import json
 
-    from .runtime import META_KEY
+    from solov2.deploy.contract import META_KEY
     return json.loads(ir.get_rt_info([META_KEY]).astype(str))
 
 
 def quantize_main(config: str | None, checkpoint: str, calib_images: int, out: str, images_dir: str | None = None,
                   cfg_options=None, input_size: Sequence[int] | None = None) -> str:
     """``solov2 quantize``: the checkpoint's int8 IR at ``out``."""
-    from .checkpoint_config import resolve_model
-    from .predictor import load_model
+    from solov2.checkpoint.model_config import load_model, resolve_model
     resolved = resolve_model(config, checkpoint, cfg_options)
     model, _ = load_model(resolved.cfg, resolved.ckpt, name=resolved.checkpoint)
     data_cfg = None if images_dir else (resolved.cfg.get("data") or {}).get("train")

@@ -20,7 +20,7 @@ with ``configs/solov2/coco/solov2_r50_fpn_3x_adelaidet.py``, which sets those co
 (``backbone.style='caffe'``, ``transform.bgr=True``, mean/std); with the torchvision-style configs it loads
 but computes something else.
 
-Command line: ``python -m solov2.convert --from mmdet in.pth out.pth``.
+Command line: ``python -m solov2.checkpoint.convert --from mmdet in.pth out.pth``.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .engine.checkpoint import CheckpointError, atomic_save
-from .errors import one_line
+from solov2.checkpoint.io import atomic_save
+from solov2.errors import CheckpointError, one_line
 
 __all__ = ["SOURCES", "convert_state_dict", "convert_to_source", "convert_checkpoint", "main"]
 
@@ -283,7 +283,7 @@ def convert_checkpoint(in_path: str, out_path: str, source: str, strict: bool = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m solov2.convert", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m solov2.checkpoint.convert", description=__doc__.splitlines()[0])
     parser.add_argument("input", help="checkpoint of the other code base")
     parser.add_argument("output", help="where to write our checkpoint")
     parser.add_argument("--from", dest="source", required=True, choices=SOURCES)

@@ -9,32 +9,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config
-from .data.image import read_rgb
-from .engine.checkpoint import load_weights
-from .models import build_model
-from .optimize import optimize_for_inference
-from .precision import PRECISIONS, autocast_dtype, precision_autocast, resolve_precision  # noqa: F401 (re-exported)
-from .runtime import is_exported
+from solov2.checkpoint.model_config import load_model
+from solov2.config import Config
+from solov2.data.image import read_rgb
+from solov2.deploy.contract import is_exported
+from solov2.inference.optimize import optimize_for_inference
+from solov2.precision import autocast_dtype, precision_autocast, resolve_precision
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
-def load_model(cfg: Config, checkpoint: str | dict | None, device: str = "cpu", optimize: bool = False,
-               name: str | None = None, autocast_dtype: torch.dtype | None = None) -> tuple[nn.Module, dict]:
-    """The config's model with the checkpoint's weights (random if None), on ``device``, in eval mode;
-    with ``optimize``, :func:`solov2.optimize.optimize_for_inference` of it (same results up to float
-    rounding, tests/test_optimize.py). ``checkpoint`` is a path or an already read checkpoint dict (``name``:
-    its path, for error messages); ``autocast_dtype``: the autocast dtype the optimized model will run under
-    (its conv weights are stored in it). Returns ``(model, the checkpoint's meta)``.
-
-    To build the model a checkpoint was trained as, from the checkpoint alone or with a config, resolve the
-    config first with :func:`solov2.checkpoint_config.resolve_model` (as :class:`Predictor` does)."""
-    model = build_model(cfg)
-    meta = load_weights(model, checkpoint, name=name)["meta"] if checkpoint else {}
-    model.to(device).eval()
-    return (optimize_for_inference(model, autocast_dtype=autocast_dtype) if optimize else model), meta
 
 
 class Predictor:
@@ -50,11 +35,11 @@ class Predictor:
     ``Predictor(CONFIG, CHECKPOINT)`` (a ``.py`` file or a ``Config`` first) also works: the architecture and
     classes still come from the checkpoint, the test-time settings (``model.test_cfg``,
     ``model.transform.test_scale``) from the config; checkpoints without an embedded config (older ones,
-    official SOLO weights) need this form (:func:`solov2.checkpoint_config.resolve_model`).
+    official SOLO weights) need this form (:func:`solov2.checkpoint.model_config.resolve_model`).
     ``Predictor(CONFIG)`` runs random weights.
 
     ``optimize`` (default on) runs a copy of the model with BatchNorm folded, NHWC weights and Winograd
-    convolutions on CPU (:func:`solov2.optimize.optimize_for_inference`), which changes results by float
+    convolutions on CPU (:func:`solov2.inference.optimize.optimize_for_inference`), which changes results by float
     rounding only. ``precision="bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA) runs the network under autocast,
     about twice as fast on CPUs with AVX512-BF16 / AMX, with slightly different scores and masks
     (measured in ``docs/benchmarks.md``); post-processing stays float32. The default ``"auto"`` is bf16 on
@@ -64,9 +49,9 @@ class Predictor:
     keeps its conv weights in that dtype (not cast on every call; same results), so it runs only under that
     autocast, as ``predictor(images)`` runs it.
 
-    ``backend="onnxruntime"`` runs the model exported to ONNX (:mod:`solov2.export`, a dynamic graph made on
+    ``backend="onnxruntime"`` runs the model exported to ONNX (:mod:`solov2.deploy.export`, a dynamic graph made on
     the first call, a few seconds) in onnxruntime on the CPU, with the same post-processing in Python
-    (:mod:`solov2.runtime`): fp32 only, the same instances as ``"torch"`` (tests/test_predictor.py). It needs
+    (:mod:`solov2.deploy.runtime`): fp32 only, the same instances as ``"torch"`` (tests/test_predictor.py). It needs
     the ``onnx`` extra (``pip install -e '.[onnx]'``). ``backend="openvino"`` runs that graph converted to
     OpenVINO IR in OpenVINO's CPU plugin, same post-processing: ``precision`` ``"fp32"`` (set explicitly:
     OpenVINO would pick bf16 by itself on CPUs with native bf16) or ``"bf16"``; it needs the ``openvino`` extra.
@@ -85,7 +70,7 @@ class Predictor:
     def __init__(self, config: str | os.PathLike | Config | None = None, checkpoint: str | os.PathLike | None = None,
                  device: str = "cpu", score_thr: float = 0.3, batch_size: int = 4, optimize: bool = True,
                  precision: str = "auto", backend: str = "torch"):
-        from .checkpoint_config import resolve_model
+        from solov2.checkpoint.model_config import resolve_model
         exported = _exported_path(config, checkpoint)
         if exported is not None:
             backend = backend_of_file(exported, backend)
@@ -103,13 +88,14 @@ class Predictor:
         self.cfg, self.checkpoint = resolved.cfg, resolved.checkpoint
         # onnxruntime / OpenVINO optimize the exported graph themselves; BatchNorm folding etc. would only be exported.
         optimize = optimize and backend == "torch"
-        self.model, _ = load_model(self.cfg, resolved.ckpt, device, optimize, name=resolved.checkpoint,
-                                   autocast_dtype=self.autocast_dtype)
+        self.model, _ = load_model(self.cfg, resolved.ckpt, device, name=resolved.checkpoint)
+        if optimize:
+            self.model = optimize_for_inference(self.model, autocast_dtype=self.autocast_dtype)
         self.class_names, self.cat_ids = resolved.classes, resolved.cat_ids
 
     def _open_exported(self, path: str, config) -> None:
-        from .checkpoint_config import resolve_model
-        from .runtime import check_same_model, load_exported
+        from solov2.checkpoint.model_config import resolve_model
+        from solov2.deploy.runtime import check_same_model, load_exported
         self._exported = load_exported(path, self.precision)
         self.model, self.checkpoint, self.cat_ids, self.autocast_dtype = None, path, None, None
         self.cfg = resolve_model(config).cfg if config is not None else None
@@ -154,16 +140,16 @@ class Predictor:
     def draw(self, image: ImageLike, result: dict) -> np.ndarray:
         """The image with coloured masks, class names and scores drawn over it, ``(H', W', 3)`` uint8 RGB
         (the image's size, or an integer multiple of it for images under 256 pixels, to keep captions legible)."""
-        from .visualize import draw_instances
+        from solov2.inference.visualize import draw_instances
         return draw_instances(self._as_array(image), result["masks"], result["labels"], result["scores"],
                               self.class_names, min_side=256)
 
 
 def exported_runtime(model: nn.Module, backend: str, precision: str = "fp32", class_names=None):
     """``model`` exported to a dynamic graph of ``backend`` ("onnxruntime": ONNX, "openvino": IR) and opened in it
-    (:class:`solov2.runtime.ExportedSOLOv2`, a few seconds); the file is written to a temporary folder."""
-    from .export import export_onnx, export_openvino
-    from .runtime import load_exported
+    (:class:`solov2.deploy.runtime.ExportedSOLOv2`, a few seconds); the file is written to a temporary folder."""
+    from solov2.deploy.export import export_onnx, export_openvino
+    from solov2.deploy.runtime import load_exported
     export = export_openvino if backend == "openvino" else export_onnx
     name = "model.xml" if backend == "openvino" else "model.onnx"
     with tempfile.TemporaryDirectory() as tmp:  # the session keeps the graph; the file can go
@@ -181,7 +167,7 @@ def _exported_path(config, checkpoint) -> str | None:
 
 def backend_of_file(path: str, backend: str) -> str:
     """The backend that runs an exported file: its runtime (``backend`` left at "torch", or naming it)."""
-    from .runtime import runtime_of
+    from solov2.deploy.contract import runtime_of
     runtime = runtime_of(path)
     if backend not in BACKENDS:
         check_backend(backend, "cpu", "fp32")
@@ -194,7 +180,7 @@ def check_backend(backend: str, device: str, precision: str, exporting: bool = T
     """A one-line ``ValueError`` for an unknown backend, a backend whose extra is not installed (naming the pip
     extra; ``exporting``: the checkpoint is to be exported, which needs onnx too) or a device / precision it
     does not run."""
-    from .runtime import missing_extra
+    from solov2.deploy.contract import missing_extra
     if backend not in BACKENDS:
         raise ValueError(f"Predictor: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "torch":

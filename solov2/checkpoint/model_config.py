@@ -22,9 +22,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .config import Config, ConfigDict, apply_overrides, load_config
+from torch import nn
 
-__all__ = ["resolve_classes", "checkpoint_meta", "embedded_config", "is_config_path", "split_sources",
+from solov2.config import Config, ConfigDict, apply_overrides, load_config
+
+__all__ = ["load_model", "resolve_classes", "checkpoint_meta", "embedded_config", "is_config_path", "split_sources",
            "resolve_model", "ResolvedModel", "check_eval_classes"]
 
 logger = logging.getLogger("solov2")
@@ -44,9 +46,9 @@ def resolve_classes(cfg: Config, train_dataset, log: Callable[[str], None] | Non
     Returns ``(classes, cat_ids)``: the names in label order and the COCO category id of each label
     (both empty for a data set that does not name its classes; the config then decides).
     """
-    from .data import DataError
+    from solov2.errors import DataError
     if build_dataset is None:
-        from .data import build_dataset
+        from solov2.data import build_dataset
     log = log or logger.info
     classes = [str(c) for c in (getattr(train_dataset, "CLASSES", None) or [])]
     if not classes:
@@ -152,7 +154,8 @@ def resolve_model(source: str | os.PathLike | Config | None, checkpoint: str | o
     ``overrides`` (``--cfg-options``) apply last. ``model.pretrained`` is cleared when a checkpoint is given:
     its weights replace the backbone's anyway, and the ImageNet file need not be on this machine.
     """
-    from .engine.checkpoint import CheckpointError, read_checkpoint
+    from solov2.checkpoint.io import read_checkpoint
+    from solov2.errors import CheckpointError
     log = log or logger.warning
     config = source
     if source is not None and not is_config_path(source):
@@ -233,3 +236,19 @@ def check_eval_classes(resolved: ResolvedModel, dataset, where: str) -> None:
                          f"categories {theirs}; evaluate on data with the checkpoint's categories")
     if theirs and named and theirs != ours:
         raise ValueError(f"{who}: the model's classes {ours} differ from the categories of {where} {theirs}")
+
+
+def load_model(cfg: Config, checkpoint: str | dict | None, device: str = "cpu", name: str | None = None
+               ) -> tuple[nn.Module, dict]:
+    """The config's model with the checkpoint's weights (random if None), on ``device``, in eval mode.
+    ``checkpoint`` is a path or an already read checkpoint dict (``name``: its path, for error messages).
+    Returns ``(model, the checkpoint's meta)``.
+
+    To build the model a checkpoint was trained as, from the checkpoint alone or with a config, resolve the
+    config first with :func:`resolve_model` (as :class:`solov2.inference.Predictor` does); for inference
+    speed, :func:`solov2.inference.optimize.optimize_for_inference` the result."""
+    from solov2.checkpoint.io import load_weights
+    from solov2.models import build_model
+    model = build_model(cfg)
+    meta = load_weights(model, checkpoint, name=name)["meta"] if checkpoint else {}
+    return model.to(device).eval(), meta

@@ -11,7 +11,7 @@ import pycocotools.mask as mask_util
 import torch
 from tqdm import tqdm
 
-from . import distributed as du
+from solov2 import distributed as du
 
 
 def encode_result(result: dict[str, torch.Tensor]) -> dict:
@@ -70,7 +70,7 @@ def inference_on_dataset(model, dataset, device: str = "cpu", desc: str = "eval"
 def evaluate(dataset, encoded: list[dict], metric: str, out_dir: str, log=print) -> dict:
     """``metric``: ``"segm"`` (COCO mask AP) or ``"cityscapes"`` (official instance-level AP)."""
     if metric == "segm":
-        from ..evaluation.coco import evaluate_coco, rles_to_coco
+        from solov2.evaluation.coco import evaluate_coco, rles_to_coco
         coco_results = []
         img_ids = [int(i) for i in dataset.img_ids]
         for image_id, enc in zip(img_ids, encoded):
@@ -81,7 +81,7 @@ def evaluate(dataset, encoded: list[dict], metric: str, out_dir: str, log=print)
             json.dump([{**r, "image_id": original_id(r["image_id"])} for r in coco_results], f)
         return evaluate_coco(dataset.coco, coco_results, log=log, img_ids=img_ids)
     if metric == "cityscapes":
-        from ..evaluation.cityscapes import evaluate_cityscapes
+        from solov2.evaluation.cityscapes import evaluate_cityscapes
         return evaluate_cityscapes(dataset, DecodedResults(encoded), os.path.join(out_dir, "cityscapes_results"),
                                    log=log)
     raise ValueError(f"unknown metric {metric!r}; expected 'segm' or 'cityscapes'")

@@ -4,13 +4,11 @@ from __future__ import annotations
 import warnings
 from typing import Callable, TypeVar
 
-__all__ = ["DataError", "first_usable"]
+from solov2.errors import DataError
+
+__all__ = ["first_usable"]
 
 T = TypeVar("T")
-
-
-class DataError(ValueError):
-    """An image or annotation file cannot be used; the one-line message names the file."""
 
 
 def first_usable(index: int, length: int, bad: set[int], load: Callable[[int], T], none_left: str

@@ -4,7 +4,7 @@ Layout (a plain dict of tensors and builtins, so ``torch.load(weights_only=True)
 
     {"state_dict": model weights (official SOLO key names),
      "meta": {"epoch": int, "iter": int, "classes": [str, ...], "cat_ids": [COCO category id per label, ...],
-              "config": the resolved config as a plain dict (solov2.checkpoint_config; older: its text)},
+              "config": the resolved config as a plain dict (solov2.checkpoint.model_config; older: its text)},
      "optimizer": optimizer.state_dict(), "scaler": GradScaler state (optional),
      "rng": [random generator states of each process (``rng.rng_state``), by rank] (optional)}
 """
@@ -19,11 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import one_line
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable or does not fit the model; the message names the file."""
+from solov2.errors import CheckpointError, one_line
 
 
 def save_checkpoint(path: str, model: nn.Module, optimizer=None, meta: dict | None = None, scaler=None,

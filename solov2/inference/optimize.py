@@ -4,8 +4,9 @@
   and ``ConvModule(norm="BN")`` if a config uses one). GroupNorm, used by the light heads, depends on the
   input's statistics and cannot be folded.
 * :func:`to_channels_last` stores conv weights NHWC, so that oneDNN / cuDNN run NHWC kernels.
-* :func:`use_winograd` runs the large 3x3 convolutions on CPU with NNPACK's Winograd algorithm, which needs
-  about a fifth of the multiplications of oneDNN's direct convolution (differences ~1e-5 relative).
+* :func:`~solov2.inference.winograd.use_winograd` runs the large 3x3 convolutions on CPU with NNPACK's Winograd
+  algorithm, which needs about a fifth of the multiplications of oneDNN's direct convolution (differences ~1e-5
+  relative).
 * :func:`store_conv_weights_in` keeps the conv weights in the dtype the model runs under autocast (bf16 / fp16),
   which autocast would otherwise cast from float32 on every call.
 * :func:`optimize_for_inference` applies them (and optionally ``torch.compile``) to a copy of the model.
@@ -18,7 +19,7 @@ The returned model is for inference only: its parameters do not require gradient
 Example::
 
     >>> from solov2 import build_model, load_config
-    >>> from solov2.optimize import optimize_for_inference
+    >>> from solov2.inference.optimize import optimize_for_inference
     >>> model = build_model(load_config("configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"))
     >>> fast = optimize_for_inference(model)          # a fused copy; `model` is unchanged
     >>> with torch.inference_mode():
@@ -27,14 +28,15 @@ Example::
 from __future__ import annotations
 
 import copy
-import functools
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fuse_conv_bn", "to_channels_last", "use_winograd", "WinogradConv2d", "store_conv_weights_in",
-           "optimize_for_inference", "count_batchnorms", "nnpack_available"]
+from solov2.inference.tuning import tune_winograd, tuning_enabled
+from solov2.inference.winograd import nnpack_available, use_winograd
+
+__all__ = ["fuse_conv_bn", "to_channels_last", "store_conv_weights_in", "optimize_for_inference", "count_batchnorms"]
 
 
 def _conv_feeding(parent: nn.Module, bn_name: str, children: dict[str, nn.Module]) -> str | None:
@@ -116,83 +118,9 @@ def store_conv_weights_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return model
 
 
-@functools.lru_cache(maxsize=None)
-def nnpack_available() -> bool:
-    """Whether this PyTorch build has NNPACK and it initialises on this CPU.
-
-    ``torch._nnpack_available()`` also initialises NNPACK; until it has been called once,
-    ``torch._nnpack_spatial_convolution`` fails, so every Winograd call goes through this check first.
-    """
-    try:
-        return bool(torch._nnpack_available())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-class WinogradConv2d(nn.Conv2d):
-    """A 3x3, stride-1 ``Conv2d`` that runs on NNPACK's Winograd F(6x6, 3x3) when that is faster.
-
-    That is: CPU, float32, no autograd, no autocast, and a feature map of at least ``min_pixels`` pixels.
-    On small maps (SOLOv2's head grids, the backbone's deeper stages) the per-call weight transform costs
-    more than it saves, and everything else (CUDA, bf16, training) runs the ordinary ``Conv2d``. Winograd
-    reorders the arithmetic, so outputs differ from the direct convolution by float rounding (~1e-5
-    relative on SOLOv2's outputs). The output is NCHW-contiguous whatever the input's memory format.
-    """
-
-    min_pixels = 56 * 96
-
-    def forward(self, x: Tensor) -> Tensor:
-        if (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or torch.is_grad_enabled()
-                or torch.is_autocast_enabled("cpu") or x.shape[-2] * x.shape[-1] < self.min_pixels
-                or torch.jit.is_tracing() or torch.compiler.is_compiling() or not nnpack_available()):
-            # Tracing (ONNX / TorchScript export) and torch.compile get the portable convolution.
-            return super().forward(x)
-        try:
-            return torch._nnpack_spatial_convolution(x.contiguous(), self.weight.contiguous(), self.bias,
-                                                     list(self.padding), [1, 1])
-        except RuntimeError:  # NNPACK refused this input (it has limits of its own): same result the slow way
-            return super().forward(x)
-
-
-def _winograd_eligible(conv: nn.Module, min_in_channels: int) -> bool:
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
-            and conv.padding == (1, 1) and conv.in_channels >= min_in_channels)
-
-
-def use_winograd(model: nn.Module, min_in_channels: int = 256,
-                 choices: dict[nn.Module, bool] | None = None) -> nn.Module:
-    """Replace, in place, every 3x3 stride-1 ``Conv2d`` with at least ``min_in_channels`` inputs by a
-    :class:`WinogradConv2d` sharing its parameters; returns ``model``. With ``choices`` (conv -> bool, from
-    :func:`solov2.tuning.tune_winograd`), exactly the convs it marks True are replaced instead.
-
-    The fixed rule: in SOLOv2 light R50 at 448x768 that is the FPN's and the mask branch's convs on the 1/4 and
-    1/8 maps: measured in the network on this project's 2-core CPU, the FPN's 1/4-scale conv went from 112 to
-    60 ms and the network (BatchNorm folded, channels_last) from 736 to 665 ms
-    (``benchmarks/inference_speedups.py``, ``docs/benchmarks.md``). Narrower convs
-    (ResNet's 64/128-channel 3x3s) were slower with Winograd in the same measurement, hence the default.
-    That is one machine's finding; :func:`optimize_for_inference` measures on the machine it runs on instead.
-    """
-    for parent in list(model.modules()):
-        for name, conv in list(parent.named_children()):
-            if choices is not None:
-                if not (choices.get(conv) and _winograd_eligible(conv, 0)):
-                    continue
-            elif not _winograd_eligible(conv, min_in_channels):
-                continue
-            new = WinogradConv2d(conv.in_channels, conv.out_channels, 3, padding=1, bias=conv.bias is not None,
-                                 device=conv.weight.device, dtype=conv.weight.dtype)
-            new.weight, new.bias = conv.weight, conv.bias
-            if choices is not None:  # measured at its own map size (inputs are resized to the test scale)
-                new.min_pixels = 0
-            setattr(parent, name, new)
-    return model
-
-
 def _tuned_choices(model: nn.Module) -> dict[nn.Module, bool] | None:
-    """This machine's Winograd choices for a SOLOv2 on the CPU at its test scale (:mod:`solov2.tuning`), or
+    """This machine's Winograd choices for a SOLOv2 on the CPU at its test scale (:mod:`solov2.inference.tuning`), or
     None (tuning off, not a SOLOv2, not on the CPU, no NNPACK): the fixed rule then."""
-    from .tuning import tune_winograd, tuning_enabled
     transform = getattr(model, "transform", None)
     if not (tuning_enabled() and hasattr(model, "forward_features") and transform is not None
             and nnpack_available()):
@@ -200,9 +128,7 @@ def _tuned_choices(model: nn.Module) -> dict[nn.Module, bool] | None:
     param = next(model.parameters(), None)
     if param is None or param.device.type != "cpu" or param.dtype != torch.float32:
         return None
-    from .models.transform import padded_size
-    long_side, short_side = transform.test_scale
-    return tune_winograd(model, padded_size((short_side, long_side), transform.size_divisor)) or None
+    return tune_winograd(model, transform.test_input_size()) or None
 
 
 def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: bool = True,
@@ -216,7 +142,7 @@ def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: b
         channels_last: NHWC weights (:func:`to_channels_last`): with BatchNorm folded, oneDNN's NHWC
             kernels made the whole network 1.15x faster on the 2-core CPU (``docs/benchmarks.md``).
         winograd: :func:`use_winograd` (only acts on CPU in float32 without autograd).
-        tune: choose the Winograd convs by this machine's measurements (:mod:`solov2.tuning`: measured once
+        tune: choose the Winograd convs by this machine's measurements (:mod:`solov2.inference.tuning`: measured once
             per CPU, torch version and thread count, a few seconds, then cached) instead of the fixed
             ``min_in_channels=256`` rule; off where ``SOLOV2_TUNE=0``.
         autocast_dtype: the dtype the model will run under ``torch.autocast`` (bf16 / fp16), or None (float32):

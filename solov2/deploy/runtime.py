@@ -1,8 +1,8 @@
-"""Run a file written by :mod:`solov2.export` (ONNX with onnxruntime, OpenVINO IR with OpenVINO, or TorchScript)
+"""Run a file written by :mod:`solov2.deploy.export` (ONNX with onnxruntime, OpenVINO IR with OpenVINO, or TorchScript)
 like the model itself.
 
 Each file type has its own runtime session (:data:`RUNTIMES`: ``.onnx`` onnxruntime, ``.xml`` OpenVINO
-(:mod:`solov2.openvino_ir`), any other suffix TorchScript); a session only runs the graph, and everything around
+(:mod:`solov2.deploy.openvino`), any other suffix TorchScript); a session only runs the graph, and everything around
 it (pre-processing, the post-processing of :func:`postprocess_exported` / :func:`instances_from_graph`) is this
 module's, the same for all of them.
 
@@ -31,7 +31,6 @@ and what is left is :func:`instances_from_graph` (:func:`solov2.postprocess.mask
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import warnings
 from typing import Any, Sequence
@@ -39,27 +38,14 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .errors import one_line
-from .models.transform import ImageTransform, check_images, masks_at_original_size, pad_images, padded_size
-from .postprocess import TestConfig, postprocess_single
+from solov2.deploy.contract import META_KEY, OUTPUT_NAMES, POSTPROCESSED_NAMES, missing_extra, parse_meta, runtime_of
+from solov2.errors import ExportError, one_line
+from solov2.models.transform import ImageTransform, check_images, masks_at_original_size, pad_images, padded_size
+from solov2.postprocess import TestConfig, postprocess_single
 
-__all__ = ["ExportError", "ExportedSOLOv2", "load_exported", "preprocess_for_export", "postprocess_exported",
-           "instances_from_graph", "RUNTIMES", "runtime_of", "is_exported", "missing_extra", "check_same_model"]
+__all__ = ["ExportedSOLOv2", "load_exported", "preprocess_for_export", "postprocess_exported",
+           "instances_from_graph", "check_same_model"]
 
-INPUT_NAMES = ["input", "image_size"]
-OUTPUT_NAMES = ["cate_scores", "kernels", "mask_feat"]
-POSTPROCESSED_NAMES = ["scores", "labels", "mask_probs"]
-META_KEY = "solov2"
-# 2: the graph takes image_size and crops to the image's own padded region (1 took the input alone).
-FORMAT_VERSION = 2
-# The runtime that runs each exported file type (by suffix; any other suffix is TorchScript, run by torch), and
-# the pip extra that installs it (with onnx, which exporting to either needs: the IR is converted from the ONNX).
-RUNTIMES = {".onnx": "onnxruntime", ".xml": "openvino"}
-EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
-
-
-class ExportError(ValueError):
-    """An exported file cannot be written, read or run as asked; the message names the file."""
 
 
 @contextlib.contextmanager
@@ -154,7 +140,7 @@ class ExportedSOLOv2:
         if runtime == "onnxruntime":
             self._session, meta = _open_onnx(path)
         elif runtime == "openvino":
-            from .openvino_ir import open_ir
+            from solov2.deploy.openvino import open_ir
             self._session, meta = open_ir(path, precision)
         else:
             self._session, meta = _open_torchscript(path)
@@ -220,42 +206,8 @@ def _transform_from_meta(fields: dict[str, Any]) -> ImageTransform:
     return ImageTransform(**fields)
 
 
-def parse_meta(path: str, text: str | bytes | None) -> dict[str, Any]:
-    """The ``solov2`` metadata JSON of an exported file; a one-line :class:`ExportError` if it is missing, not
-    ours or of another format version."""
-    if not text:
-        raise ExportError(f"{path}: no SOLOv2 metadata in the file (not written by solov2.export?)")
-    try:
-        meta = json.loads(text)
-    except ValueError:
-        meta = None
-    if not isinstance(meta, dict) or "format_version" not in meta:
-        raise ExportError(f"{path}: its 'solov2' metadata is not a SOLOv2 export's (not written by solov2.export?)")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ExportError(f"{path}: export format version {meta.get('format_version')}, "
-                          f"this code reads {FORMAT_VERSION}; export the checkpoint again")
-    return meta
 
 
-def runtime_of(path: str | os.PathLike) -> str:
-    """The runtime that runs an exported file: ``"onnxruntime"`` (.onnx), ``"openvino"`` (.xml) or ``"torch"``."""
-    return RUNTIMES.get(os.path.splitext(os.fspath(path))[1].lower(), "torch")
-
-
-def is_exported(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names an exported ONNX / OpenVINO file (by its suffix), rather than a checkpoint."""
-    return os.path.splitext(os.fspath(path))[1].lower() in RUNTIMES
-
-
-def missing_extra(runtime: str, exporting: bool = False) -> str | None:
-    """None if ``runtime`` (and with ``exporting``, onnx) is installed, else what is missing and the pip extra
-    that installs it: ``"needs openvino: pip install -e '.[openvino]'"``."""
-    import importlib.util
-    packages = (["onnx"] if exporting else []) + [runtime]
-    missing = [m for m in packages if importlib.util.find_spec(m) is None]
-    if not missing:
-        return None
-    return f"needs {' and '.join(missing)}: pip install -e '.[{EXTRAS[runtime]}]'"
 
 
 class _OnnxRuntimeSession:
@@ -324,6 +276,6 @@ def _flat(value: Any) -> Any:
 
 
 def load_exported(path: str, precision: str = "fp32") -> ExportedSOLOv2:
-    """Open a file of :mod:`solov2.export` in the runtime its suffix names (:data:`RUNTIMES`): ``.onnx``
+    """Open a file of :mod:`solov2.deploy.export` in the runtime its suffix names (:data:`RUNTIMES`): ``.onnx``
     onnxruntime, ``.xml`` OpenVINO IR (``precision`` ``"fp32"`` or ``"bf16"``), any other suffix TorchScript."""
     return ExportedSOLOv2(path, precision)

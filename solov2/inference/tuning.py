@@ -2,7 +2,7 @@
 
 Whether Winograd F(6x6, 3x3) beats oneDNN's direct convolution depends on the CPU (vector width, FMA units,
 caches), on the number of threads and on the convolution's shape, so a fixed rule taken from one machine's
-timings (``solov2.optimize.use_winograd``'s ``min_in_channels=256``) is right there only. Instead,
+timings (``solov2.inference.optimize.use_winograd``'s ``min_in_channels=256``) is right there only. Instead,
 :func:`tune_winograd` measures, the first time a model is optimized on a machine, each distinct shape of its
 3x3 stride-1 convolutions (input and output channels and the feature map size at the model's test scale) on
 dummy inputs of that shape, both ways, and keeps Winograd where it was faster. The choices are cached per
@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["cache_path", "machine_key", "load_cache", "reset_cache", "tune_winograd", "tuning_enabled",
+from solov2.inference.winograd import nnpack_available, winograd_eligible
+
+__all__ = ["cache_path", "machine_key", "load_cache", "reset_cache", "tune_winograd", "tuning_enabled", "shape_id",
            "conv_input_shapes", "measure_shape", "others_busy_cores"]
 
 logger = logging.getLogger(__name__)
@@ -123,11 +125,6 @@ def reset_cache(all_machines: bool = False, path: str | None = None) -> int:
     return len(doomed)
 
 
-def _eligible(conv: nn.Module) -> bool:
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
-            and conv.padding == (1, 1))
-
 
 def conv_input_shapes(model: nn.Module, input_size: tuple[int, int]) -> dict[nn.Conv2d, tuple[int, int, int, int]]:
     """Each 3x3 stride-1 ``Conv2d`` of a SOLOv2 (anything with ``forward_features``) -> ``(in, out, H, W)``
@@ -138,7 +135,7 @@ def conv_input_shapes(model: nn.Module, input_size: tuple[int, int]) -> dict[nn.
     def record(mod, args) -> None:  # a pre-hook returning something would replace the conv's input
         shapes.setdefault(mod, (mod.in_channels, mod.out_channels, *args[0].shape[-2:]))
 
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if _eligible(m)]
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if winograd_eligible(m)]
     try:
         param = next(model.parameters())
         x = torch.zeros(1, 3, *input_size, dtype=param.dtype, device=param.device)
@@ -154,7 +151,7 @@ def measure_shape(in_channels: int, out_channels: int, h: int, w: int, min_reps:
                   budget_s: float = 0.15) -> dict[str, float]:
     """Seconds per call (the best of the timed calls, after one warm-up each) of a 3x3 convolution of this shape:
     oneDNN's direct one on an NHWC input (as the optimized model runs it) and NNPACK's Winograd (NCHW, as
-    :class:`solov2.optimize.WinogradConv2d` runs it, the layout change included). The two alternate, at least
+    :class:`solov2.inference.optimize.WinogradConv2d` runs it, the layout change included). The two alternate, at least
     ``min_reps`` times and until ``budget_s`` has passed (at most ``max_reps``): the minimum over many short
     calls is what a busy machine's scheduler delays do not reach."""
     g = torch.Generator().manual_seed(0)
@@ -203,7 +200,7 @@ def others_busy_cores(window_s: float = 0.25) -> float:
     return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
 
 
-def _shape_id(shape: tuple[int, int, int, int]) -> str:
+def shape_id(shape: tuple[int, int, int, int]) -> str:
     return f"{shape[0]}x{shape[1]}@{shape[2]}x{shape[3]}"
 
 
@@ -226,7 +223,6 @@ def tune_winograd(model: nn.Module, input_size: tuple[int, int], path: str | Non
     ``"skip"`` measures nothing, caches nothing and returns ``{}`` (the caller's fixed rule, this time; a later
     process measures), with one line saying so; ``"measure"`` measures anyway and says the figures may be off.
     """
-    from .optimize import nnpack_available
     if not nnpack_available():
         return {}
     path = path or cache_path()
@@ -245,7 +241,7 @@ def tune_winograd(model: nn.Module, input_size: tuple[int, int], path: str | Non
     key = machine_key()
     entry = data["machines"].setdefault(key["id"], {k: v for k, v in key.items() if k != "id"})
     choices = entry.setdefault("winograd", {})
-    missing = sorted({_shape_id(s): s for s in shapes.values() if _shape_id(s) not in choices}.items())
+    missing = sorted({shape_id(s): s for s in shapes.values() if shape_id(s) not in choices}.items())
     busy = others_busy_cores() if missing else 0.0
     if busy > BUSY_CORES:
         (log or logger.warning)(
@@ -274,47 +270,5 @@ def tune_winograd(model: nn.Module, input_size: tuple[int, int], path: str | Non
                 f"solov2: measured Winograd vs direct 3x3 convolution for {len(missing)} conv shape(s) on this CPU "
                 f"in {time.perf_counter() - start:.1f} s; Winograd for {sum(choices[n] for n, _ in missing)}; "
                 f"{where} (`solov2 tune --reset` measures again)")
-    return {conv: bool(choices[_shape_id(shape)]) for conv, shape in shapes.items()}
+    return {conv: bool(choices[shape_id(shape)]) for conv, shape in shapes.items()}
 
-
-def tune_main(source: str | None = None, checkpoint: str | None = None, reset: bool = False,
-              all_machines: bool = False, num_threads: int | None = None,
-              print_fn: Callable[[str], None] = print) -> int:
-    """``solov2 tune [CONFIG|CHECKPOINT] [--reset [--all]] [--threads N]``: with ``--reset``, forget this machine's
-    choices (``--all``: every machine's); then, unless only ``--reset`` was asked, measure what is missing for
-    the model (default: the seed config) and print this machine's choices for its convolution shapes."""
-    from .checkpoint_config import resolve_model
-    from .models import build_model
-    from .models.transform import padded_size
-    from .optimize import fuse_conv_bn, nnpack_available, to_channels_last
-    path = cache_path()
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    if reset:
-        removed = reset_cache(all_machines, path)
-        print_fn(f"removed {removed} cached tuning entr{'y' if removed == 1 else 'ies'} "
-                 f"({'all machines' if all_machines else 'this CPU and torch'}) from {path}")
-        if source is None:
-            return 0
-    if not nnpack_available():
-        print_fn("this PyTorch has no NNPACK on this CPU: every convolution runs oneDNN's direct algorithm, "
-                 "nothing to tune")
-        return 0
-    source = source or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                    "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py")
-    model = to_channels_last(fuse_conv_bn(build_model(resolve_model(source, checkpoint).cfg)))
-    long_side, short_side = model.transform.test_scale
-    size = padded_size((short_side, long_side), model.transform.size_divisor)
-    choices = tune_winograd(model, size, path, log=print_fn, when_busy="measure")
-    entry = load_cache(path)["machines"][machine_key()["id"]]
-    print_fn(f"{machine_key()['id']}: network input {size[0]}x{size[1]}, cache {path}")
-    print_fn(f"{'conv (in x out @ map)':<24}{'convs':>6}{'direct ms':>11}{'Winograd ms':>13}  chosen")
-    counts: dict[str, int] = {}
-    for conv, shape in conv_input_shapes(model, size).items():
-        counts[_shape_id(shape)] = counts.get(_shape_id(shape), 0) + 1
-    for name in sorted(counts, key=lambda n: -entry["timings_ms"].get(n, [0])[0]):
-        direct, wino = entry.get("timings_ms", {}).get(name, [float("nan")] * 2)
-        print_fn(f"{name:<24}{counts[name]:>6}{direct:>11.2f}{wino:>13.2f}  "
-                 f"{'Winograd' if entry['winograd'][name] else 'direct'}")
-    print_fn(f"{sum(choices.values())} of {len(choices)} 3x3 stride-1 convs run Winograd")
-    return 0

@@ -4,7 +4,7 @@ network and end to end, on real images, with each row's own peak memory.
 ``run_benchmark`` is what ``solov2 benchmark CONFIG [CHECKPOINT]`` (or ``solov2 benchmark CHECKPOINT``) runs;
 ``main(argv)`` is its command line::
 
-    python -m solov2.benchmark runs/demo/latest.pth --threads 2 --input-size 448 768 --backend torch onnxruntime
+    python -m solov2.apps.benchmark runs/demo/latest.pth --threads 2 --input-size 448 768 --backend torch onnxruntime
 
 Images: the built-in shapes (:func:`solov2.data.synthetic.render_shapes`, the demo's data) drawn at
 ``--input-size``, ``--num-images`` of them (seed ``--seed``), or the images of ``--images DIR`` at their own
@@ -51,8 +51,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .config import parse_overrides
-from .precision import PRECISION_CHOICES, resolve_precision
+from solov2.config import parse_overrides
+from solov2.precision import PRECISION_CHOICES, resolve_precision
 
 __all__ = ["run_benchmark", "time_interleaved", "summarize", "peak_memory_mb", "format_table", "main",
            "add_arguments", "benchmark_images", "row_memory"]
@@ -107,15 +107,14 @@ def benchmark_images(input_size: Sequence[int] = (448, 768), num_images: int = 8
     """The benchmark's ``(H, W, 3)`` uint8 RGB images: those under the folder ``images`` (recursively, sorted, at
     their own sizes), else ``num_images`` built-in shapes pictures of ``input_size`` drawn from ``seed``."""
     if images is not None:
-        from .apps.predict import IMAGE_EXTS, folder_images
-        from .data.image import read_rgb
+        from solov2.data.image import IMAGE_EXTS, folder_images, read_rgb
         if not os.path.isdir(images):
             raise ValueError(f"{images}: --images must be a folder of images")
         files = folder_images(images)
         if not files:
             raise ValueError(f"{images}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
         return [read_rgb(f) for f in files]
-    from .data.synthetic import render_shapes
+    from solov2.data.synthetic import render_shapes
     h, w = input_size
     return [render_shapes(np.random.default_rng([seed, i]), (h, w))[0] for i in range(num_images)]
 
@@ -129,8 +128,8 @@ def _batches(pool: list[np.ndarray], batch: int) -> list[list[np.ndarray]]:
 def _make_predictor(spec: dict):
     """The row's Predictor: ``spec`` holds config, checkpoint, overrides, device, batch, optimize, precision,
     backend."""
-    from .checkpoint_config import resolve_model
-    from .predictor import Predictor
+    from solov2.checkpoint.model_config import resolve_model
+    from solov2.inference.predictor import Predictor
     resolved = resolve_model(spec["config"], spec["checkpoint"], spec["overrides"])
     return Predictor(resolved.cfg, resolved.checkpoint, device=spec["device"], score_thr=0.0,
                      batch_size=spec["batch"], optimize=spec["optimize"], precision=spec["precision"],
@@ -169,7 +168,7 @@ def _time_network(predictor, sink: list[float], sync: Callable[[], None]) -> boo
 def row_memory(spec: dict, timeout: float = 600) -> dict[str, float]:
     """Peak memory of one row, measured in a fresh Python process: ``{"peak_mb", "model_mb"}`` (see the module
     docstring). Raises ``RuntimeError`` with the child's last error line if it fails."""
-    proc = subprocess.run([sys.executable, "-c", "from solov2.benchmark import _memory_child; _memory_child()"],
+    proc = subprocess.run([sys.executable, "-c", "from solov2.apps.benchmark import _memory_child; _memory_child()"],
                           input=repr(spec), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -243,7 +242,7 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
             config; ``checkpoint`` is then None); ``overrides`` are dotted keys applied to the config
             (e.g. ``{"model.backbone.depth": 18, "model.neck.in_channels": [64, 128, 256, 512]}``).
         checkpoint: weights to load (random initialisation if None); with a config, the architecture comes
-            from the checkpoint where it carries one (:func:`solov2.checkpoint_config.resolve_model`).
+            from the checkpoint where it carries one (:func:`solov2.checkpoint.model_config.resolve_model`).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         input_size: ``(H, W)`` of the shapes images (not used with ``images``); the model resizes them to its
             ``test_scale``.
@@ -252,7 +251,7 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
             it exports the graph for the exported backends).
         precisions: besides fp32 (always measured): ``"auto"`` (the Predictor's default, resolved per backend),
             ``"bf16"``, ``"fp16"`` (CUDA); ``fp16`` / ``bf16`` are the older flags for the same.
-        backends: ``solov2.predictor.BACKENDS`` to measure.
+        backends: ``solov2.inference.predictor.BACKENDS`` to measure.
         optimize: the Predictor's ``optimize`` (default on, as the Predictor).
         images: a folder of images to use instead of the shapes; ``num_images``: shapes pictures to draw.
         memory: measure each row's peak memory in a fresh process (:func:`row_memory`); else ``peak_memory_mb``
@@ -266,7 +265,7 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
     ``network_<backend>_<p>`` / ``end_to_end_<backend>_<p>`` to ``{"median_ms", "p90_ms", "mean_ms",
     "images_per_s", "peak_memory_mb"}``, end-to-end rows also ``"detections_per_image"`` and ``"model_mb"``.
     """
-    from .predictor import BACKENDS
+    from solov2.inference.predictor import BACKENDS
     dev = torch.device(device)
     wanted = list(precisions) + ["fp16"] * fp16 + ["bf16"] * bf16
     if "fp16" in wanted and dev.type != "cuda":
@@ -367,7 +366,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``benchmark`` command's arguments (shared with ``solov2 benchmark``)."""
-    from .predictor import BACKENDS
+    from solov2.inference.predictor import BACKENDS
     parser.add_argument("config", help="model config file (.py), or a checkpoint written by `solov2 train` alone")
     parser.add_argument("checkpoint", nargs="?", default=None,
                         help="weights after a config (random initialisation if left out)")
@@ -403,7 +402,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m solov2.benchmark CONFIG [CHECKPOINT] [options]``; returns the exit status."""
+    """``python -m solov2.apps.benchmark CONFIG [CHECKPOINT] [options]``; returns the exit status."""
     args = add_arguments(argparse.ArgumentParser(prog="solov2 benchmark", description=__doc__.split("\n")[0])
                          ).parse_args(argv)
     return run_from_args(args)

@@ -1,4 +1,4 @@
-"""Export SOLOv2 to ONNX, OpenVINO IR (converted from the ONNX by OpenVINO, :mod:`solov2.openvino_ir`) or
+"""Export SOLOv2 to ONNX, OpenVINO IR (converted from the ONNX by OpenVINO, :mod:`solov2.deploy.openvino`) or
 TorchScript.
 
 The exported graph takes the prepared image and its size and returns what post-processing reads
@@ -18,7 +18,7 @@ Every feature level is cropped to the image's own padded region inside the graph
 gives the answer the model gives for the image alone, whatever the size it was exported at (as long as
 the resized image fits: the default static size is a square of the test scale's long side, which holds
 any aspect ratio). Score thresholding, the dynamic convolution of the selected kernels, Matrix NMS and the
-resizing back to the image then run in Python (:func:`solov2.runtime.postprocess_exported`).
+resizing back to the image then run in Python (:func:`solov2.deploy.runtime.postprocess_exported`).
 
 With ``with_postprocess=True`` (``solov2 export --with-postprocess``) the graph also holds the
 post-processing up to the final resizing, Matrix NMS included, as fixed-size tensors
@@ -37,13 +37,12 @@ Everything needed to run the file without the config (transform, ``test_cfg``, g
 names) is stored in it: ONNX ``metadata_props`` / OpenVINO ``rt_info`` / TorchScript extra files, key
 ``solov2``, as JSON; the class names and thresholds also under their own keys (``class_names`` as a JSON
 list, ``score_thr``, ``mask_thr``).
-Running such a file: :mod:`solov2.runtime`.
+Running such a file: :mod:`solov2.deploy.runtime`.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import tempfile
 from typing import Any, Sequence
@@ -51,12 +50,19 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from .export_dcn import prepare_onnx_export
-from .models.transform import padded_size
-from .postprocess import postprocess_fixed
-from .runtime import (FORMAT_VERSION, INPUT_NAMES, META_KEY, OUTPUT_NAMES, POSTPROCESSED_NAMES,  # noqa: F401
-                      ExportedSOLOv2, ExportError, instances_from_graph, load_exported, postprocess_exported,
-                      preprocess_for_export, quiet_deprecations)
+from solov2.deploy.contract import FORMAT_VERSION, INPUT_NAMES, OUTPUT_NAMES, POSTPROCESSED_NAMES, metadata_props
+from solov2.deploy.dcn_onnx import prepare_onnx_export
+from solov2.deploy.runtime import (
+    ExportedSOLOv2,
+    instances_from_graph,
+    load_exported,
+    postprocess_exported,
+    preprocess_for_export,
+    quiet_deprecations,
+)
+from solov2.errors import ExportError
+from solov2.models.transform import padded_size
+from solov2.postprocess import postprocess_fixed
 
 __all__ = ["ExportError", "SOLOv2ExportWrapper", "ExportedSOLOv2", "export_onnx", "export_openvino",
            "export_torchscript", "default_input_size", "preprocess_for_export", "postprocess_exported",
@@ -165,15 +171,6 @@ def _export_meta(model: nn.Module, input_size: tuple[int, int] | None, fmt: str,
     }
 
 
-def _metadata_props(meta: dict[str, Any]) -> dict[str, str]:
-    """The file's string key/value metadata: everything under ``solov2``, and what a deployer reads most
-    (class names, thresholds) under keys of their own."""
-    props = {META_KEY: json.dumps(meta), "score_thr": str(meta["test_cfg"]["score_thr"]),
-             "mask_thr": str(meta["test_cfg"]["mask_thr"])}
-    if meta["class_names"] is not None:
-        props["class_names"] = json.dumps(meta["class_names"])
-    return props
-
 
 def _check_class_names(model: nn.Module, class_names: Sequence[str] | None) -> None:
     if class_names is not None and len(class_names) != model.bbox_head.num_classes:
@@ -233,7 +230,7 @@ def export_onnx(model: nn.Module, out_path: str, input_size: Sequence[int] | Non
                           do_constant_folding=True)
     proto = onnx.load(out_path)
     meta = _export_meta(model, None if dynamic else (h, w), "onnx", with_postprocess, class_names)
-    onnx.helper.set_model_props(proto, _metadata_props(meta))
+    onnx.helper.set_model_props(proto, metadata_props(meta))
     onnx.save(proto, out_path)
     return out_path
 
@@ -243,7 +240,7 @@ def export_openvino(model: nn.Module, out_path: str, input_size: Sequence[int] |
     """Write ``model`` as an OpenVINO IR (``out_path`` .xml and its .bin, float32 weights): :func:`export_onnx` with
     the same arguments, converted by ``openvino.convert_model``; the same inputs, outputs and metadata (in the
     IR's ``rt_info``). Returns ``out_path``."""
-    from .openvino_ir import onnx_to_ir, save_ir
+    from solov2.deploy.openvino import onnx_to_ir, save_ir
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, os.path.join(tmp, "model.onnx"), input_size, dynamic,
                                 with_postprocess=with_postprocess, class_names=class_names)
@@ -266,5 +263,5 @@ def export_torchscript(model: nn.Module, out_path: str, input_size: Sequence[int
         with _eval_mode(model), torch.no_grad(), SOLOv2ExportWrapper(model, with_postprocess) as wrapper:
             traced = torch.jit.trace(wrapper, _example_inputs(model, h, w), check_trace=False)
         meta = _export_meta(model, (h, w), "torchscript", with_postprocess, class_names)
-        torch.jit.save(traced, out_path, _extra_files=_metadata_props(meta))
+        torch.jit.save(traced, out_path, _extra_files=metadata_props(meta))
     return out_path

@@ -1,7 +1,7 @@
 """Exporting models with deformable convolutions (``torchvision::deform_conv2d``).
 
 * TorchScript: the traced graph calls ``torchvision::deform_conv2d``; loading it needs torchvision's ops
-  registered (``import torchvision`` first; :func:`solov2.export.load_exported` does, through solov2.models).
+  registered (``import torchvision`` first; :func:`solov2.deploy.export.load_exported` does, through solov2.models).
 * ONNX: the op becomes the standard ``DeformConv`` of opset 19 (same offset layout and mask as torchvision:
   ``(dy, dx)`` pairs per kernel point). torch's exporter has no rule for it, so :func:`prepare_onnx_export`
   registers one, raises the opset to 19 and, when onnxruntime is installed, checks that it runs
@@ -15,8 +15,8 @@ import logging
 
 from torch import nn
 
-from .errors import one_line
-from .models.dcn import is_deform_conv
+from solov2.errors import one_line
+from solov2.models.dcn import is_deform_conv
 
 __all__ = ["DEFORM_OP", "ONNX_DEFORM_OPSET", "has_deform_conv", "prepare_onnx_export", "onnxruntime_runs_deform_conv"]
 
@@ -72,11 +72,11 @@ def prepare_onnx_export(model: nn.Module, opset: int, out_path: str) -> int:
     """Call before ``torch.onnx.export``; returns the opset to export with (``opset``, or 19 for DCN models).
 
     For a model with deformable convolutions: registers the ``DeformConv`` rule and checks onnxruntime (if
-    installed) runs it. Raises :class:`solov2.export.ExportError` with one line naming the op otherwise.
+    installed) runs it. Raises :class:`solov2.deploy.export.ExportError` with one line naming the op otherwise.
     """
     if not has_deform_conv(model):
         return opset
-    from .export import ExportError
+    from solov2.errors import ExportError
     ok, why = onnxruntime_runs_deform_conv()
     if not ok:
         raise ExportError(f"{out_path}: not written: the model has deformable convolutions ({DEFORM_OP} -> ONNX "

@@ -1,9 +1,9 @@
 """OpenVINO IR: write our ONNX export as an IR (``.xml`` + ``.bin``) with OpenVINO's own converter, and open one
-for :class:`solov2.runtime.ExportedSOLOv2` in OpenVINO's CPU plugin.
+for :class:`solov2.deploy.runtime.ExportedSOLOv2` in OpenVINO's CPU plugin.
 
-The IR has the ONNX graph's inputs and outputs (:mod:`solov2.export`) and carries the same metadata in its
+The IR has the ONNX graph's inputs and outputs (:mod:`solov2.deploy.export`) and carries the same metadata in its
 ``rt_info``: ``solov2`` (the JSON object of the ONNX file's ``metadata_props``), ``class_names``, ``score_thr``,
-``mask_thr``. An int8 IR (:mod:`solov2.quantize`) adds ``quantization`` to the ``solov2`` object (method, the
+``mask_thr``. An int8 IR (:mod:`solov2.deploy.quantize`) adds ``quantization`` to the ``solov2`` object (method, the
 calibration set and its size); an IR with quantized layers but without it is refused, as its accuracy is unknown.
 
 Precision: OpenVINO's CPU plugin picks bf16 by itself on CPUs with AVX512-BF16 / AMX, which changes results;
@@ -12,12 +12,11 @@ tests/test_openvino.py), ``bf16`` for ``"bf16"``.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-from .errors import one_line
-from .runtime import META_KEY, ExportError, missing_extra, parse_meta
+from solov2.deploy.contract import META_KEY, metadata_props, missing_extra, parse_meta
+from solov2.errors import ExportError, one_line
 
 __all__ = ["OPENVINO_PRECISIONS", "onnx_to_ir", "save_ir", "open_ir", "read_ir_meta", "is_quantized"]
 
@@ -47,12 +46,10 @@ def onnx_to_ir(onnx_path: str):
 
 
 def set_meta(model, meta: dict[str, Any]) -> None:
-    """Write ``meta`` (the ``solov2`` object) and the keys a deployer reads most into the model's ``rt_info``."""
-    model.set_rt_info(json.dumps(meta), [META_KEY])
-    model.set_rt_info(str(meta["test_cfg"]["score_thr"]), ["score_thr"])
-    model.set_rt_info(str(meta["test_cfg"]["mask_thr"]), ["mask_thr"])
-    if meta.get("class_names") is not None:
-        model.set_rt_info(json.dumps(meta["class_names"]), ["class_names"])
+    """Write ``meta`` (the ``solov2`` object) into the model's ``rt_info``, with the same keys as an ONNX file's
+    ``metadata_props`` (:func:`solov2.deploy.contract.metadata_props`)."""
+    for key, value in metadata_props(meta).items():
+        model.set_rt_info(value, [key])
 
 
 def save_ir(model, out_path: str) -> str:
@@ -91,7 +88,7 @@ def read_ir_meta(path: str, model=None) -> dict[str, Any]:
 
 
 class OpenVINOSession:
-    """A compiled IR behind the runtime session interface of :mod:`solov2.runtime`."""
+    """A compiled IR behind the runtime session interface of :mod:`solov2.deploy.runtime`."""
 
     def __init__(self, compiled):
         self._compiled = compiled
