@@ -73,8 +73,11 @@ def _eval(args) -> None:
 def _predict(args) -> None:
     _sources(args, "predict", inputs=True)
     written = predict_main(args.config, args.checkpoint, args.inputs, args.out, args.score_thr, args.device,
-                           args.save_json, args.save_masks, args.precision, args.optimize, args.ann, args.backend)
-    print(f"wrote {len(written)} result(s) to {args.out}")
+                           args.save_json, args.save_masks, args.precision, args.optimize, args.ann, args.backend,
+                           args.skip_existing)
+    print(f"wrote {len(written)} picture(s)/video(s)"
+          + (f" and {written.instances} instance(s) in results.json" if args.save_json else "") + f" to {args.out}"
+          + (f" ({written.skipped_existing} input(s) done before, skipped)" if written.skipped_existing else ""))
 
 
 def _export(args) -> None:
@@ -170,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--save-json", action=argparse.BooleanOptionalAction, default=True, help="write results.json")
     pr.add_argument("--ann", metavar="FILE.json", help="COCO file whose image ids results.json uses (by file_name)")
     pr.add_argument("--save-masks", action="store_true", help="one PNG per instance")
+    pr.add_argument("--skip-existing", action="store_true",
+                    help="resume a stopped run into the same --out: skip the inputs it finished")
     pr.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     pr.add_argument("--no-optimize", dest="optimize", action="store_false", help="run the model as built")
     pr.add_argument("--backend", choices=BACKENDS, default="torch", help=BACKEND_HELP)

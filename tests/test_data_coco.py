@@ -295,3 +295,33 @@ def test_string_image_ids_through_dataset_and_coco_evaluation(tmp_path):
     with contextlib.redirect_stdout(io.StringIO()):
         user_gt = COCO(ann_file)
         assert len(user_gt.loadRes(results).anns) == 2
+
+
+def test_annotations_are_kept_as_arrays_not_python_objects(tmp_path):
+    """What forked workers share must not be per-annotation Python objects (their reference counts get written,
+    which copies the pages into every worker): no COCO object, no list or dict that grows with the data."""
+    from pycocotools.coco import COCO
+
+    from solov2.data.records import SerializedList
+    n = 300
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "a.png")
+    data = {"images": [{"id": i, "file_name": "a.png", "height": H, "width": W} for i in range(1, n + 1)],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "iscrowd": 0,
+                             "segmentation": [[2, 3, 10, 3, 10, 8, 2, 8]]} for i in range(1, n + 1)],
+            "categories": [{"id": 1, "name": "one"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    ds = CocoDataset(str(tmp_path / "ann.json"), str(tmp_path))
+    assert len(ds) == n and ds[n - 1][1]["masks"].sum() == 5 * 8
+
+    def containers(obj, depth=0):
+        for value in vars(obj).values():
+            assert not isinstance(value, COCO)
+            if isinstance(value, (list, dict, set, tuple)):
+                assert len(value) < 10, (type(value), len(value))
+            elif hasattr(value, "__dict__") and not isinstance(value, SerializedList) and depth < 2:
+                containers(value, depth + 1)
+            elif isinstance(value, np.ndarray):
+                assert value.dtype != object
+    containers(ds)
+    assert isinstance(ds.coco, COCO) and ds.coco is not ds.coco  # built on demand, never kept
+    assert len(ds.ground_truth()["annotations"]) == n

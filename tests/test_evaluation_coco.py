@@ -1,4 +1,5 @@
 """COCO mask AP: perfect, empty and degraded predictions on the shapes data set's ground truth."""
+import copy
 import json
 
 import pytest
@@ -82,3 +83,61 @@ def test_subset_of_images_and_stray_ids(shapes):
     stray = [{**preds[0], "image_id": 999}]
     with pytest.raises(ValueError, match="999"):
         evaluate_coco(shapes.coco, stray, log=lambda s: None)
+
+
+def _noisy_predictions(ds, seed):
+    """Each ground-truth mask shifted by a random few pixels with a random score, plus false positives."""
+    g = torch.Generator().manual_seed(seed)
+    results = []
+    for i in range(len(ds)):
+        _, target = ds[i]
+        masks = target["masks"]
+        shifted = torch.stack([torch.roll(m, shifts=int(torch.randint(-4, 5, (1,), generator=g)), dims=1)
+                               for m in masks]) if len(masks) else masks
+        extra = torch.zeros((3, *masks.shape[-2:]), dtype=torch.bool)
+        for k in range(3):
+            y, x = torch.randint(0, masks.shape[-2] - 20, (2,), generator=g).tolist()
+            extra[k, y:y + 5 + 5 * k, x:x + 20] = True
+        labels = torch.cat([target["labels"], torch.randint(0, len(ds.cat_ids), (3,), generator=g)])
+        result = {"masks": torch.cat([shifted, extra]), "labels": labels,
+                  "scores": torch.rand(len(labels), generator=g)}
+        results += results_to_coco(result, target["image_id"], ds.cat_ids)
+    return results
+
+
+def test_faster_coco_eval_equals_pycocotools(shapes):
+    """The default evaluator (faster-coco-eval) against pycocotools on our test sets, to 1e-4: exact, shifted,
+    noisy and partial predictions, a subset of the images, and ground truth with crowd regions."""
+    gt = shapes.coco.dataset
+    crowded = copy.deepcopy(gt)
+    for ann in crowded["annotations"][::4]:
+        ann["iscrowd"] = 1
+    cases = [(gt, _predictions(shapes), None), (gt, _predictions(shapes, shift=3), None),
+             (gt, _noisy_predictions(shapes, 0), None), (gt, _noisy_predictions(shapes, 1)[::2], None),
+             (gt, _noisy_predictions(shapes, 2), [1, 2, 5]), (crowded, _noisy_predictions(shapes, 3), None)]
+    for gt_dict, preds, img_ids in cases:
+        ours = evaluate_coco(gt_dict, preds, log=lambda s: None, img_ids=img_ids, backend="faster-coco-eval")
+        theirs = evaluate_coco(gt_dict, preds, log=lambda s: None, img_ids=img_ids, backend="pycocotools")
+        assert ours.keys() == theirs.keys()
+        assert all(abs(ours[k] - theirs[k]) <= 1e-4 for k in ours), (ours, theirs)
+        assert 0.0 < ours["mask_AP"] <= 1.0
+
+
+def test_evaluator_switch(shapes, monkeypatch):
+    import faster_coco_eval
+    import pycocotools.cocoeval
+
+    from solov2.evaluation.coco import coco_eval_backend
+    assert coco_eval_backend() == "faster-coco-eval"
+    monkeypatch.setenv("SOLOV2_COCO_EVAL", "pycocotools")
+    assert coco_eval_backend() == "pycocotools"
+    assert coco_eval_backend("faster-coco-eval") == "faster-coco-eval"  # an explicit backend wins
+    used = []
+    monkeypatch.setattr(pycocotools.cocoeval.COCOeval, "evaluate",
+                        lambda self, original=pycocotools.cocoeval.COCOeval.evaluate: used.append(1) or original(self))
+    monkeypatch.setattr(faster_coco_eval.COCOeval_faster, "evaluate", lambda self: pytest.fail("not the fallback"))
+    assert evaluate_coco(shapes.coco, _predictions(shapes), log=lambda s: None)["mask_AP"] == pytest.approx(1.0)
+    assert used == [1]
+    monkeypatch.setenv("SOLOV2_COCO_EVAL", "detectron")
+    with pytest.raises(ValueError, match="SOLOV2_COCO_EVAL.*faster-coco-eval, pycocotools"):
+        evaluate_coco(shapes.coco, _predictions(shapes), log=lambda s: None)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from solov2.data.image import IMAGE_EXTS
 from solov2.engine.launch import resolve_device
-from solov2.errors import one_line
+from solov2.errors import DataError, one_line
 
-__all__ = ["predict_main", "collect_inputs", "collect_named_inputs", "VIDEO_EXTS"]
+__all__ = ["predict_main", "PredictOutputs", "collect_inputs", "collect_named_inputs", "VIDEO_EXTS", "slugify"]
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
@@ -63,19 +63,32 @@ def collect_named_inputs(inputs: list[str]) -> list[tuple[str, str]]:
     return named
 
 
+class PredictOutputs(list):
+    """What :func:`predict_main` wrote: the pictures and videos (as a list of paths), and ``instances``: how
+    many instances ``results.json`` holds (0 without it); ``skipped_existing``: inputs already done
+    (``skip_existing``)."""
+
+    instances: int = 0
+    skipped_existing: int = 0
+
+
 def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: str = "runs/predict",
                  score_thr: float = 0.3, device: str | None = None, save_json: bool = True,
                  save_masks: bool = False, precision: str = "auto", optimize: bool = True,
-                 ann_file: str | None = None, backend: str = "torch") -> list[str]:
+                 ann_file: str | None = None, backend: str = "torch", skip_existing: bool = False) -> PredictOutputs:
     """Pictures (``OUT/<name>_pred.png``, ``<name>`` from :func:`collect_named_inputs`), videos
     (``OUT/<name>_pred.mp4``) and ``OUT/results.json``. Unreadable inputs are skipped with a one-line
     warning and listed at the end; if none can be read, a ``ValueError`` says why.
     ``results.json`` ids: see :class:`_ResultIds`. ``checkpoint`` may be an exported ``.onnx`` / ``.xml`` file,
-    run in its own runtime; ``backend``: as :class:`~solov2.inference.predictor.Predictor`'s."""
+    run in its own runtime; ``backend``: as :class:`~solov2.inference.predictor.Predictor`'s.
+
+    Built for big folders: a thread reads the next images while the model runs; each input's results go to
+    ``OUT/results_log.jsonl`` as soon as it is done (memory stays flat), and ``results.json`` is written from
+    that log at the end. ``skip_existing``: leave out the inputs a previous run into ``OUT`` finished (their
+    picture exists and, with ``save_json``, the log has them), so a stopped run resumes where it stopped.
+    """
     from tqdm import tqdm
 
-    from solov2.data.image import read_rgb as read_image
-    from solov2.errors import DataError
     from solov2.evaluation.coco import results_to_coco
     from solov2.inference.predictor import Predictor
     from solov2.inference.visualize import save_image
@@ -84,43 +97,163 @@ def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: st
                           precision=precision, optimize=optimize, backend=backend)
     os.makedirs(out, exist_ok=True)
     ids = _ResultIds(predictor, ann_file)
-    written, coco, skipped = [], [], []
-    for path, name in tqdm(named, desc="predict", dynamic_ncols=True):
+    log = _ResultsLog(os.path.join(out, "results_log.jsonl"), resume=skip_existing) if save_json else None
+    todo = []
+    for position, (path, name) in enumerate(named, start=1):
         target = os.path.join(out, name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        try:
-            if Path(path).suffix.lower() in VIDEO_EXTS:
-                def on_frame(k, result, path=path):
-                    for r in results_to_coco(result, k, ids.cat_ids):
-                        coco.append({**r, "file_name": f"{path}#{k}", "frame": k,
-                                     "category_name": ids.category_name(r["category_id"])})
-                written.append(_predict_video(predictor, path, f"{target}_pred.mp4", on_frame))
-                continue
-            image = read_image(path)
-        except DataError as exc:
-            tqdm.write(f"warning: {one_line(exc)}; skipped", file=sys.stderr)
-            skipped.append((path, one_line(exc)))
+        picture = f"{target}_pred.mp4" if Path(path).suffix.lower() in VIDEO_EXTS else f"{target}_pred.png"
+        if skip_existing and os.path.isfile(picture) and (log is None or name in log.done):
             continue
+        todo.append((position, path, name, target))
+    outputs = PredictOutputs()
+    outputs.skipped_existing = len(named) - len(todo)
+    skipped = []
+
+    def video(path: str, name: str, target: str) -> None:
+        def on_frame(k, result):
+            if log is not None:
+                log.write(name, [{**r, "file_name": f"{path}#{k}", "frame": k,
+                                  "category_name": ids.category_name(r["category_id"])}
+                                 for r in results_to_coco(result, k, ids.cat_ids)], done=False)
+        outputs.append(_predict_video(predictor, path, f"{target}_pred.mp4", on_frame))
+        if log is not None:
+            log.write(name, [], done=True)
+
+    def picture(position: int, path: str, name: str, target: str, image) -> None:
         result = predictor(image)
-        save_image(f"{target}_pred.png", predictor.draw(image, result))
-        written.append(f"{target}_pred.png")
         if save_masks:
             _save_masks(result, f"{target}_masks")
-        image_id = ids.image_id(path, name)
-        if image_id is None:
-            continue
-        for r in results_to_coco(result, 0, ids.cat_ids):
-            coco.append({**r, "image_id": image_id, "file_name": path,
-                         "category_name": ids.category_name(r["category_id"])})
-    if skipped and not written:
+        save_image(f"{target}_pred.png", predictor.draw(image, result))  # after the masks: marks the input done
+        outputs.append(f"{target}_pred.png")
+        if log is not None:
+            image_id = ids.image_id(path, name, position)
+            log.write(name, [] if image_id is None else [
+                {**r, "image_id": image_id, "file_name": path, "category_name": ids.category_name(r["category_id"])}
+                for r in results_to_coco(result, 0, ids.cat_ids)], done=True)
+
+    with tqdm(total=len(named), initial=outputs.skipped_existing, desc="predict", unit="img",
+              dynamic_ncols=True) as bar, _Prefetch(todo) as loaded:
+        for (position, path, name, target), image, error in loaded:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            try:
+                if error is not None:
+                    raise error
+                if image is None:
+                    video(path, name, target)
+                else:
+                    picture(position, path, name, target, image)
+            except DataError as exc:
+                tqdm.write(f"warning: {one_line(exc)}; skipped", file=sys.stderr)
+                skipped.append((path, one_line(exc)))
+            bar.update(1)
+    if skipped and not outputs and not outputs.skipped_existing:
         raise ValueError(skipped[0][1] if len(skipped) == 1 else
                          f"none of the {len(skipped)} inputs could be read (first: {skipped[0][1]})")
-    if save_json:
-        with open(os.path.join(out, "results.json"), "w") as f:
-            json.dump(coco, f)
+    if log is not None:
+        outputs.instances = log.finish(os.path.join(out, "results.json"))
+        if outputs.instances == 0:
+            why = (f"; pycocotools' COCO.loadRes cannot load an empty list (it needs at least one result), so "
+                   f"there is nothing to evaluate against {ann_file}" if ann_file else "")
+            print(f"no instances found (score threshold {score_thr:g}): {os.path.join(out, 'results.json')} holds an "
+                  f"empty list{why}; a lower --score-thr may find some", file=sys.stderr)
     if skipped:
         print(f"skipped {len(skipped)} unreadable input(s): {', '.join(p for p, _ in skipped)}", file=sys.stderr)
-    return written
+    return outputs
+
+
+class _Prefetch:
+    """Reads the images of ``items`` (``(position, path, name, target)``) in a background thread, a few ahead
+    of the model (image decoding releases the GIL). Iterating yields ``(item, image, error)``: ``image`` is
+    ``(H, W, 3)`` uint8 RGB, or None for a video (read by the caller); ``error`` a DataError or None."""
+
+    def __init__(self, items: list, ahead: int = 4):
+        import queue
+        import threading
+        self.items, self.queue = items, queue.Queue(maxsize=ahead)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="predict-loader", daemon=True)
+
+    def _run(self) -> None:
+        import queue
+
+        from solov2.data.image import read_rgb
+        for item in self.items:
+            image = error = None
+            if Path(item[1]).suffix.lower() not in VIDEO_EXTS:
+                try:
+                    image = read_rgb(item[1])
+                except DataError as exc:
+                    error = exc
+            while not self.stop.is_set():
+                try:
+                    self.queue.put((item, image, error), timeout=0.1)
+                    break
+                except queue.Full:  # the model is behind: wait, unless told to stop
+                    continue
+            if self.stop.is_set():
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __iter__(self):
+        for _ in self.items:
+            yield self.queue.get()
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+class _ResultsLog:
+    """``results_log.jsonl``: one line per finished input (``{"name", "run", "done", "entries"}``; a video
+    writes a line per frame, then its ``done`` line), appended and flushed as each input finishes, so a
+    stopped run loses nothing it finished. :meth:`finish` writes ``results.json`` (a JSON list of the entries
+    of every finished input, the latest run's for an input done twice) from it, streaming."""
+
+    def __init__(self, path: str, resume: bool):
+        self.path = path
+        self.done: dict[str, int] = {}  # name -> run that finished it
+        self.run = 0
+        if resume and os.path.isfile(path):
+            for line in self._lines():
+                self.run = max(self.run, line["run"] + 1)
+                if line.get("done"):
+                    self.done[line["name"]] = line["run"]
+        elif os.path.exists(path):
+            os.remove(path)
+        self.file = open(path, "a", encoding="utf-8")
+
+    def _lines(self):
+        with open(self.path, encoding="utf-8") as f:
+            for text in f:
+                try:
+                    yield json.loads(text)
+                except ValueError:  # the last line of a run killed while writing it
+                    continue
+
+    def write(self, name: str, entries: list[dict], done: bool) -> None:
+        self.file.write(json.dumps({"name": name, "run": self.run, "done": done, "entries": entries}) + "\n")
+        self.file.flush()
+        if done:
+            self.done[name] = self.run
+
+    def finish(self, results_json: str) -> int:
+        """Write ``results_json``; returns the number of instances in it."""
+        self.file.close()
+        count = 0
+        with open(results_json + ".part", "w", encoding="utf-8") as f:
+            f.write("[")
+            for line in self._lines():
+                if self.done.get(line["name"]) != line["run"]:
+                    continue  # an unfinished attempt, or one a later run redid
+                for entry in line["entries"]:
+                    f.write(("," if count else "") + json.dumps(entry))
+                    count += 1
+            f.write("]")
+        os.replace(results_json + ".part", results_json)
+        return count
 
 
 class _ResultIds:
@@ -130,8 +263,9 @@ class _ResultIds:
       checkpoint without them, the ``--ann`` file's sorted category ids if it has one per class, else 1..C
       (label + 1, as ``labelme-to-coco`` and most COCO files number them).
     * ``image_id``: with ``--ann FILE.json``, the id of the image whose ``file_name`` the input path ends with
-      (images not in the file are warned about and left out of ``results.json``); without it, 1, 2, ... in
-      input order. Video frames: the frame index (0-based), ``file_name`` = ``VIDEO#FRAME``.
+      (images not in the file are warned about and left out of ``results.json``); without it, the input's
+      position (1-based) among all inputs found, so that a resumed run (``--skip-existing``) numbers alike.
+      Video frames: the frame index (0-based), ``file_name`` = ``VIDEO#FRAME``.
     """
 
     def __init__(self, predictor, ann_file: str | None):
@@ -157,15 +291,13 @@ class _ResultIds:
                 cat_ids = file_cats
         self.cat_ids = [int(c) for c in cat_ids] if cat_ids else list(range(1, n + 1))
         self.name_of = dict(zip(self.cat_ids, self.names))
-        self.next_id = 0
 
     def category_name(self, category_id: int) -> str:
         return self.name_of[category_id]
 
-    def image_id(self, path: str, name: str):
+    def image_id(self, path: str, name: str, position: int):
         if self.by_file is None:
-            self.next_id += 1
-            return self.next_id
+            return position
         posix = Path(os.path.abspath(path)).as_posix()
         matches = [(fn, i) for fn, i in self.by_file.get(posixpath.basename(posix), [])
                    if posix == fn or posix.endswith("/" + fn)]
@@ -177,11 +309,22 @@ class _ResultIds:
         return max(matches, key=lambda m: len(m[0]))[1]  # the longest file_name the path ends with
 
 
+def slugify(name: str) -> str:
+    """A class name as a safe file name part: ASCII letters, digits, ``-`` and ``_`` (accents dropped, anything
+    else ``_``); ``"class"`` if nothing is left (``"traffic light"`` -> ``traffic_light``, ``"café"`` -> ``cafe``)."""
+    import re
+    import unicodedata
+    ascii_name = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_name).strip("_")
+    return slug or "class"
+
+
 def _save_masks(result: dict, folder: str) -> None:
     from PIL import Image
     os.makedirs(folder, exist_ok=True)
     for k, (mask, name, score) in enumerate(zip(result["masks"], result["class_names"], result["scores"])):
-        Image.fromarray(mask.astype("uint8") * 255).save(os.path.join(folder, f"{k:03d}_{name}_{score:.2f}.png"))
+        Image.fromarray(mask.astype("uint8") * 255).save(
+            os.path.join(folder, f"{k:03d}_{slugify(name)}_{score:.2f}.png"))
 
 
 def _predict_video(predictor, path: str, target: str, on_frame=None) -> str:
@@ -189,7 +332,6 @@ def _predict_video(predictor, path: str, target: str, on_frame=None) -> str:
     import cv2
     from tqdm import tqdm
 
-    from solov2.errors import DataError
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         raise DataError(f"{path}: cannot open video")

@@ -14,8 +14,6 @@ dropped.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from solov2.data.bad_images import first_usable
-from solov2.data.coco import read_image
+from solov2.data.coco import coco_from_dict, read_image
+from solov2.data.records import SerializedList
 from solov2.data.transforms import hflip
 from solov2.errors import DataError
 
@@ -179,7 +178,7 @@ class CityscapesDataset(Dataset):
 
     Attributes: ``CLASSES``, ``cat_ids`` (list: label -> Cityscapes label id, ``cat_ids[0] == 24`` for person,
     the COCO category ids of ``coco``, as in ``CocoDataset``), ``images`` (one ``CityscapesImage`` per item),
-    ``coco`` (pycocotools ground truth, built on first use), ``root``, ``split``.
+    ``ground_truth()`` and ``coco`` (the ground truth as a COCO dict / a pycocotools object), ``root``, ``split``.
     """
 
     CLASSES = CLASSES
@@ -196,8 +195,9 @@ class CityscapesDataset(Dataset):
             images = [image for image in images if image.num_polygons > 0]
             if not images:
                 raise DataError(f"{root}: no image of split {split} has a {'/'.join(CLASSES)} instance")
-        self.images = images
-        self._coco = None
+        # serialized: forked workers share the records instead of copying them (see solov2.data.records)
+        self.images = SerializedList(images)
+        self._ground_truth: SerializedList | None = None
         self._bad: set[int] = set()  # indices already found unreadable (skip_bad_images)
 
     def __len__(self) -> int:
@@ -207,6 +207,11 @@ class CityscapesDataset(Dataset):
     def img_ids(self) -> list[int]:
         """The COCO image id of each item, in data set order (as ``CocoDataset.img_ids``)."""
         return [image.image_id for image in self.images]
+
+    @img_ids.setter
+    def img_ids(self, ids) -> None:
+        wanted = {int(i) for i in ids}
+        self.images = SerializedList(image for image in self.images if image.image_id in wanted)
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict]:
         if not self.skip_bad_images:
@@ -250,12 +255,17 @@ class CityscapesDataset(Dataset):
         except (ValueError, TypeError) as e:  # e.g. a malformed polygon
             raise DataError(f"{path}: cannot rasterize polygons ({type(e).__name__}: {e})") from e
 
+    def ground_truth(self) -> dict:
+        """COCO instance content of this dataset's images (:meth:`to_coco_dict`, the ground truth for
+        evaluation). Rasterizes every image on first use; kept serialized, a fresh dict per call."""
+        if self._ground_truth is None:
+            self._ground_truth = SerializedList([self.to_coco_dict()])
+        return self._ground_truth[0]
+
     @property
     def coco(self) -> COCO:
-        """pycocotools ground truth of this dataset's images, built in memory on first use (rasterizes all)."""
-        if self._coco is None:
-            self._coco = coco_from_dict(self.to_coco_dict())
-        return self._coco
+        """:meth:`ground_truth` as a pycocotools ``COCO``, built anew on each access (not kept)."""
+        return coco_from_dict(self.ground_truth())
 
     def to_coco_dict(self, file_name_prefix: str = "") -> dict:
         """COCO instance JSON content for this dataset's images; see ``cityscapes_to_coco``.
@@ -284,15 +294,6 @@ def _mask_annotation(mask: np.ndarray, category_id: int, image_id: int, ann_id: 
     return {"id": ann_id, "image_id": image_id, "category_id": category_id, "iscrowd": 0,
             "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
             "area": float(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
-
-
-def coco_from_dict(dataset: dict) -> COCO:
-    """A pycocotools COCO object from an in-memory instance dict (without its "creating index" chatter)."""
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
 
 
 def cityscapes_to_coco(root: str | Path, out_json: str | Path, split: str = "train") -> dict:

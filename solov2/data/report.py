@@ -57,22 +57,30 @@ def training_scale(cfg) -> tuple[int, int] | None:
 
 def data_report(dataset, scale_ranges: Sequence[tuple[float, float]], input_scale: tuple[int, int] | None = None
                 ) -> DataReport:
-    """Count what ``dataset`` (anything with ``coco``, ``img_ids``, ``cat_ids`` and ``CLASSES``, as
-    ``CocoDataset``, ``CityscapesDataset`` and ``SyntheticShapes``) holds for a head with ``scale_ranges``
+    """Count what ``dataset`` (anything with ``ground_truth()`` (a COCO dict) or ``coco`` (pycocotools), and
+    ``img_ids``, ``cat_ids`` and ``CLASSES``: ``CocoDataset``, ``CityscapesDataset``, ``SyntheticShapes``) holds
+    for a head with ``scale_ranges``
     trained at ``input_scale`` ``(long, short)`` (see :func:`training_scale`)."""
-    for attr in ("coco", "img_ids", "cat_ids", "CLASSES"):
+    if not hasattr(dataset, "ground_truth") and not hasattr(dataset, "coco"):
+        raise ValueError(f"data report: {type(dataset).__name__} has no 'coco' or 'ground_truth' (needs a "
+                         f"COCO-style data set)")
+    for attr in ("img_ids", "cat_ids", "CLASSES"):
         if not hasattr(dataset, attr):
             raise ValueError(f"data report: {type(dataset).__name__} has no '{attr}' (needs a COCO-style data set)")
-    coco = dataset.coco
+    gt = dataset.ground_truth() if hasattr(dataset, "ground_truth") else dataset.coco.dataset
     cat2label = {c: i for i, c in enumerate(dataset.cat_ids)}
     original_id = getattr(dataset, "original_image_id", lambda i: i)
     dropped = {k: list(v) for k, v in (getattr(dataset, "problems", None) or {}).items()}
     used = set(dataset.img_ids)
+    anns_of: dict = {}
+    for ann in gt.get("annotations") or []:
+        anns_of.setdefault(ann["image_id"], []).append(ann)
+    images = {img["id"]: img for img in gt["images"]}
     sizes, labels, empty = [], [], []
-    for img_id in sorted(coco.imgs):
-        info = coco.imgs[img_id]
-        anns = [a for a in coco.imgToAnns.get(img_id, []) if not a.get("iscrowd", 0) and a["category_id"] in cat2label]
-        rles = [coco.annToRLE(a) for a in anns]
+    for img_id in sorted(images):
+        info = images[img_id]
+        anns = [a for a in anns_of.get(img_id, []) if not a.get("iscrowd", 0) and a["category_id"] in cat2label]
+        rles = [_to_rle(a["segmentation"], info["height"], info["width"]) for a in anns]
         areas = mask_utils.area(rles) if rles else np.zeros(0)
         for ann, area in zip(anns, areas):
             if area == 0:  # a sliver polygon that covers no pixel: CocoDataset drops it when loading the image
@@ -86,7 +94,7 @@ def data_report(dataset, scale_ranges: Sequence[tuple[float, float]], input_scal
         boxes = mask_utils.toBbox([r for _, r in kept])  # (K, 4) x, y, w, h in pixels (w = x2 - x1 + 1)
         sizes += (np.sqrt(boxes[:, 2] * boxes[:, 3]) * factor).tolist()
         labels += [cat2label[a["category_id"]] for a, _ in kept]
-    report = DataReport(classes=[str(c) for c in dataset.CLASSES], num_images=len(coco.imgs),
+    report = DataReport(classes=[str(c) for c in dataset.CLASSES], num_images=len(images),
                         num_used_images=len(dataset.img_ids), images_without_instances=empty,
                         instances_per_class=np.bincount(np.asarray(labels, dtype=np.int64),
                                                         minlength=len(dataset.cat_ids)).tolist(),
@@ -95,6 +103,15 @@ def data_report(dataset, scale_ranges: Sequence[tuple[float, float]], input_scal
                         scale_ranges=[tuple(float(v) for v in r) for r in scale_ranges], input_scale=input_scale)
     _count_levels(report)
     return report
+
+
+def _to_rle(segm, height: int, width: int) -> dict:
+    """A COCO segmentation (polygons, uncompressed or compressed RLE) as a compressed RLE (as ``COCO.annToRLE``)."""
+    if isinstance(segm, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+    if isinstance(segm["counts"], list):
+        return mask_utils.frPyObjects(segm, height, width)
+    return segm
 
 
 def _resize_factor(h: int, w: int, scale: tuple[int, int] | None) -> float:

@@ -1,16 +1,24 @@
-"""COCO mask AP with ``pycocotools``: convert model results to the COCO results format, then run COCOeval."""
+"""COCO mask AP: convert model results to the COCO results format, then run COCOeval.
+
+The evaluator is ``faster-coco-eval`` (a C++ re-implementation of pycocotools' COCOeval with the same metrics,
+about 3x faster on val2017, see docs/coco_scale.md). The environment variable ``SOLOV2_COCO_EVAL=pycocotools``
+switches back to pycocotools' own COCOeval (``evaluate_coco(..., backend=...)`` does the same for one call).
+"""
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 from typing import Callable, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
-__all__ = ["results_to_coco", "rles_to_coco", "evaluate_coco", "METRIC_NAMES"]
+__all__ = ["results_to_coco", "rles_to_coco", "evaluate_coco", "METRIC_NAMES", "COCO_EVAL_BACKENDS",
+           "coco_eval_backend"]
+
+COCO_EVAL_BACKENDS = ("faster-coco-eval", "pycocotools")
+BACKEND_ENV = "SOLOV2_COCO_EVAL"
 
 # Keys of evaluate_coco's result, in the order of COCOeval.stats[0:6].
 METRIC_NAMES = ("mask_AP", "mask_AP50", "mask_AP75", "mask_AP_small", "mask_AP_medium", "mask_AP_large")
@@ -52,38 +60,76 @@ def rles_to_coco(rles: list[dict], labels, scores, image_id: int, cat_ids: Seque
             for rle, label, score, box in zip(rles, labels, scores, boxes)]
 
 
-def evaluate_coco(coco_gt: COCO, coco_results: list[dict], log: Callable[[str], None] = print,
-                  img_ids: Sequence[int] | None = None) -> dict[str, float]:
+def coco_eval_backend(backend: str | None = None) -> str:
+    """The COCOeval implementation to use: ``backend`` if given, else ``$SOLOV2_COCO_EVAL``, else
+    ``"faster-coco-eval"``. An unknown name raises ``ValueError``."""
+    name = backend or os.environ.get(BACKEND_ENV) or COCO_EVAL_BACKENDS[0]
+    aliases = {"faster": "faster-coco-eval", "faster_coco_eval": "faster-coco-eval"}
+    name = aliases.get(name, name)
+    if name not in COCO_EVAL_BACKENDS:
+        raise ValueError(f"COCO evaluator {name!r} (from {'the backend argument' if backend else BACKEND_ENV}) is "
+                         f"unknown; expected one of {', '.join(COCO_EVAL_BACKENDS)}")
+    return name
+
+
+def evaluate_coco(coco_gt, coco_results: list[dict], log: Callable[[str], None] = print,
+                  img_ids: Sequence[int] | None = None, backend: str | None = None) -> dict[str, float]:
     """Mask AP of ``coco_results`` against ``coco_gt`` (COCOeval, ``iouType="segm"``), logged as a short table.
 
     Args:
-        coco_gt: the ground truth (``dataset.coco``).
-        coco_results: entries from :func:`results_to_coco`.
+        coco_gt: the ground truth: COCO instance content as a dict (``dataset.ground_truth()``) or a COCO
+            object of either library (``dataset.coco``).
+        coco_results: entries from :func:`results_to_coco` (not modified).
         log: where the table goes.
         img_ids: evaluate these images only (e.g. when only part of a data set was run); default: all.
+        backend: ``"faster-coco-eval"`` or ``"pycocotools"``; default: see :func:`coco_eval_backend`.
 
     Returns:
         ``{name: value}`` for :data:`METRIC_NAMES`, fractions in [0, 1]. No results gives all 0.0; an area
         range with no ground truth (COCOeval's -1) is also reported as 0.0.
     """
+    backend = coco_eval_backend(backend)
     if not coco_results:
         log("mask AP: no detections, all metrics are 0")
         return {name: 0.0 for name in METRIC_NAMES}
-    known = set(coco_gt.getImgIds())
+    gt = coco_gt if isinstance(coco_gt, dict) else coco_gt.dataset
+    known = {img["id"] for img in gt["images"]}
     stray = sorted({r["image_id"] for r in coco_results} - known)
     if stray:
         raise ValueError(f"evaluate_coco: results for image ids not in the ground truth: {stray[:10]}")
+    results = [dict(r) for r in coco_results]  # loadRes adds keys (id, area) to each entry
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and its own 12-line table
-        coco_dt = coco_gt.loadRes(coco_results)
-        evaluator = COCOeval(coco_gt, coco_dt, iouType="segm")
+        if backend == "pycocotools":
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval
+            gt_api = coco_gt if isinstance(coco_gt, COCO) else _pycocotools_coco(gt)
+            evaluator = COCOeval(gt_api, gt_api.loadRes(results), iouType="segm")
+        else:
+            from faster_coco_eval import COCO as FasterCOCO
+            from faster_coco_eval import COCOeval_faster
+            quiet = _quiet
+            gt_api = FasterCOCO(gt, print_function=quiet)
+            evaluator = COCOeval_faster(gt_api, gt_api.loadRes(results), iouType="segm", print_function=quiet)
         if img_ids is not None:
-            evaluator.params.imgIds = sorted(img_ids)
+            evaluator.params.imgIds = sorted(int(i) for i in img_ids)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    stats = evaluator.stats[: len(METRIC_NAMES)]
+    stats = [float(v) for v in evaluator.stats[: len(METRIC_NAMES)]]
     log(_table(stats))
-    return {name: max(float(v), 0.0) for name, v in zip(METRIC_NAMES, stats)}
+    return {name: max(v, 0.0) for name, v in zip(METRIC_NAMES, stats)}
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
+
+
+def _pycocotools_coco(data: dict):
+    from pycocotools.coco import COCO
+    coco = COCO()
+    coco.dataset = data
+    coco.createIndex()
+    return coco
 
 
 def _table(stats) -> str:

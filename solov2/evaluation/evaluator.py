@@ -50,7 +50,9 @@ class DecodedResults(Sequence):
 def inference_on_dataset(model, dataset, device: str = "cpu", desc: str = "eval") -> list[dict]:
     """Run ``model`` (eval mode) on every image; each process takes every world_size-th image.
 
-    Returns, on every process, the encoded results of all images in dataset order.
+    Returns, on every process, the encoded results of all images in dataset order. Each image's masks are
+    RLE-encoded as soon as they are predicted (:func:`encode_result`), so memory grows with the instances'
+    RLEs, not with full-size masks times the number of images.
     """
     was_training = model.training
     model.eval()
@@ -79,7 +81,9 @@ def evaluate(dataset, encoded: list[dict], metric: str, out_dir: str, log=print)
         original_id = getattr(dataset, "original_image_id", lambda i: i)  # the file's own (e.g. str) ids
         with open(os.path.join(out_dir, "segm_results.json"), "w") as f:
             json.dump([{**r, "image_id": original_id(r["image_id"])} for r in coco_results], f)
-        return evaluate_coco(dataset.coco, coco_results, log=log, img_ids=img_ids)
+        # the data set's ground truth as a plain dict, built for this evaluation and dropped after it
+        ground_truth = dataset.ground_truth() if hasattr(dataset, "ground_truth") else dataset.coco
+        return evaluate_coco(ground_truth, coco_results, log=log, img_ids=img_ids)
     if metric == "cityscapes":
         from solov2.evaluation.cityscapes import evaluate_cityscapes
         return evaluate_cityscapes(dataset, DecodedResults(encoded), os.path.join(out_dir, "cityscapes_results"),
