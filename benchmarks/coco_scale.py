@@ -156,14 +156,16 @@ def measure_build(folder: str, samples: int, workers: int) -> dict:
     start = [_uss(p) for p in pids]
     print("workers at start: " + ", ".join(_mb(u) for u in start), flush=True)
     t = time.perf_counter()
-    seen = batch
+    seen, end = batch, None
     for k, _ in enumerate(it, start=2):
         seen += batch
-        if k % 250 == 0:
+        if seen >= samples:  # the last batch: read before the iterator ends, which stops the workers
+            end = [_uss(p) for p in pids]
+        elif k % 250 == 0:
             print(f"  {seen} samples, workers " + ", ".join(_mb(_uss(p)) for p in pids), flush=True)
-    end = [_uss(p) for p in pids]  # the workers are alive until the iterator is dropped
-    out.update(samples=seen, workers_start=start, workers_end=end, loop_s=round(time.perf_counter() - t, 1))
-    print(f"workers after {seen} samples: " + ", ".join(_mb(u) for u in end)
+    out.update(samples=min(seen, samples), workers_start=start, workers_end=end,
+               loop_s=round(time.perf_counter() - t, 1))
+    print(f"workers after {out['samples']} samples: " + ", ".join(_mb(u) for u in end)
           + " (growth " + ", ".join(_mb(e - s) for s, e in zip(start, end)) + f"); {out['loop_s']} s", flush=True)
     del it
     return out

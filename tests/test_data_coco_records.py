@@ -113,3 +113,16 @@ def test_serialized_list():
     with pytest.raises(IndexError):
         s[4]
     assert s.nbytes > 0
+
+
+@pytest.mark.parametrize("poly, scale", [([239.97, 260.24, 300.01, 261.0, 250.5, 400.99], 100),
+                                         ([0.123, 0.5, 10.0, 0.25, 5.0, 9.75], 1)])
+def test_coordinates_are_stored_compactly_and_read_back_exactly(tmp_path, poly, scale):
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "height": 500, "width": 500}],
+                                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [poly]}],
+                                "categories": [{"id": 1}]}))
+    records = CocoRecords.from_file(str(path))
+    assert records.coord_scale == scale and records.coords.dtype == (np.int32 if scale == 100 else np.float64)
+    part = records.annotations(0)[0]["segmentation"][0]
+    assert part.dtype == np.float64 and part.tolist() == poly  # the very same doubles json parsed

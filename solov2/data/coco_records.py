@@ -53,10 +53,12 @@ class CocoRecords:
     Images keep the file's order; ``rows_of`` maps image ids to rows. Annotations are grouped by image (file
     order within an image): image row ``r`` owns annotations ``ann_start[r]:ann_start[r + 1]``. A polygon
     annotation owns parts ``part_range[a]`` of ``coords`` (``part_offsets[k]:part_offsets[k + 1]``, x, y
-    interleaved); an RLE annotation (``rle_index[a] >= 0``) has its segmentation in ``rles``.
+    interleaved, see :meth:`polygon_part`); an RLE annotation (``rle_index[a] >= 0``) has its segmentation in ``rles``.
 
     Attributes:
         categories: the file's category dicts (a few, plain objects).
+        coords: every polygon coordinate, ``int32`` hundredths (``coord_scale`` 100) or ``float64`` (scale 1);
+            read a part with :meth:`polygon_part`.
         image_ids: ``(I,)`` int64; by_id: ``(I,)`` rows in image id order; heights, widths: ``(I,)`` int64;
         file_names: :class:`SerializedList` of str.
         ann_ids, ann_category, ann_iscrowd (uint8), ann_area, ann_bbox ``(A, 4)`` (NaN where the file has none),
@@ -169,7 +171,7 @@ class CocoRecords:
         if not part_ok.all():
             coords = coords[np.repeat(part_ok, lengths)]
             lengths = lengths[part_ok]
-        self.coords = coords
+        self.coords, self.coord_scale = _compact_coordinates(coords)
         self.part_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         kept_parts = np.bincount(part_ann_a[part_ok], minlength=n)
         part_end = np.cumsum(kept_parts)
@@ -230,7 +232,7 @@ class CocoRecords:
                 segm = self.rles[int(self.rle_index[a])]
             else:
                 p0, p1 = self.part_range[a]
-                segm = [self.coords[self.part_offsets[k]:self.part_offsets[k + 1]] for k in range(p0, p1)]
+                segm = [self.polygon_part(k) for k in range(p0, p1)]
                 if as_lists:
                     segm = [p.tolist() for p in segm]
             box = self.ann_bbox[a]
@@ -240,6 +242,11 @@ class CocoRecords:
                         "iscrowd": int(self.ann_iscrowd[a]), "area": float(self.ann_area[a]),
                         "bbox": [float(v) for v in box], "segmentation": segm})
         return out
+
+    def polygon_part(self, k: int) -> np.ndarray:
+        """Polygon part ``k``: ``(2 * V,)`` float64, x, y interleaved, exactly as parsed from the file."""
+        part = self.coords[self.part_offsets[k]:self.part_offsets[k + 1]]
+        return part / self.coord_scale if self.coord_scale != 1 else part.astype(np.float64)
 
     def original_id(self, row: int):
         """The file's own id of image row ``row``."""
@@ -260,6 +267,18 @@ class CocoRecords:
                   self.rle_index, self.ann_start)
         return sum(a.nbytes for a in arrays) + self.file_names.nbytes + self.rles.nbytes + (
             self.original_ids.nbytes if self.original_ids is not None else 0)
+
+
+def _compact_coordinates(coords: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(stored, scale)``: COCO coordinates have at most two decimals (``239.97``); those are kept exactly as
+    ``int32`` hundredths (``round(v * 100) / 100`` gives back the very same double: both are the double nearest
+    to the decimal), half the memory of ``float64``. Any other coordinate keeps the whole array ``float64``."""
+    if not len(coords) or not np.all(np.abs(coords) < 2**31 / 100):
+        return coords, 1
+    hundredths = np.round(coords * 100)
+    if not np.array_equal(hundredths / 100, coords):
+        return coords, 1
+    return hundredths.astype(np.int32), 100
 
 
 def _polygon_parts(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
