@@ -273,12 +273,15 @@ def _compact_coordinates(coords: np.ndarray) -> tuple[np.ndarray, int]:
     """``(stored, scale)``: COCO coordinates have at most two decimals (``239.97``); those are kept exactly as
     ``int32`` hundredths (``round(v * 100) / 100`` gives back the very same double: both are the double nearest
     to the decimal), half the memory of ``float64``. Any other coordinate keeps the whole array ``float64``."""
-    if not len(coords) or not np.all(np.abs(coords) < 2**31 / 100):
-        return coords, 1
-    hundredths = np.round(coords * 100)
-    if not np.array_equal(hundredths / 100, coords):
-        return coords, 1
-    return hundredths.astype(np.int32), 100
+    stored = np.empty(len(coords), dtype=np.int32)
+    step = 1 << 22  # in slices: whole-array temporaries would add a gigabyte to the peak on train2017
+    for start in range(0, len(coords), step):
+        part = coords[start:start + step]
+        hundredths = np.round(part * 100)
+        if not (np.all(np.abs(hundredths) < 2**31 - 1) and np.array_equal(hundredths / 100, part)):
+            return coords, 1
+        stored[start:start + step] = hundredths
+    return stored, 100
 
 
 def _polygon_parts(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
