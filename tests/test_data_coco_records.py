@@ -91,7 +91,7 @@ def test_vectorized_shoelace_equals_one_polygon_at_a_time():
     parts = [rng.uniform(-5, 60, 2 * rng.integers(3, 30)).tolist() for _ in range(300)]
     parts[7][0] = float("inf")  # the first vertex: the part before it is still fine
     parts[9][5] = float("nan")
-    coords, lengths, area, ok = _polygon_parts(parts)
+    coords, lengths, area, ok = _polygon_parts(list(parts))
     np.testing.assert_array_equal(coords, [v for p in parts for v in p])  # NaN equal to NaN here
     assert lengths.tolist() == [len(p) for p in parts]
     for k, p in enumerate(parts):

@@ -70,7 +70,8 @@ class CocoRecords:
     """
 
     def __init__(self, data, ann_file: str):
-        """Check and pack parsed content ``data`` (modified in place); ``ann_file`` names it in messages."""
+        """Check and pack parsed content ``data`` (consumed: ids renumbered, polygons taken out); ``ann_file``
+        names it in messages."""
         _check_structure(data, ann_file)
         self.ann_file = ann_file
         self.original_ids = _int_image_ids(data)
@@ -143,6 +144,7 @@ class CocoRecords:
                         status[i] = _PARTIAL
                 if not any_candidate:
                     status[i] = _CODE["broken polygon"]
+                ann["segmentation"] = None  # the coordinates now live in `parts` only: freed once converted
             else:
                 rle, a, reason = _clean_rle(segm, int(self.heights[row]), int(self.widths[row]))
                 if reason:
@@ -287,13 +289,14 @@ def _compact_coordinates(coords: np.ndarray) -> tuple[np.ndarray, int]:
 def _polygon_parts(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Candidate parts -> (coords ``(V2,)`` float64, lengths ``(P,)``, shoelace areas ``(P,)``, usable ``(P,)``).
 
-    One ``np.fromiter`` over every number; only if that fails (a non-number somewhere) are the parts converted
-    one by one, and those that do not convert marked unusable.
+    One ``np.fromiter`` over every number (``parts`` is emptied after it); only if that fails (a non-number
+    somewhere) are the parts converted one by one, and those that do not convert marked unusable.
     """
     lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
     ok = np.ones(len(parts), dtype=bool)
     try:
         coords = np.fromiter(itertools.chain.from_iterable(parts), dtype=np.float64, count=int(lengths.sum()))
+        parts.clear()  # free the parsed numbers (most of a COCO file's memory) before the arrays below
     except (TypeError, ValueError):
         arrays = []
         for k, part in enumerate(parts):
@@ -306,7 +309,7 @@ def _polygon_parts(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
                 ok[k] = False
             arrays.append(xy)
         coords = np.concatenate(arrays) if arrays else np.zeros(0)
-    if not len(parts):
+    if not len(lengths):
         return np.zeros(0), lengths, np.zeros(0), ok
     # Shoelace per part over all vertices at once: every part has an even length, so x and y stay interleaved.
     x, y = coords[0::2], coords[1::2]
@@ -315,7 +318,7 @@ def _polygon_parts(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     with np.errstate(invalid="ignore", over="ignore"):
         cross = x[:-1] * y[1:] - y[:-1] * x[1:]  # vertex v with v + 1
         cross[ends[:-1] - 1] = 0.0  # not across a part boundary (and a bad number stays in its own part)
-        inner = np.add.reduceat(cross, starts) if len(cross) else np.zeros(len(parts))
+        inner = np.add.reduceat(cross, starts) if len(cross) else np.zeros(len(lengths))
         closing = x[ends - 1] * y[starts] - y[ends - 1] * x[starts]
         area = 0.5 * np.abs(inner + closing)
     ok &= np.isfinite(area)
