@@ -1,8 +1,9 @@
 """COCO mask AP: convert model results to the COCO results format, then run COCOeval.
 
 The evaluator is ``faster-coco-eval`` (a C++ re-implementation of pycocotools' COCOeval with the same metrics,
-about 3x faster on val2017, see docs/coco_scale.md). The environment variable ``SOLOV2_COCO_EVAL=pycocotools``
-switches back to pycocotools' own COCOeval (``evaluate_coco(..., backend=...)`` does the same for one call).
+3.5x faster on a val2017-sized result set, see docs/coco_scale.md). The environment variable
+``SOLOV2_COCO_EVAL=pycocotools`` switches back to pycocotools' own COCOeval (``evaluate_coco(..., backend=...)``
+does the same for one call).
 """
 from __future__ import annotations
 
