@@ -62,7 +62,7 @@ echo "== 3. latency on the GPU"
 timeout 120 $PY -m solov2.cli benchmark $SEED --device cuda --precision fp16 bf16 --iters 30 --warmup 10 \
   --no-memory 2>&1 | tee "$OUT_DIR/bench_seed.log" | tail -8
 timeout 120 $PY -m solov2.cli benchmark configs/solov2/coco/solov2_light_512_dcn_r50_fpn_3x.py --device cuda \
-  --input-size 512 864 --precision fp16 --iters 20 --warmup 5 --no-memory 2>&1 | tee "$OUT_DIR/bench_dcn.log" | tail -6
+  --image-size 512 864 --precision fp16 --iters 20 --warmup 5 --no-memory 2>&1 | tee "$OUT_DIR/bench_dcn.log" | tail -6
 
 fi
 

@@ -49,7 +49,7 @@ def test_eval_of_the_optimized_and_bf16_model(trained, tmp_path):
     common = ["--cfg-options", "data.val={'image_size': 128, 'num_images': 8, 'seed': 0, 'type': 'SyntheticShapes'}",
               "model.transform.test_scale=(128, 128)"]
     plain = json.loads((trained / "m1.json").read_text())
-    for extra, name in ((["--optimize"], "opt.json"), (["--optimize", "--precision", "bf16"], "bf16.json")):
+    for extra, name in (([], "opt.json"), (["--precision", "bf16"], "bf16.json")):
         assert main(["eval", TINY, str(trained / "run/latest.pth"), "--metrics-out", str(tmp_path / name),
                      *extra, *common]) == 0
     optimized = json.loads((tmp_path / "opt.json").read_text())
@@ -82,7 +82,7 @@ def test_export_from_the_command_line_gives_the_trained_models_instances(trained
     from solov2 import build_model, load_config
     from solov2.checkpoint.io import load_weights
     from solov2.data import SyntheticShapes
-    from solov2.deploy.export import load_exported
+    from solov2.deploy.runtime import load_exported
     checkpoint, out = str(trained / "run/latest.pth"), str(tmp_path / "model.onnx")
     args = ["export", TINY, checkpoint, "--out", out, "--input-size", "96", "96"]  # the config's test scale
     assert main(args + (["--with-postprocess"] if with_postprocess else [])) == 0

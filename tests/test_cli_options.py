@@ -91,9 +91,11 @@ def test_benchmark_speaks_precision_like_predict(monkeypatch):
     import solov2.apps.benchmark as benchmark
     calls = []
     monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **kw: calls.append(kw) or {})
-    for argv in (["--precision", "bf16"], ["--bf16"], ["--precision", "fp32", "bf16", "fp16"], []):
+    for argv in (["--precision", "bf16"], ["--precision", "fp32", "bf16", "fp16"], []):
         assert main(["benchmark", TINY, *argv]) == 0
-    assert [kw["precisions"] for kw in calls] == [["bf16"], ["auto", "bf16"], ["fp32", "bf16", "fp16"], ["auto"]]
+    assert [kw["precisions"] for kw in calls] == [["bf16"], ["fp32", "bf16", "fp16"], ["auto"]]
+    with pytest.raises(SystemExit):  # the former hidden spelling is gone
+        main(["benchmark", TINY, "--bf16"])
 
 
 def test_convert_takes_strict_and_allow_pickle(tmp_path, capsys):

@@ -1,4 +1,5 @@
 import os
+
 import pytest
 from helpers import SEED_CONFIG
 

@@ -13,14 +13,8 @@ pytest.importorskip("onnxruntime")
 from helpers import plant_detections  # noqa: E402
 
 from solov2 import build_model, load_config  # noqa: E402
-from solov2.deploy.export import (
-    SOLOv2ExportWrapper,
-    export_onnx,
-    export_torchscript,
-    load_exported,
-    preprocess_for_export,
-)
-from solov2.deploy.runtime import quiet_deprecations  # noqa: E402
+from solov2.deploy.export import SOLOv2ExportWrapper, export_onnx, export_torchscript  # noqa: E402
+from solov2.deploy.runtime import load_exported, preprocess_for_export, quiet_deprecations  # noqa: E402
 from solov2.errors import ExportError
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"

@@ -112,7 +112,7 @@ def test_predict_from_the_checkpoint_alone_in_a_fresh_process(trained, data, tmp
 def test_export_from_the_checkpoint_alone(trained, data, tmp_path):
     from solov2 import Predictor
     from solov2.data import read_image
-    from solov2.deploy.export import load_exported
+    from solov2.deploy.runtime import load_exported
     out = tmp_path / "model.onnx"
     assert main(["export", str(trained / "plum.pth"), "--out", str(out), "--input-size", "64", "64"]) == 0
     image = read_image(str(sorted(data["val"][1].iterdir())[0]))

@@ -2,10 +2,60 @@
 ``make-shapes`` and ``cityscapes-to-coco``."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
-__all__ = ["check_data_main", "labelme_to_coco_main", "make_shapes_main", "cityscapes_to_coco_main"]
+from solov2.apps.arguments import add_cfg_options, size
+
+__all__ = ["check_data_main", "labelme_to_coco_main", "make_shapes_main", "cityscapes_to_coco_main",
+           "add_check_data_arguments", "add_labelme_arguments", "add_make_shapes_arguments",
+           "add_cityscapes_arguments", "run_check_data", "run_labelme_to_coco", "run_make_shapes",
+           "run_cityscapes_to_coco"]
+
+
+def add_check_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="config file (.py) or a packaged config's name")
+    add_cfg_options(parser)
+    parser.add_argument("--split", default="train", choices=["train", "val", "test"], help="data.SPLIT of the "
+                        "config (train: sizes at the middle training scale)")
+    parser.add_argument("--out", help="folder for data_report.png (default: the work dir train would use)")
+
+
+def run_check_data(args: argparse.Namespace) -> None:
+    check_data_main(args.config, args.cfg_options, args.split, args.out)
+
+
+def add_labelme_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="folder searched recursively for LabelMe *.json files")
+    parser.add_argument("out_json", help="COCO JSON file to write")
+    parser.add_argument("--image-root", help="file_name is relative to it (default: FOLDER); use it as img_prefix")
+
+
+def run_labelme_to_coco(args: argparse.Namespace) -> None:
+    labelme_to_coco_main(args.folder, args.out_json, args.image_root)
+
+
+def add_make_shapes_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", help="output folder (images/ and annotations.json)")
+    parser.add_argument("--num-images", type=int, default=200, help="number of images")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the images")
+    parser.add_argument("--image-size", type=int, nargs="+", default=[256], metavar="SIZE",
+                        help="the images' side, or H W")
+
+
+def run_make_shapes(args: argparse.Namespace) -> None:
+    make_shapes_main(args.out, args.num_images, args.seed, size(args.image_size))
+
+
+def add_cityscapes_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", help="Cityscapes folder with leftImg8bit/ and gtFine/")
+    parser.add_argument("out_json", help="COCO JSON file to write")
+    parser.add_argument("--split", default="train", help="Cityscapes split (train, val, ...)")
+
+
+def run_cityscapes_to_coco(args: argparse.Namespace) -> None:
+    cityscapes_to_coco_main(args.root, args.out_json, args.split)
 
 
 def check_data_main(config: str, cfg_options=None, split: str = "train", out: str | None = None):
@@ -16,8 +66,8 @@ def check_data_main(config: str, cfg_options=None, split: str = "train", out: st
     from solov2.config import load_config
     from solov2.data import build_dataset
     from solov2.data.report import data_report, format_report, save_report_picture, training_scale
-    from solov2.models import head_scale_ranges
     from solov2.errors import ConfigError
+    from solov2.models import head_scale_ranges
     cfg = load_config(config, cfg_options)
     if cfg.data.get(split) is None:
         sets = sorted(k for k in cfg.data if k in ("train", "val", "test"))

@@ -2,6 +2,7 @@
 optionally one PNG per instance; the outputs mirror the inputs' paths."""
 from __future__ import annotations
 
+import argparse
 import glob
 import itertools
 import json
@@ -14,7 +15,7 @@ from solov2.data.image import IMAGE_EXTS
 from solov2.engine.launch import resolve_device
 from solov2.errors import one_line
 
-__all__ = ["predict_main", "collect_inputs", "collect_named_inputs", "VIDEO_EXTS"]
+__all__ = ["add_arguments", "main", "predict_main", "collect_inputs", "collect_named_inputs", "VIDEO_EXTS"]
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
@@ -216,3 +217,27 @@ def _predict_video(predictor, path: str, target: str, on_frame=None) -> str:
         raise DataError(f"{path}: video has no readable frames")
     writer.release()
     return target
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from solov2.apps.arguments import add_backend, add_device, add_optimize, add_precision, add_sources
+    add_sources(parser, inputs="images, folders, globs or videos")
+    parser.add_argument("--out", default="runs/predict", help="output folder")
+    parser.add_argument("--score-thr", type=float, default=0.3, help="instances scoring below this are not kept")
+    add_device(parser)
+    parser.add_argument("--save-json", action=argparse.BooleanOptionalAction, default=True,
+                        help="write results.json")
+    parser.add_argument("--ann", metavar="FILE.json", help="COCO file whose image ids results.json uses (by "
+                        "file_name)")
+    parser.add_argument("--save-masks", action="store_true", help="one PNG per instance")
+    add_precision(parser)
+    add_optimize(parser)
+    add_backend(parser)
+
+
+def main(args: argparse.Namespace) -> None:
+    from solov2.apps.arguments import split_args_sources
+    split_args_sources(args, "predict", inputs=True)
+    written = predict_main(args.config, args.checkpoint, args.inputs, args.out, args.score_thr, args.device,
+                           args.save_json, args.save_masks, args.precision, args.optimize, args.ann, args.backend)
+    print(f"wrote {len(written)} picture(s) to {args.out}")

@@ -52,21 +52,11 @@ from torch import Tensor, nn
 
 from solov2.deploy.contract import FORMAT_VERSION, INPUT_NAMES, OUTPUT_NAMES, POSTPROCESSED_NAMES, metadata_props
 from solov2.deploy.dcn_onnx import prepare_onnx_export
-from solov2.deploy.runtime import (
-    ExportedSOLOv2,
-    instances_from_graph,
-    load_exported,
-    postprocess_exported,
-    preprocess_for_export,
-    quiet_deprecations,
-)
-from solov2.errors import ExportError
+from solov2.deploy.runtime import quiet_deprecations
 from solov2.models.transform import padded_size
 from solov2.postprocess import postprocess_fixed
 
-__all__ = ["ExportError", "SOLOv2ExportWrapper", "ExportedSOLOv2", "export_onnx", "export_openvino",
-           "export_torchscript", "default_input_size", "preprocess_for_export", "postprocess_exported",
-           "instances_from_graph", "load_exported"]
+__all__ = ["SOLOv2ExportWrapper", "export_onnx", "export_openvino", "export_torchscript", "default_input_size"]
 
 
 class SOLOv2ExportWrapper(nn.Module):

@@ -70,8 +70,8 @@ def quantize_ir(model: nn.Module, loaders: Sequence, source: str, out_path: str,
     """``model`` (a SOLOv2) -> an int8 OpenVINO IR at ``out_path`` (.xml), calibrated on ``loaders``
     (:func:`calibration_images`); dynamic input unless ``input_size`` (H, W) is given. Returns ``out_path``."""
     from solov2.deploy.export import export_onnx
-    from solov2.deploy.openvino import _openvino, onnx_to_ir, save_ir, set_meta
-    _openvino(out_path, exporting=True)
+    from solov2.deploy.openvino import onnx_to_ir, require_openvino, save_ir, set_meta
+    require_openvino(out_path, exporting=True)
     try:
         import nncf
     except ImportError:

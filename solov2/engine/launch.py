@@ -61,6 +61,9 @@ def train_main(config: str, work_dir: str | None = None, resume: str | None = No
     if resume and not os.path.isfile(resume):
         raise FileNotFoundError(f"{resume}: checkpoint to resume from not found")
     device = resolve_device(device)
+    if ":" in device and (gpus > 1 or launcher in ("torchrun", "pytorch")):
+        raise ValueError(f"--device {device} names one GPU; with several processes choose the GPUs with "
+                         f"CUDA_VISIBLE_DEVICES and give --device cuda")
     amp = default_amp(device) if amp is None else amp
     seed = seed if seed is not None else (cfg.get("seed") or 0)
     opts = dict(config=config, cfg_options=cfg_options, work_dir=work_dir, resume=resume, device=device, amp=amp,

@@ -23,7 +23,11 @@ BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
 class Predictor:
-    """Load a checkpoint (and optionally a config) once, then predict on images.
+    """Load a model once, then predict on images.
+
+    ``model``: a checkpoint of ``solov2 train``, an exported file (``.onnx``, OpenVINO ``.xml``, TorchScript), or
+    a config (a ``.py`` file, a packaged config's name or a ``Config``) followed by ``checkpoint``. The former
+    keyword ``config=`` still works.
 
     Example::
 
@@ -56,8 +60,8 @@ class Predictor:
     OpenVINO IR in OpenVINO's CPU plugin, same post-processing: ``precision`` ``"fp32"`` (set explicitly:
     OpenVINO would pick bf16 by itself on CPUs with native bf16) or ``"bf16"``; it needs the ``openvino`` extra.
 
-    An exported ``.onnx`` or ``.xml`` file (``solov2 export``, ``solov2 quantize``) may stand in place of the
-    checkpoint: ``Predictor("model_int8.xml")``. It runs in its own runtime (``backend`` may name it or stay
+    An exported ``.onnx``, ``.xml`` or TorchScript file (``solov2 export``, ``solov2 quantize``) may stand in place
+    of the checkpoint: ``Predictor("model_int8.xml")``. It runs in its own runtime (``backend`` may name it or stay
     ``"torch"``), with the class names and thresholds stored in it; with a config first
     (``Predictor(CONFIG, "model.xml")``) the file must be a model of that config (classes, grids, strides).
 
@@ -67,15 +71,20 @@ class Predictor:
     or None where the checkpoint does not say), ``cfg`` (the resolved config), ``model``.
     """
 
-    def __init__(self, config: str | os.PathLike | Config | None = None, checkpoint: str | os.PathLike | None = None,
+    def __init__(self, model: str | os.PathLike | Config | None = None, checkpoint: str | os.PathLike | None = None,
                  device: str = "cpu", score_thr: float = 0.3, batch_size: int = 4, optimize: bool = True,
-                 precision: str = "auto", backend: str = "torch"):
+                 precision: str = "auto", backend: str = "torch", config: str | os.PathLike | Config | None = None):
         from solov2.checkpoint.model_config import resolve_model
+        model = config if model is None else model  # `config=` is the former name of the first parameter
+        config = model
         exported = _exported_path(config, checkpoint)
         if exported is not None:
-            backend = backend_of_file(exported, backend)
-        precision = resolve_precision(precision, device, backend)
-        check_backend(backend, device, precision, exporting=exported is None)
+            runtime = backend_of_file(exported, backend)
+            backend = runtime  # "torchscript" too: the file runs in torch, not our model
+            precision = resolve_precision(precision, device, runtime)
+        else:
+            precision = resolve_precision(precision, device, backend)
+            check_backend(backend, device, precision)
         self.device, self.score_thr, self.batch_size = device, score_thr, batch_size
         self.backend, self.precision = backend, precision
         self._exported = None  # the onnxruntime / openvino backend's ExportedSOLOv2, made on the first call
@@ -166,7 +175,8 @@ def _exported_path(config, checkpoint) -> str | None:
 
 
 def backend_of_file(path: str, backend: str) -> str:
-    """The backend that runs an exported file: its runtime (``backend`` left at "torch", or naming it)."""
+    """The runtime that runs an exported file (:func:`solov2.deploy.contract.runtime_of`: onnxruntime, openvino or
+    torchscript), checked against ``backend`` (left at "torch", or naming that runtime)."""
     from solov2.deploy.contract import runtime_of
     runtime = runtime_of(path)
     if backend not in BACKENDS:
@@ -193,5 +203,3 @@ def check_backend(backend: str, device: str, precision: str, exporting: bool = T
         raise ValueError(f"Predictor: backend '{backend}' runs {' or '.join(allowed)} on the CPU, got "
                          f"device={device!r}, precision={precision!r}")
 
-
-_check_backend = check_backend  # its former name
