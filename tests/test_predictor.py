@@ -120,7 +120,7 @@ def test_bad_backend(checkpoint, monkeypatch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else
                         find_spec(name, *a))
-    with pytest.raises(ValueError, match=r"needs onnxruntime: pip install -e '\.\[onnx\]'"):
+    with pytest.raises(ValueError, match=r"needs onnxruntime: pip install 'solov2\[onnx\]'"):
         Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="onnxruntime")
 
 

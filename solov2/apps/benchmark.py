@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -106,13 +105,8 @@ def benchmark_images(image_size: Sequence[int] = (448, 768), num_images: int = 8
     """The benchmark's ``(H, W, 3)`` uint8 RGB images: those under the folder ``images`` (recursively, sorted, at
     their own sizes), else ``num_images`` built-in shapes pictures of ``image_size`` drawn from ``seed``."""
     if images is not None:
-        from solov2.data.image import IMAGE_EXTS, folder_images, read_rgb
-        if not os.path.isdir(images):
-            raise ValueError(f"{images}: --images must be a folder of images")
-        files = folder_images(images)
-        if not files:
-            raise ValueError(f"{images}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
-        return [read_rgb(f) for f in files]
+        from solov2.data.image import images_in_folder, read_rgb
+        return [read_rgb(f) for f in images_in_folder(images)]
     from solov2.data.synthetic import render_shapes
     h, w = image_size
     return [render_shapes(np.random.default_rng([seed, i]), (h, w))[0] for i in range(num_images)]

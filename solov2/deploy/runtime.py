@@ -40,7 +40,15 @@ from torch import Tensor
 
 from solov2.deploy.contract import META_KEY, OUTPUT_NAMES, POSTPROCESSED_NAMES, missing_extra, parse_meta, runtime_of
 from solov2.errors import ExportError, one_line
-from solov2.models.transform import ImageTransform, check_images, masks_at_original_size, pad_images, padded_size
+from solov2.models.solov2_head import cell_strides
+from solov2.models.transform import (
+    ImageTransform,
+    check_images,
+    masks_at_original_size,
+    pad_images,
+    padded_size,
+    transform_fields,
+)
 from solov2.postprocess import TestConfig, postprocess_single
 
 __all__ = ["ExportedSOLOv2", "load_exported", "preprocess_for_export", "postprocess_exported",
@@ -147,14 +155,13 @@ class ExportedSOLOv2:
         self.meta = meta
         self.with_postprocess = meta.get("postprocess") == "graph"
         self.input_size = tuple(meta["input_size"]) if meta["input_size"] else None
-        self.transform = _transform_from_meta(meta["transform"])
+        self.transform = ImageTransform(**transform_fields(meta["transform"]))
         self.test_cfg = TestConfig(**meta["test_cfg"])
         self.class_names = meta.get("class_names")
         names = self.class_names or []
         self.label_names = [str(names[i]) if i < len(names) else f"class_{i}" for i in range(int(meta["num_classes"]))]
         self.kernel_size = int(meta["kernel_size"])
-        self.cell_strides = torch.cat([torch.full((s * s,), float(st)) for s, st in
-                                       zip(meta["num_grids"], meta["strides"])])
+        self.cell_strides = cell_strides(meta["num_grids"], meta["strides"])
 
     def run(self, tensor: Tensor, image_size: Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(1, 3, H, W)`` float32 and the resized image's ``(h, w)`` inside it (default: all of it) -> the
@@ -195,15 +202,6 @@ class ExportedSOLOv2:
                                                     self.kernel_size))
         return results
 
-
-def _transform_from_meta(fields: dict[str, Any]) -> ImageTransform:
-    """JSON turned the transform's tuples into lists; give them back their types."""
-    fields = dict(fields)
-    fields["train_scales"] = [tuple(s) for s in fields.get("train_scales", [])] or [(1333, 800)]
-    for key in ("test_scale", "mean", "std"):
-        if key in fields:
-            fields[key] = tuple(fields[key])
-    return ImageTransform(**fields)
 
 
 

@@ -56,7 +56,7 @@ class Predictor:
     ``backend="onnxruntime"`` runs the model exported to ONNX (:mod:`solov2.deploy.export`, a dynamic graph made on
     the first call, a few seconds) in onnxruntime on the CPU, with the same post-processing in Python
     (:mod:`solov2.deploy.runtime`): fp32 only, the same instances as ``"torch"`` (tests/test_predictor.py). It needs
-    the ``onnx`` extra (``pip install -e '.[onnx]'``). ``backend="openvino"`` runs that graph converted to
+    the ``onnx`` extra (``pip install 'solov2[onnx]'``). ``backend="openvino"`` runs that graph converted to
     OpenVINO IR in OpenVINO's CPU plugin, same post-processing: ``precision`` ``"fp32"`` (set explicitly:
     OpenVINO would pick bf16 by itself on CPUs with native bf16) or ``"bf16"``; it needs the ``openvino`` extra.
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,11 @@ from solov2.ops.dynamic_masks import dynamic_masks
 from solov2.postprocess import cell_scores
 from solov2.targets import SHARED_CELLS, build_targets
 
+
+def cell_strides(num_grids: Sequence[int], strides: Sequence[int], device: torch.device | str | None = None) -> Tensor:
+    """``(sum S^2,)`` float32: the stride of the level each grid cell belongs to, cells in level-major, row-major
+    order (the order of the head's outputs and of an exported graph's)."""
+    return torch.cat([torch.full((s * s,), float(st), device=device) for s, st in zip(num_grids, strides)])
 
 class SOLOv2Head(nn.Module):
     """Category branch and kernel branch over S x S grids, one grid per FPN level.
@@ -137,8 +143,7 @@ class SOLOv2Head(nn.Module):
 
     def cell_strides(self, device: torch.device) -> Tensor:
         """``(sum S^2,)`` the stride of the level each cell belongs to."""
-        return torch.cat([torch.full((s * s,), float(st), device=device)
-                          for s, st in zip(self.num_grids, self.strides)])
+        return cell_strides(self.num_grids, self.strides, device)
 
     def loss(self, cate_preds: list[Tensor], kernel_preds: list[Tensor], mask_feats: Tensor,
              gt_masks: list[Tensor], gt_labels: list[Tensor]) -> dict[str, Tensor]:
