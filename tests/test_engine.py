@@ -83,6 +83,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     _assert_same_state(tmp_path / "full/latest.pth", latest)
 
 
+@pytest.mark.slow  # a training run
 def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(tmp_path, monkeypatch):
     from solov2.models.solov2 import SOLOv2
     original = SOLOv2.forward_train
@@ -112,6 +113,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "nope.py: config file not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a training run
 def test_only_the_newest_epoch_checkpoints_are_kept(tmp_path):
     # 4 images / 2 per batch = 2 iterations per epoch; 8 iterations = 4 epochs; max_keep_ckpts = 2.
     train_main(TINY, str(tmp_path), device="cpu", cfg_options={
@@ -174,6 +176,7 @@ def test_augmentation_is_random_but_a_function_of_seed_epoch_and_index():
     assert {i for i, _ in sampler} == set(range(16)) and dict(sampler) != dict(keys)  # new seeds every epoch
 
 
+@pytest.mark.slow  # a training run
 def test_resume_from_a_checkpoint_without_rng_states(tmp_path, caplog):
     opts = {**SHORT, "max_iters": 3}
     train_main(AUGMENTED, str(tmp_path), cfg_options={**opts, "max_iters": 2}, device="cpu", seed=0)
@@ -188,6 +191,7 @@ def test_resume_from_a_checkpoint_without_rng_states(tmp_path, caplog):
     assert read_checkpoint(str(latest))["meta"]["iter"] == 3
 
 
+@pytest.mark.slow  # a training run
 def test_accumulation_divides_by_the_group_size_and_logs_the_group_mean(tmp_path, monkeypatch):
     # 8 images / 2 per batch = 4 batches per epoch; accumulate_steps=3 -> groups of 3 and 1 batches.
     from solov2.engine.trainer import Trainer
@@ -280,6 +284,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, monkeypatch, capsys, when
     assert read_checkpoint(str(latest))["meta"]["iter"] == 6
 
 
+@pytest.mark.slow  # a training run
 def test_sigint_to_the_process_group_with_loader_workers(tmp_path):
     # As a terminal sends Ctrl-C: to the main process and its data loader workers.
     work = tmp_path / "run"
@@ -329,6 +334,7 @@ def test_tools_train_says_how_to_resume_in_its_own_spelling(tmp_path, monkeypatc
         " ".join(["python", "tools/train.py", *args[:3], *args[5:], "--resume_from", "new.pth"])
 
 
+@pytest.mark.slow  # a training run
 def test_an_epoch_checkpoint_is_serialized_once(tmp_path, monkeypatch):
     # 4 images / 2 per batch = 2 iterations per epoch; 4 iterations: epoch_1, epoch_2 (each also latest.pth).
     real_save, paths = torch.save, []
@@ -379,6 +385,7 @@ def test_a_step_the_grad_scaler_skips_leaves_the_optimizer_untouched(kind):
         torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.slow  # a training run
 def test_cpu_training_flushes_denormals_to_zero(tmp_path):
     from solov2 import load_config
     from solov2.engine.trainer import Trainer
