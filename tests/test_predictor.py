@@ -142,3 +142,12 @@ def test_auto_precision_resolves_per_backend(checkpoint, monkeypatch):
         assert Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="onnxruntime").precision == "fp32"
     monkeypatch.setattr(solov2.precision, "cpu_has_native_bf16", lambda: False)
     assert Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint).precision == "fp32"
+
+
+def test_the_first_parameter_takes_the_former_keyword_too(checkpoint):
+    cfg = load_config(SEED_CONFIG, OPTIONS)
+    by_keyword = Predictor(config=cfg, checkpoint=checkpoint, optimize=False)
+    by_name = Predictor(model=cfg, checkpoint=checkpoint, optimize=False)
+    for a, b in zip(by_keyword.model.state_dict().values(), by_name.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert by_keyword.class_names == by_name.class_names == CITYSCAPES_CLASSES

@@ -75,9 +75,8 @@ class Predictor:
                  device: str = "cpu", score_thr: float = 0.3, batch_size: int = 4, optimize: bool = True,
                  precision: str = "auto", backend: str = "torch", config: str | os.PathLike | Config | None = None):
         from solov2.checkpoint.model_config import resolve_model
-        model = config if model is None else model  # `config=` is the former name of the first parameter
-        config = model
-        exported = _exported_path(config, checkpoint)
+        source = config if model is None else model  # `config=` is the former name of the first parameter
+        exported = _exported_path(source, checkpoint)
         if exported is not None:
             runtime = backend_of_file(exported, backend)
             backend = runtime  # "torchscript" too: the file runs in torch, not our model
@@ -89,11 +88,11 @@ class Predictor:
         self.backend, self.precision = backend, precision
         self._exported = None  # the onnxruntime / openvino backend's ExportedSOLOv2, made on the first call
         if exported is not None:
-            self._open_exported(exported, config if exported != config else None)
+            self._open_exported(exported, source if exported != source else None)
             return
         # Exported runtimes run the network at the precision they are given, not under torch's autocast.
         self.autocast_dtype = autocast_dtype(precision if backend == "torch" else "fp32", device)
-        resolved = resolve_model(config, checkpoint)
+        resolved = resolve_model(source, checkpoint)
         self.cfg, self.checkpoint = resolved.cfg, resolved.checkpoint
         # onnxruntime / OpenVINO optimize the exported graph themselves; BatchNorm folding etc. would only be exported.
         optimize = optimize and backend == "torch"
