@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt
 
-.PHONY: demo test test-fast install lint clean
+.PHONY: demo test test-fast docs install lint clean
 
 # The demo needs the package alone; the tests also need the dev extra (pytest, ruff, import-linter, onnxruntime,
 # OpenVINO, NNCF).
@@ -37,6 +37,10 @@ test: lint
 
 test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
+
+# The documentation site (mkdocs.yml); --strict turns a broken link or a page left out of the nav into an error.
+docs: $(VENV)/.installed-dev
+	$(VENV)/bin/mkdocs build --strict -d site
 
 clean:
 	rm -rf runs work_dirs site

@@ -4,29 +4,8 @@ like the model itself.
 Each file type has its own runtime session (:data:`RUNTIMES`: ``.onnx`` onnxruntime, ``.xml`` OpenVINO
 (:mod:`solov2.deploy.openvino`), any other suffix TorchScript); a session only runs the graph, and everything around
 it (pre-processing, the post-processing of :func:`postprocess_exported` / :func:`instances_from_graph`) is this
-module's, the same for all of them.
-
-The graph's contract (also in README.md, "Deploying the exported model")::
-
-    input        (1, 3, H, W) float32   the image resized keeping its ratio (ImageTransform.test_size), normalized
-                                        with the model's mean/std (RGB unless ``bgr``, 0..255 scale) and
-                                        zero-padded at the bottom/right to H x W (multiples of 32).
-    image_size   (2,) int64             (h, w), the resized image's size inside ``input``.
-    cate_scores  (M, C)  float32        per-cell class probabilities after sigmoid and points-NMS,
-                                        M = sum of S^2 over levels, cells in level-major, row-major order.
-    kernels      (M, E*k*k) float32     the dynamic kernel of every cell.
-    mask_feat    (E, Hi/4, Wi/4)        the mask feature map of the image's own padded region,
-                 float32                (Hi, Wi) = (h, w) rounded up to multiples of 32.
-
-The graph crops every feature level to the image's own padded region (``SOLOv2.image_features``), so it
-gives the single-image answer whatever the input size it was exported at.
-With post-processing in the graph the outputs are instead::
-
-    scores       (D,) float32           descending; 0 marks a padding row, D = max_per_img (100)
-    labels       (D,) int64             class index
-    mask_probs   (D, Hi/4, Wi/4) float32  mask probabilities of the image's padded region at 1/4 scale
-
-and what is left is :func:`instances_from_graph` (:func:`solov2.postprocess.masks_at_original_size`).
+module's, the same for all of them. The graph's inputs, outputs and metadata are described once, in
+docs/deployment.md.
 """
 from __future__ import annotations
 
