@@ -1,4 +1,4 @@
-"""SOLOv2 light R50 (the seed's Cityscapes config) against torchvision Mask R-CNN R50-FPN on CPU.
+"""SOLOv2 light R50 (the Cityscapes config) against torchvision Mask R-CNN R50-FPN on CPU.
 
 Both models have random weights and get the same random 448x768 image (or the sizes of ``--sizes``); both
 run at that size (SOLOv2 ``test_scale=(768, 448)``, Mask R-CNN ``min_size=448, max_size=768``), under

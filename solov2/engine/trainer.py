@@ -101,7 +101,7 @@ class Trainer:
         set_seed(seed + self.rank, deterministic)
         if device == "cpu":
             # Late in training, gradients and AdamW's moments underflow to denormals, which x86 handles in a slow
-            # path: a trained demo step took 236 ms with them and 211 ms flushed (benchmarks/flush_denormal.py).
+            # path: a trained demo step took 236 ms with them and 211 ms flushed (docs/history.md).
             torch.set_flush_denormal(True)
         self.dataset, self.sampler, self.loader = _build_train_loader(cfg, seed)
         # The training data decides the classes (cfg.model.bbox_head.num_classes is set in place).
