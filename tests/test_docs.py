@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PAGES = [README, *DOCS]
+# Pages whose links are checked too (their commands are not `solov2 ...` lines).
+LINKED = [*PAGES, ROOT / "benchmarks" / "README.md", ROOT / "benchmarks" / "mmdet_compare" / "README.md"]
 # A dated log: its commands are quoted as they were run then, with placeholders such as {val,test}.
 ARCHIVE = {ROOT / "docs" / "history.md"}
 TOOLS = {"tools/train.py", "tools/test.py"}
@@ -149,7 +151,7 @@ def relative_links(path: Path) -> list[str]:
             if not re.match(r"[a-z][a-z0-9+.-]*:", target) and not target.startswith("#")]
 
 
-@pytest.mark.parametrize("path", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+@pytest.mark.parametrize("path", LINKED, ids=[str(p.relative_to(ROOT)) for p in LINKED])
 def test_relative_links_point_at_files(path):
     missing = [t for t in relative_links(path) if not (path.parent / t.split("#")[0]).exists()]
     assert not missing, f"{path.relative_to(ROOT)}: links to missing files: {missing}"
@@ -188,3 +190,32 @@ def test_mkdocs_build_strict(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert (tmp_path / "site" / "deployment" / "index.html").exists()
+
+
+def test_every_environment_variable_is_documented():
+    """Every ``SOLOV2_*`` variable the package reads is in the inference page's table."""
+    read = set()
+    for source in ROOT.joinpath("solov2").rglob("*.py"):
+        read |= set(re.findall(r"environ(?:\.get)?[(\[]\s*[\"'](SOLOV2_\w+)", source.read_text()))
+    assert {"SOLOV2_DEBUG", "SOLOV2_PRECISION"} <= read  # the search finds them
+    page = (ROOT / "docs" / "inference.md").read_text()
+    missing = sorted(name for name in read if f"`{name}`" not in page)
+    assert not missing, f"docs/inference.md does not document {missing}"
+
+
+def test_every_model_and_data_key_is_in_the_configuration_reference():
+    """Every keyword argument of the classes a config's ``type`` names (and of the transform and test_cfg) is in
+    docs/configuration.md, so a new config key cannot go undocumented."""
+    import inspect
+
+    from solov2.data import DATASETS, _dataset_class
+    from solov2.models import COMPONENTS
+    from solov2.models.transform import ImageTransform
+    from solov2.postprocess import TestConfig
+    classes = [*COMPONENTS.values(), ImageTransform, TestConfig, *(_dataset_class(name) for name in DATASETS)]
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    missing = sorted({f"{cls.__name__}.{name}" for cls in classes
+                      for name, param in inspect.signature(cls.__init__).parameters.items()
+                      if name not in ("self", "rng") and param.kind is not param.VAR_KEYWORD
+                      and f"`{name}`" not in page})
+    assert not missing, f"docs/configuration.md does not document {missing}"
