@@ -219,3 +219,9 @@ def test_every_model_and_data_key_is_in_the_configuration_reference():
                       if name not in ("self", "rng") and param.kind is not param.VAR_KEYWORD
                       and f"`{name}`" not in page})
     assert not missing, f"docs/configuration.md does not document {missing}"
+
+
+def test_the_cityscapes_command_is_shown():
+    command = "python tools/train.py ./configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py --gpus 2"
+    for page in (README, ROOT / "docs" / "cityscapes.md"):
+        assert command in page.read_text(), f"{page.relative_to(ROOT)} lost the Cityscapes training command"
