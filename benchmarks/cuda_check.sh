@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one run (about 5 minutes on one H200): the demo trained and evaluated on
-# the GPU, the seed's training command on one GPU (fp32 and --amp) and its one-line refusal of --gpus 2 there,
+# the GPU, the Cityscapes training command on one GPU (fp32 and --amp) and its one-line refusal of --gpus 2 there,
 # latency of the seed network (fp32 / fp16 / bf16) and of the DCN model, and the Predictor's CUDA results
 # against the CPU's on the demo model. Each step prints what it measured; the logs go to $1 (default
 # runs/cuda_check).
@@ -26,7 +26,7 @@ grep -E "iter +1700|iter +100/" runs/cuda_demo/train.log | cut -c1-160
 fi
 
 if want 2; then
-echo "== 2. the seed's command on one GPU (tiny Cityscapes tree; the seed config's own train scales)"
+echo "== 2. the Cityscapes command on one GPU (tiny Cityscapes tree; the config's own train scales)"
 # The test tree's 2 train images with instances, copied 32 times: an epoch of 32 iterations (one epoch per
 # iteration would time the data loader's start).
 $PY - <<'EOF'
