@@ -19,7 +19,7 @@ def resolve_precision(precision: str, device: str | torch.device, backend: str =
     ``"fp32"`` elsewhere (other CPUs, where emulated bf16 is slower; CUDA; the exported-graph backends).
 
     bf16 is the default only there because it passed the issue's rule on this project's CPU: mask AP within 0.005
-    of fp32 on the demo model's val set and on held-out shapes sets (docs/benchmarks.md, "Default precision").
+    of fp32 on the demo model's val set and on held-out shapes sets (docs/history.md, "Default precision").
     ``SOLOV2_PRECISION=fp32`` (or ``bf16``) in the environment sets what ``"auto"`` means on a machine (the tests
     set fp32); ``precision="fp32"`` / ``--precision fp32`` is the switch for one run."""
     if precision != "auto":
@@ -66,7 +66,7 @@ def cpu_has_native_bf16() -> bool:
 
 def default_amp(device: str | torch.device) -> bool:
     """Training's precision when neither ``--amp`` nor ``--no-amp`` is given: bf16 autocast on CPUs that compute
-    bf16 natively (a step takes ~0.6x the fp32 time there at the same mask AP, docs/training.md), fp32 on other
+    bf16 natively (a step takes ~0.6x the fp32 time there at the same mask AP, docs/history.md), fp32 on other
     CPUs and on GPUs (as the official code trains). ``SOLOV2_AMP=0`` (or ``1``) in the environment sets the
     default on a machine, for every command and the processes it starts (the tests use it)."""
     forced = os.environ.get("SOLOV2_AMP")

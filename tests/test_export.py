@@ -256,7 +256,7 @@ def test_export_command_takes_test_time_settings(model, tmp_path):
 
 
 def test_readme_deployment_contract(model, tmp_path):
-    """README "Deploying the exported model", steps 2-7, with onnxruntime, NumPy and a bilinear resize only
+    """docs/deployment.md, the contract's steps 2-7, with onnxruntime, NumPy and a bilinear resize only
     (no solov2 code), read from the file's metadata: the model's instances for a tall image."""
     import numpy as np
     import onnxruntime as ort

@@ -1,5 +1,5 @@
 """Your own data with no hand edits: a 3-category COCO folder trained with the demo's 5-class config, only data
-paths given; then eval, predict, export and Predictor from the checkpoint alone (README "COCO and your own data")."""
+paths given; then eval, predict, export and Predictor from the checkpoint alone (docs/own-data.md)."""
 import json
 import os
 import subprocess

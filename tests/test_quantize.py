@@ -56,7 +56,7 @@ def test_int8_is_close_to_fp32(planted_int8):
     the coarsest level's kernels are far from calibrated, so one instance's mask score can drop: measured
     here (NNCF 3.4, OpenVINO 2026.4) IoU 0.89..1.0, score differences within 0.015 for 18 of the 21 instances
     and 0.11..0.23 for the remaining three (all the grid-12 cell). A trained model's cost is measured as mask
-    AP (docs/benchmarks.md); this test guards the int8 path against losing or mislabelling instances."""
+    AP (docs/history.md); this test guards the int8 path against losing or mislabelling instances."""
     model, path = planted_int8
     predictor = Predictor(path, score_thr=0.05)
     diffs = []

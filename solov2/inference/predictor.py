@@ -36,19 +36,19 @@ class Predictor:
         >>> result["masks"].shape, result["class_names"]
         >>> picture = predictor.draw("photo.jpg", result)
 
-    ``Predictor(CONFIG, CHECKPOINT)`` (a ``.py`` file or a ``Config`` first) also works: the architecture and
-    classes still come from the checkpoint, the test-time settings (``model.test_cfg``,
-    ``model.transform.test_scale``) from the config; checkpoints without an embedded config (older ones,
-    official SOLO weights) need this form (:func:`solov2.checkpoint.model_config.resolve_model`).
+    ``Predictor(CONFIG, CHECKPOINT)`` (a ``.py`` file, a packaged config's name or a ``Config`` first) also
+    works: the architecture and classes still come from the checkpoint, the test-time settings
+    (``model.test_cfg``, ``model.transform.test_scale``) from the config; checkpoints without an embedded
+    config (older ones, official SOLO weights) need this form (:func:`solov2.checkpoint.model_config.resolve_model`).
     ``Predictor(CONFIG)`` runs random weights.
 
     ``optimize`` (default on) runs a copy of the model with BatchNorm folded, NHWC weights and Winograd
     convolutions on CPU (:func:`solov2.inference.optimize.optimize_for_inference`), which changes results by float
     rounding only. ``precision="bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA) runs the network under autocast,
     about twice as fast on CPUs with AVX512-BF16 / AMX, with slightly different scores and masks
-    (measured in ``docs/benchmarks.md``); post-processing stays float32. The default ``"auto"`` is bf16 on
+    (measured in ``docs/history.md``); post-processing stays float32. The default ``"auto"`` is bf16 on
     CPUs with native bf16 (torch backend) and fp32 elsewhere (:func:`solov2.precision.resolve_precision`; the
-    mask-AP cost measured for that rule is in ``docs/benchmarks.md``); ``precision="fp32"`` gives fp32
+    mask-AP cost measured for that rule is in ``docs/history.md``); ``precision="fp32"`` gives fp32
     everywhere. ``predictor.precision`` says which one runs. With ``optimize`` and bf16 / fp16, ``predictor.model``
     keeps its conv weights in that dtype (not cast on every call; same results), so it runs only under that
     autocast, as ``predictor(images)`` runs it.
