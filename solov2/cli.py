@@ -206,10 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     cd.add_argument("--out", help="folder for data_report.png (default: the work dir train would use)")
 
     lm = command("labelme-to-coco", "convert a folder of LabelMe JSON files to one COCO instance JSON",
-                 lambda a: labelme_to_coco_main(a.folder, a.out_json, a.image_root))
+                 lambda a: labelme_to_coco_main(a.folder, a.out_json, a.image_root, a.categories_from))
     lm.add_argument("folder", help="folder searched recursively for LabelMe *.json files")
     lm.add_argument("out_json", help="COCO JSON file to write")
     lm.add_argument("--image-root", help="file_name is relative to it (default: FOLDER); use it as img_prefix")
+    lm.add_argument("--categories-from", metavar="COCO.json", help="use this file's category ids and names "
+                    "(e.g. the training set's, for a val folder): a label it lacks is an error")
 
     x = command("export", "export to ONNX, OpenVINO IR or TorchScript", _export)
     x.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT", help=FROM_CHECKPOINT)

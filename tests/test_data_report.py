@@ -109,3 +109,38 @@ def test_check_data_command(tiny, tmp_path, capsys):
     assert "annotations dropped (or" in text and "ids 7" in text and (out / "data_report.png").exists()
     assert main(["check-data", str(DEMO_CONFIG), "--cfg-options", "data.train.ann_file=/nope.json"]) == 1
     assert capsys.readouterr().err.strip() == "error: /nope.json: annotation file not found"
+
+
+def _val_with(tmp_path, categories):
+    val = tmp_path / "val.json"
+    val.write_text(json.dumps({"images": [{"id": 1, "file_name": "1.png", "height": SIZE, "width": SIZE}],
+                               "annotations": [{"id": 1, "image_id": 1, "category_id": categories[0]["id"],
+                                                "segmentation": _square(0, 0, 20)}],
+                               "categories": categories}))
+    return str(val)
+
+
+def test_check_data_reports_the_val_train_category_mismatch_training_stops_on(tiny, tmp_path, capsys):
+    ann_file, folder = tiny
+    train = [f"data.train.ann_file={ann_file}", f"data.train.img_prefix={folder}", "model.bbox_head.num_classes=3",
+             f"data.val.img_prefix={folder}"]
+    out = ["--out", str(tmp_path / "report")]
+    # a val set lacking one class got its own ids (as labelme-to-coco without --categories-from gives)
+    val = _val_with(tmp_path, [{"id": 1, "name": "apple"}, {"id": 2, "name": "cat"}])
+    assert main(["check-data", str(DEMO_CONFIG), *out, "--cfg-options", *train, f"data.val.ann_file={val}"]) == 1
+    captured = capsys.readouterr()
+    assert "at the training input scale" in captured.out  # the report first
+    err = captured.err.strip()
+    assert "\n" not in err and err.startswith(
+        "error: data.val has 2 categories ['apple', 'cat'] but data.train has 3 ['apple', 'bike', 'cat']")
+    assert "`solov2 train` stops on this" in err and "--categories-from" in err
+    # the same names under other ids: training goes on; the check says so in one line
+    val = _val_with(tmp_path, [{"id": 1, "name": "apple"}, {"id": 5, "name": "bike"}, {"id": 6, "name": "cat"}])
+    assert main(["check-data", str(DEMO_CONFIG), *out, "--cfg-options", *train, f"data.val.ann_file={val}"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "data.val" in line]
+    assert lines == ["WARNING: data.val has the categories of data.train under other ids ([1, 5, 6] against "
+                     "[1, 2, 3]): results written with a checkpoint's ids (data.train's) will not match data.val's "
+                     "annotations; `solov2 labelme-to-coco --categories-from` gives one set of ids"]
+    val = _val_with(tmp_path, [{"id": 1, "name": "apple"}, {"id": 2, "name": "bike"}, {"id": 3, "name": "cat"}])
+    assert main(["check-data", str(DEMO_CONFIG), *out, "--cfg-options", *train, f"data.val.ann_file={val}"]) == 0
+    assert "data.val" not in capsys.readouterr().out

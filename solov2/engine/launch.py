@@ -117,7 +117,11 @@ def _train_worker(rank: int, world: int, opts: dict) -> dict:
                                              device, world)
         trainer = Trainer(cfg, opts["work_dir"], device=device, amp=opts["amp"], resume=opts["resume"],
                           seed=opts["seed"], deterministic=opts["deterministic"])
-        return trainer.run()
+        metrics = trainer.run()
+        if rank == 0:  # last, after the AP table: where the trained model is
+            latest = os.path.abspath(os.path.join(opts["work_dir"], "latest.pth"))
+            logging.getLogger("solov2").info("checkpoint: %s (solov2 eval / predict / export take it)", latest)
+        return metrics
     finally:
         du.cleanup()
 
