@@ -7,7 +7,8 @@ import os
 import torch
 
 __all__ = ["PRECISIONS", "PRECISION_CHOICES", "autocast_dtype", "amp_dtype", "precision_autocast",
-           "cpu_has_native_bf16", "default_amp", "resolve_precision", "not_native_warning"]
+           "cpu_has_native_bf16", "default_amp", "resolve_precision", "not_native_warning",
+           "warn_if_not_native"]
 
 logger = logging.getLogger("solov2")
 _warned: set[str] = set()  # each not-native warning once per process
@@ -30,19 +31,24 @@ def resolve_precision(precision: str, device: str | torch.device, backend: str =
         forced = os.environ.get("SOLOV2_PRECISION")
         auto = "bf16" if backend == "torch" and torch.device(device).type == "cpu" and cpu_has_native_bf16() else "fp32"
         precision = forced if forced in PRECISIONS else auto
+    warn_if_not_native(precision, device, backend)  # every command that runs a network resolves its precision here
+    return precision
+
+
+def warn_if_not_native(precision: str, device: str | torch.device, backend: str = "torch") -> None:
+    """Log :func:`not_native_warning` (``solov2`` logger, each line once per process), if there is one."""
     message = not_native_warning(precision, device, backend)
-    if message and message not in _warned:  # every command that runs a network resolves its precision here
+    if message and message not in _warned:
         _warned.add(message)
         logger.warning("warning: %s", message)
-    return precision
 
 
 def not_native_warning(precision: str, device: str | torch.device, backend: str = "torch") -> str | None:
     """The one line that says ``precision`` is emulated here and slower than fp32 (torch backend: bf16 on a CPU
     without AVX512-BF16 / AMX, or on a GPU before compute capability 8.0), else None.
     :func:`resolve_precision` logs it (``solov2`` logger, once per process), so the Predictor, ``solov2 predict``,
-    ``eval`` and ``benchmark`` all say it. Measured: ``solov2 eval --precision bf16`` took 25 s against 10-12 s in
-    fp32 on a 2-core AVX2-only EPYC (issue 24)."""
+    ``eval`` and ``benchmark`` all say it; ``solov2 train --amp`` on such a CPU says it too. Measured (issue 24):
+    ``solov2 eval --precision bf16`` took 25 s against 10-12 s in fp32 on a 2-core AVX2-only EPYC."""
     if precision != "bf16" or backend != "torch":
         return None
     device = torch.device(device)

@@ -125,3 +125,15 @@ def test_predictor_and_eval_say_that_bf16_is_emulated(monkeypatch, caplog, tmp_p
     save_checkpoint(checkpoint, build_model(load_config(tiny)), meta={})
     assert main(["eval", tiny, checkpoint, "--precision", "bf16", "--cfg-options", "data.test.num_images=1"]) == 0
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [line]
+
+
+def test_train_amp_on_a_cpu_without_native_bf16_says_so(monkeypatch, caplog, tmp_path):
+    from solov2.engine import launch
+    monkeypatch.setattr(launch, "_train_worker", lambda rank, world, opts: {})
+    monkeypatch.setattr(precision, "_warned", set(), raising=False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    launch.train_main("configs/demo/solov2_light_r18_shapes.py", work_dir=str(tmp_path), device="cpu", amp=False)
+    assert caplog.records == []
+    launch.train_main("configs/demo/solov2_light_r18_shapes.py", work_dir=str(tmp_path), device="cpu", amp=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "warning: bf16 is emulated on this CPU (no AVX512-BF16/AMX): slower than fp32"]

@@ -50,7 +50,7 @@ def train_main(config: str, work_dir: str | None = None, resume: str | None = No
     ``solov2.precision.default_amp``). Returns the final metrics (``work_dir/metrics.json``)."""
     from solov2 import distributed as du
     from solov2.config import load_config
-    from solov2.precision import default_amp
+    from solov2.precision import default_amp, warn_if_not_native
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
     cfg = load_config(config, cfg_options)  # fail fast, before any process is started
@@ -62,6 +62,8 @@ def train_main(config: str, work_dir: str | None = None, resume: str | None = No
         raise FileNotFoundError(f"{resume}: checkpoint to resume from not found")
     device = resolve_device(device)
     amp = default_amp(device) if amp is None else amp
+    if amp:
+        warn_if_not_native("fp16" if device.startswith("cuda") else "bf16", device)  # --amp: fp16 on CUDA, bf16 on CPU
     seed = seed if seed is not None else (cfg.get("seed") or 0)
     opts = dict(config=config, cfg_options=cfg_options, work_dir=work_dir, resume=resume, device=device, amp=amp,
                 seed=seed, deterministic=deterministic)
