@@ -385,16 +385,37 @@ def test_a_step_the_grad_scaler_skips_leaves_the_optimizer_untouched(kind):
         torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.slow  # a training run
-def test_cpu_training_flushes_denormals_to_zero(tmp_path):
-    from solov2 import load_config
+@pytest.mark.slow  # training runs
+@pytest.mark.parametrize("before", [False, True])
+def test_cpu_training_flushes_denormals_then_restores_the_setting(tmp_path, monkeypatch, before):
     from solov2.engine.trainer import Trainer
-    torch.set_flush_denormal(False)  # an earlier test's Trainer may have turned it on
-    denormal = torch.tensor([1e-39])  # below float32's smallest normal number (1.2e-38)
-    assert float(denormal * 2) > 0
+
+    def flushed():  # torch has no getter: a denormal (1e-39 < 1.2e-38, float32's smallest normal) that a multiply
+        return float(torch.tensor([1e-39]) * 2) == 0.0  # turns into 0 says that denormals are flushed
+
+    seen, original = [], Trainer._step
+    monkeypatch.setattr(Trainer, "_step", lambda self: (seen.append(flushed()), original(self))[1])
+    torch.set_flush_denormal(before)
     try:
-        trainer = Trainer(load_config(TINY), str(tmp_path), device="cpu")
-        assert float(denormal * 2) == 0.0
-        trainer.writer.close()
+        assert flushed() is before
+        train_main(TINY, str(tmp_path / "ok"), cfg_options={"max_iters": 2, "evaluation.interval": -1}, device="cpu")
+        assert seen == [True, True]  # flushed while training
+        assert flushed() is before  # the process's own setting again afterwards
+        monkeypatch.setattr(Trainer, "_step", lambda self: 1 / 0)  # an error inside the run
+        with pytest.raises(ZeroDivisionError):
+            train_main(TINY, str(tmp_path / "err"), cfg_options={"max_iters": 2, "evaluation.interval": -1},
+                       device="cpu")
+        assert flushed() is before
     finally:
         torch.set_flush_denormal(False)
+
+
+@pytest.mark.slow  # a training run
+def test_the_end_of_training_says_where_the_checkpoint_is(tmp_path, capsys):
+    work = tmp_path / "run"
+    assert main(["train", TINY, "--work-dir", str(work), "--device", "cpu", "--cfg-options", "max_iters=2",
+                 "data.train.num_images=4", "data.val.num_images=2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = max(i for i, line in enumerate(lines) if "mask AP" in line)  # the AP table (or "no detections")
+    assert lines[-1].endswith(f"checkpoint: {work / 'latest.pth'} (solov2 eval / predict / export take it)")
+    assert table < len(lines) - 1 and (work / "latest.pth").is_file()

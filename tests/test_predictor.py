@@ -71,6 +71,18 @@ def test_inputs_and_outputs(checkpoint, reference, tmp_path):
         predictor(image.astype(np.float32))
 
 
+def test_draw_returns_the_images_size_unless_asked_to_enlarge(checkpoint):
+    predictor = _predictor(checkpoint, optimize=False)
+    small = _image(size=(96, 160))
+    mask = np.zeros((1, 96, 160), bool)
+    mask[0, 20:60, 30:90] = True
+    result = {"masks": mask, "labels": np.array([2]), "scores": np.array([0.9], np.float32)}
+    picture = predictor.draw(small, result)  # (H, W, 3), as the docstring and the README say
+    assert picture.shape == small.shape and picture.dtype == np.uint8
+    assert (picture[mask[0]] != small[mask[0]]).any(-1).mean() > 0.9 and np.array_equal(picture[0], small[0])
+    assert predictor.draw(small, result, min_side=256).shape == (288, 480, 3)  # 3x: the shorter side reaches 256
+
+
 def test_results_do_not_depend_on_the_batch(checkpoint):
     # Landscape, square, tall and the reference size: four different padded sizes in one batch.
     predictor = _predictor(checkpoint)

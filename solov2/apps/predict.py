@@ -18,6 +18,7 @@ from solov2.errors import one_line
 __all__ = ["add_arguments", "main", "predict_main", "collect_inputs", "collect_named_inputs", "VIDEO_EXTS"]
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+LEGIBLE_SIDE = 256  # pictures of images with a shorter side below it are enlarged, so captions stay legible
 
 
 def collect_inputs(inputs: list[str]) -> list[str]:
@@ -103,7 +104,7 @@ def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: st
             skipped.append((path, one_line(exc)))
             continue
         result = predictor(image)
-        save_image(f"{target}_pred.png", predictor.draw(image, result))
+        save_image(f"{target}_pred.png", predictor.draw(image, result, min_side=LEGIBLE_SIDE))
         written.append(f"{target}_pred.png")
         if save_masks:
             _save_masks(result, f"{target}_masks")
@@ -206,7 +207,7 @@ def _predict_video(predictor, path: str, target: str, on_frame=None) -> str:
             result = predictor(rgb)
             if on_frame is not None:
                 on_frame(index, result)
-            drawn = predictor.draw(rgb, result)
+            drawn = predictor.draw(rgb, result, min_side=LEGIBLE_SIDE)
             if writer is None:
                 h, w = drawn.shape[:2]  # pictures of small frames are enlarged
                 writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))

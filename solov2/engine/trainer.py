@@ -9,7 +9,7 @@ import math
 import os
 import random
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -32,6 +32,26 @@ from solov2.models import build_model, init_backbone_for_training
 from solov2.precision import amp_dtype, precision_autocast
 
 logger = logging.getLogger("solov2")
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread flushes float32 denormals to zero (``torch.set_flush_denormal`` has no getter: a
+    denormal that does not survive a multiply says so)."""
+    return bool(torch.tensor(1e-39, dtype=torch.float32) * 1.0 == 0)  # 1e-39 < 1.2e-38, float32's smallest normal
+
+
+@contextmanager
+def flushing_denormals(enabled: bool = True):
+    """``torch.set_flush_denormal(True)`` inside the block (if ``enabled``), the previous setting after it."""
+    if not enabled:
+        yield
+        return
+    before = denormals_flushed()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 def set_seed(seed: int, deterministic: bool = False) -> None:
@@ -99,10 +119,6 @@ class Trainer:
         self.cfg, self.work_dir, self.device, self.amp = cfg, work_dir, device, amp
         self.rank, self.world, self.seed = du.get_rank(), du.get_world_size(), seed
         set_seed(seed + self.rank, deterministic)
-        if device == "cpu":
-            # Late in training, gradients and AdamW's moments underflow to denormals, which x86 handles in a slow
-            # path: a trained demo step took 236 ms with them and 211 ms flushed (docs/history.md).
-            torch.set_flush_denormal(True)
         self.dataset, self.sampler, self.loader = _build_train_loader(cfg, seed)
         # The training data decides the classes (cfg.model.bbox_head.num_classes is set in place).
         self.classes, self.cat_ids = resolve_classes(cfg, self.dataset)
@@ -233,8 +249,13 @@ class Trainer:
     # ----------------------------------------------------------------- loop
     def run(self) -> dict:
         """Train to ``max_iters``, then evaluate. Ctrl-C stops after the current iteration: ``latest.pth`` is
-        saved and :class:`~solov2.errors.TrainingInterrupted` raised (on every process)."""
-        with interrupt.deferred_sigint():
+        saved and :class:`~solov2.errors.TrainingInterrupted` raised (on every process).
+
+        On CPU, denormals are flushed to zero while it runs: late in training, gradients and AdamW's moments
+        underflow to denormals, which x86 handles in a slow path (a trained demo step took 236 ms with them and
+        211 ms flushed, docs/history.md). The process's previous setting is restored at the end,
+        also on an error or Ctrl-C, so the rest of a user's program keeps its numerics."""
+        with interrupt.deferred_sigint(), flushing_denormals(self.device == "cpu"):
             try:
                 return self._run()
             finally:

@@ -145,12 +145,14 @@ class Predictor:
                 "scores": result["scores"][keep].cpu().numpy(),
                 "class_names": [self.class_names[i] for i in labels]}
 
-    def draw(self, image: ImageLike, result: dict) -> np.ndarray:
-        """The image with coloured masks, class names and scores drawn over it, ``(H', W', 3)`` uint8 RGB
-        (the image's size, or an integer multiple of it for images under 256 pixels, to keep captions legible)."""
+    def draw(self, image: ImageLike, result: dict, min_side: int = 0) -> np.ndarray:
+        """The image with coloured masks, class names and scores drawn over it: ``(H, W, 3)`` uint8 RGB, the
+        image's own size. ``min_side``: an image whose shorter side is below it is first enlarged by an integer
+        factor (nearest neighbour), so that captions stay legible on small images (``solov2 predict`` uses 256);
+        the picture is then ``(k * H, k * W, 3)``."""
         from solov2.inference.visualize import draw_instances
         return draw_instances(self._as_array(image), result["masks"], result["labels"], result["scores"],
-                              self.class_names, min_side=256)
+                              self.class_names, min_side=min_side)
 
 
 def exported_runtime(model: nn.Module, backend: str, precision: str = "fp32", class_names=None):
