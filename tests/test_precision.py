@@ -81,10 +81,13 @@ def test_predictor_and_commands_default_to_auto(monkeypatch):
     from solov2.apps.evaluate import eval_main
     from solov2.apps.predict import predict_main
     from solov2.cli import build_parser
-    for fn in (Predictor.__init__, eval_main, predict_main):
+    for fn in (Predictor.__init__, predict_main):
         assert inspect.signature(fn).parameters["precision"].default == "auto", fn
+    # eval evaluates what training evaluated (fp32) unless asked for another precision
+    assert inspect.signature(eval_main).parameters["precision"].default == "fp32"
     parser = build_parser()
-    assert parser.parse_args(["eval", "x.pth"]).precision == "auto"
+    assert parser.parse_args(["eval", "x.pth"]).precision == "fp32"
+    assert parser.parse_args(["eval", "x.pth", "--precision", "auto"]).precision == "auto"
     assert parser.parse_args(["predict", "x.pth", "a.png"]).precision == "auto"
     assert parser.parse_args(["eval", "x.pth", "--precision", "fp32"]).precision == "fp32"
 
