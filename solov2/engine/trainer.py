@@ -388,7 +388,7 @@ class Trainer:
             own = fingerprint({k: p for k, p in self.model.named_parameters()})
         prints = du.all_gather_object(own)
         if self.rank == 0:
-            saved = fingerprint(self.model.state_dict())
+            saved = fingerprint((self.ema.module if self.ema else self.model).state_dict())  # the average with ema
             logger.info("weights of the %d processes after training: %s (parameters); rank 0's whole state, saved: "
                         "%.10e", self.world, ", ".join(f"{p:.10e}" for p in prints), saved)
         if len(set(prints)) != 1:
