@@ -21,6 +21,7 @@ from solov2 import distributed as du
 from solov2.checkpoint.io import link_checkpoint, load_weights, read_checkpoint, save_checkpoint
 from solov2.checkpoint.model_config import checkpoint_meta, resolve_classes
 from solov2.config import Config, check_keys
+from solov2.engine import ema as weight_average
 from solov2.engine import interrupt
 from solov2.engine.monitor import CollapseGuard, branch_grad_norms
 from solov2.engine.rng import LOADER, SCALE, SeededSamples, derive_seed, rng_state, set_rng_state
@@ -155,6 +156,7 @@ class Trainer:
         self._latest_iter = -1  # iteration that latest.pth holds, so it is not written twice
         if cfg.get("load_from") and not resume:
             load_weights(self.model, cfg.load_from)
+        self.ema = weight_average.build_ema(cfg.get("ema"), model)  # None unless the config has ema=dict(...)
         rng = self._resume(resume) if resume else None
         if self.world > 1:
             ids = [torch.cuda.current_device()] if device == "cuda" else None
@@ -204,6 +206,7 @@ class Trainer:
         """Load weights, optimizer and position; returns this process's saved RNG states (None if absent)."""
         ckpt = read_checkpoint(path)
         load_weights(self.model, ckpt)
+        weight_average.restore(ckpt, self.model, self.ema, path)  # raw weights to the model, the average to ema
         if "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if "scaler" in ckpt and self.scaler.is_enabled():
@@ -230,8 +233,9 @@ class Trainer:
             return
         meta = {"epoch": self.epoch, "iter": self.iter, **checkpoint_meta(self.cfg, self.classes, self.cat_ids)}
         path = os.path.join(self.work_dir, name)
-        save_checkpoint(path, self.model, self.optimizer, meta, self.scaler if self.scaler.is_enabled() else None,
-                        rng=rng)
+        save_checkpoint(path, self.ema.module if self.ema else self.model, self.optimizer, meta,
+                        self.scaler if self.scaler.is_enabled() else None, rng=rng,
+                        extra={"ema": self.ema.state_dict(self.model)} if self.ema else None)
         if name != "latest.pth":
             link_checkpoint(path, os.path.join(self.work_dir, "latest.pth"))
             self._remove_old_epoch_checkpoints()
@@ -363,6 +367,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema:
+            self.ema.update(self.model)
 
     def _check_finite(self, loss: torch.Tensor, losses: dict) -> None:
         if not torch.isfinite(loss):
@@ -403,7 +409,7 @@ class Trainer:
             own = fingerprint({k: p for k, p in self.model.named_parameters()})
         prints = du.all_gather_object(own)
         if self.rank == 0:
-            saved = fingerprint(self.model.state_dict())
+            saved = fingerprint((self.ema.module if self.ema else self.model).state_dict())  # the average with ema
             logger.info("weights of the %d processes after training: %s (parameters); rank 0's whole state, saved: "
                         "%.10e", self.world, ", ".join(f"{p:.10e}" for p in prints), saved)
         if len(set(prints)) != 1:
@@ -427,7 +433,7 @@ class Trainer:
         metrics, error = {}, None
         try:
             dataset = build_dataset(self.cfg.data.val)
-            encoded = inference_on_dataset(self.model, dataset, self.device)
+            encoded = inference_on_dataset(self.ema.module if self.ema else self.model, dataset, self.device)
             if self.rank == 0:
                 metrics = evaluate(dataset, encoded, eval_cfg.get("metric", "segm"), self.work_dir,
                                    log=lambda s: logger.info("%s", s))
