@@ -1,7 +1,8 @@
 """solov2 serve's page in a real browser: Debian's Chromium (tools/install_chromium.sh; no browser download) driven by
 Playwright, against a uvicorn server on 127.0.0.1 with the tiny trained checkpoint of tests/test_serve.py. Uploads
 two images, checks that the canvas changes where an instance is, downloads the COCO JSON and the PNG masks, moves
-the slider and sees the instances go, toggles a class, fits a phone-width window; saves docs/serve.png."""
+the slider and sees the instances go, toggles a class, fits a phone-width window; saves docs/serve.png. A file
+dropped on the page that is not an image shows the server's error."""
 import io
 import json
 import os
@@ -155,12 +156,16 @@ def test_page_draws_filters_and_downloads(server, browser, tmp_path):
     context.close()
 
 
-def test_page_shows_the_error_of_a_bad_upload(server, browser, tmp_path):
-    bad = tmp_path / "notes.png"
-    bad.write_bytes(b"this is not an image")
+def test_a_dropped_bad_file_shows_its_error(server, browser):
     page = browser.new_page()
     page.goto(server)
-    page.set_input_files("#files", [str(bad)])
+    dropped = page.evaluate_handle("""() => {
+        const data = new DataTransfer();
+        data.items.add(new File(["this is not an image"], "notes.png", {type: "image/png"}));
+        return data;
+    }""")
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
     page.wait_for_function("document.querySelector('article[data-state=error]') !== null", timeout=60000)
-    assert "not an image" in page.locator("article h2 .error").inner_text()
+    assert "notes.png: not an image" in page.locator("article h2").inner_text()
+    assert page.locator("#dl-json").is_disabled()
     page.close()

@@ -275,7 +275,7 @@ def create_app(predictor, score_thr: float = 0.3, max_queue: int = MAX_QUEUE, ma
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
         html = (STATIC / "index.html").read_text(encoding="utf-8")
-        return html.replace("{{SCORE_THR}}", f"{score_thr:g}")
+        return html.replace("{{SCORE_THR}}", f"{default_thr:g}")  # where the page's slider starts
 
     @app.get("/health")
     async def health():
@@ -287,7 +287,7 @@ def create_app(predictor, score_thr: float = 0.3, max_queue: int = MAX_QUEUE, ma
     @app.post("/predict")
     async def predict(request: Request, image: UploadFile = File(..., description="an image file"),
                       score_thr: float | None = Form(None, ge=0.0, le=1.0, description=(
-                          f"keep instances scoring at least this (default {score_thr:g})"))):
+                          f"keep instances scoring at least this (default {default_thr:g})"))):
         """Instances in one image: class, score, box ``[x, y, w, h]`` and COCO RLE mask at the image's size."""
         upload = image.filename or "upload"
         data = await image.read()
