@@ -128,6 +128,22 @@ def test_predict_returns_coco_rle_of_the_instances(checkpoint):
         _check_predict(client, predictor)
 
 
+@pytest.mark.slow
+def test_an_exported_onnx_file_serves_in_place_of_the_checkpoint(checkpoint, tmp_path):
+    onnx = tmp_path / "model.onnx"
+    assert main(["export", checkpoint, "--format", "onnx", "--dynamic", "--out", str(onnx)]) == 0
+    image = png(shapes_image(0)[0])
+    answers = []
+    for source in (onnx, checkpoint):
+        with TestClient(create_app(Predictor(str(source), score_thr=0.0))) as client:
+            assert client.get("/health").json()["model"] == os.path.basename(source)
+            answers.append(_post(client, image).json()["instances"])
+    exported, torch_answer = answers
+    assert len(exported) == len(torch_answer) > 0
+    assert [i["class_id"] for i in exported] == [i["class_id"] for i in torch_answer]
+    assert [i["score"] for i in exported] == pytest.approx([i["score"] for i in torch_answer], abs=1e-4)
+
+
 def _check_predict(client, predictor):
     image, target = shapes_image(0)
     answer = _post(client, png(image), score_thr="0")
