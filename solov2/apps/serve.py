@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["create_app", "InferenceQueue", "add_arguments", "serve_main", "instances_json", "MAX_UPLOAD_BYTES",
+__all__ = ["create_app", "InferenceQueue", "add_arguments", "main", "instances_json", "MAX_UPLOAD_BYTES",
            "MAX_PIXELS", "MAX_QUEUE"]
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB: a 40-megapixel JPEG is about 10-20 MB
@@ -325,16 +325,13 @@ def create_app(predictor, score_thr: float = 0.3, max_queue: int = MAX_QUEUE, ma
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``solov2 serve``."""
-    from solov2.inference.predictor import BACKENDS
-    from solov2.precision import PRECISION_CHOICES
-    parser.add_argument("sources", nargs="+", metavar="[CONFIG.py] CHECKPOINT",
-                        help="a checkpoint of `solov2 train` (or a .py config and then the checkpoint), or an "
-                             "exported .onnx / .xml file")
+    from solov2.apps.arguments import add_backend, add_device, add_precision, add_sources
+    add_sources(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every network)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda if available, else cpu)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="runtime of the network, as in predict")
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help="as in predict")
+    add_device(parser)
+    add_backend(parser)
+    add_precision(parser)
     parser.add_argument("--score-thr", type=float, default=0.3, help="/predict's threshold when a request gives none")
     parser.add_argument("--queue", type=int, default=MAX_QUEUE, help="requests that may wait; more get 503")
     parser.add_argument("--batch-window-ms", type=float, default=BATCH_WINDOW_MS,
@@ -348,7 +345,7 @@ def missing_packages() -> list[str]:
     return [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
 
 
-def serve_main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> None:
     """``solov2 serve``: load the model, serve until Ctrl-C."""
     missing = missing_packages()
     if missing:
@@ -357,12 +354,11 @@ def serve_main(args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from solov2.checkpoint.model_config import split_sources
+    from solov2.apps.arguments import split_args_sources
     from solov2.engine.launch import resolve_device
     from solov2.inference.predictor import Predictor
-    config, checkpoint, rest = split_sources(args.sources, "serve")
-    if rest:
-        raise ValueError(f"solov2 serve: unexpected argument(s) {rest}; expected [CONFIG.py] CHECKPOINT")
+    split_args_sources(args, "serve")
+    config, checkpoint = args.config, args.checkpoint
     if not 0 <= args.score_thr <= 1 or args.queue < 1:
         raise ValueError("solov2 serve: --score-thr must be in [0, 1] and --queue at least 1")
     handler = logging.StreamHandler(sys.stderr)
