@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from solov2.apps import benchmark, configs, convert, data_tools, demo, evaluate, export, predict, train, tune
+from solov2.apps import benchmark, configs, convert, data_tools, demo, evaluate, export, predict, serve, train, tune
 from solov2.apps.arguments import HelpFormatter
 from solov2.engine.launch import interrupted_message, resume_command, worker_error
 from solov2.errors import one_line
@@ -40,6 +40,7 @@ COMMANDS = {
     "benchmark": ("latency, throughput and memory of Predictors", benchmark.add_arguments, benchmark.main),
     "tune": ("measure (once per machine, cached) which convolutions run on Winograd; --reset forgets",
              tune.add_arguments, tune.main),
+    "serve": ("a page and a JSON API (/predict, /health) over HTTP", serve.add_arguments, serve.main),
 }
 
 

@@ -21,7 +21,8 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 def test_every_subcommand_dispatches_through_its_parser():
     commands = _subcommands(build_parser())
     assert {"train", "eval", "predict", "demo", "make-shapes", "cityscapes-to-coco", "check-data",
-            "labelme-to-coco", "export", "quantize", "convert", "benchmark", "tune", "configs"} == set(commands)
+            "labelme-to-coco", "export", "quantize", "convert", "benchmark", "tune", "configs",
+            "serve"} == set(commands)
     assert all(callable(sub.get_default("func")) for sub in commands.values())
 
 
