@@ -32,6 +32,7 @@ lint: $(VENV)/.installed-dev
 OPENVINO_TESTS := tests/test_openvino.py tests/test_quantize.py
 
 test: lint
+	sh tools/install_chromium.sh
 	$(PY) -m pytest -q $(addprefix --ignore=,$(OPENVINO_TESTS))
 	$(PY) -m pytest -q $(OPENVINO_TESTS)
 
