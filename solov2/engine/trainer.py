@@ -25,7 +25,7 @@ from solov2.engine import interrupt
 from solov2.engine.monitor import CollapseGuard, branch_grad_norms
 from solov2.engine.rng import LOADER, SCALE, SeededSamples, derive_seed, rng_state, set_rng_state
 from solov2.engine.sampler import TrainSampler
-from solov2.engine.schedule import build_schedule, scaled_lr
+from solov2.engine.schedule import build_schedule, checkpoint_interval, fit_problems, scaled_lr
 from solov2.errors import ConfigError, TrainingError, TrainingInterrupted
 from solov2.evaluation.evaluator import evaluate, inference_on_dataset
 from solov2.models import build_model, init_backbone_for_training
@@ -110,8 +110,10 @@ def fingerprint(tensors: dict[str, torch.Tensor]) -> float:
 class Trainer:
     """Runs ``cfg``'s schedule in ``work_dir``; one instance per process.
 
-    Checkpoints: ``epoch_N.pth`` every ``checkpoint_config.interval`` epochs and ``latest.pth`` (also
-    every ``checkpoint_config.latest_iters`` iterations, if set), written only by rank 0.
+    Checkpoints: ``epoch_N.pth`` every ``checkpoint_config.interval`` epochs (or a fraction of the run:
+    :func:`~solov2.engine.schedule.checkpoint_interval`) and ``latest.pth`` (also every
+    ``checkpoint_config.latest_iters`` iterations and every ``checkpoint_config.interval_minutes`` minutes, if
+    set), written only by rank 0. Schedule lengths given as fractions of the run: :mod:`solov2.engine.schedule`.
     """
 
     def __init__(self, cfg: Config, work_dir: str, device: str = "cpu", amp: bool = False,
@@ -148,11 +150,15 @@ class Trainer:
         self.log_interval = cfg.get("log_config", {}).get("interval", 50)
         if self.rank == 0:
             self._log_setup(batch)
+            problem = fit_problems(self.schedule, self.max_iters, self.iters_per_epoch)
+            if problem:
+                logger.warning("%s", problem)
             from solov2.data.report import log_data_report, training_scale
             log_data_report(self.dataset, model.bbox_head.scale_ranges, training_scale(cfg), work_dir,
                             log=logger.info)
         self.epoch, self.iter = 0, 0
         self._latest_iter = -1  # iteration that latest.pth holds, so it is not written twice
+        self._last_save_time = time.time()  # checkpoint_config.interval_minutes counts from here
         if cfg.get("load_from") and not resume:
             load_weights(self.model, cfg.load_from)
         rng = self._resume(resume) if resume else None
@@ -225,6 +231,7 @@ class Trainer:
         if name == "latest.pth" and self._latest_iter == self.iter:
             return
         self._latest_iter = self.iter
+        self._last_save_time = time.time()
         rng = du.all_gather_object(rng_state())
         if self.rank != 0:
             return
@@ -235,6 +242,14 @@ class Trainer:
         if name != "latest.pth":
             link_checkpoint(path, os.path.join(self.work_dir, "latest.pth"))
             self._remove_old_epoch_checkpoints()
+
+    def _save_time_is_up(self) -> bool:
+        """``checkpoint_config.interval_minutes`` have passed since the last save (the same answer on every
+        process: they must all call :meth:`save`)."""
+        minutes = self.cfg.get("checkpoint_config", {}).get("interval_minutes")
+        if not minutes:
+            return False
+        return du.any_process(time.time() - self._last_save_time >= 60 * minutes, self.device)
 
     def _remove_old_epoch_checkpoints(self) -> None:
         """Keep the newest ``checkpoint_config.max_keep_ckpts`` ``epoch_N.pth`` files (all if < 1)."""
@@ -264,11 +279,13 @@ class Trainer:
 
     def _run(self) -> dict:
         ckpt_cfg = self.cfg.get("checkpoint_config", {})
+        every = checkpoint_interval(ckpt_cfg.get("interval", 1), self.total_epochs)
         eval_cfg = self.cfg.get("evaluation", {}) or {}
         metrics = {}
         bar = tqdm(total=self.max_iters, initial=self.iter, desc="train", disable=self.rank != 0,
                    dynamic_ncols=True)
         self.start_time, self.start_iter = time.time(), self.iter
+        self._last_save_time = self.start_time
         try:
             while self.iter < self.max_iters:
                 done_in_epoch = self.iter - self.epoch * self.iters_per_epoch
@@ -279,7 +296,7 @@ class Trainer:
                 epoch_finished = self.iter % self.iters_per_epoch == 0
                 if epoch_finished:
                     self.epoch += 1
-                if epoch_finished and self.epoch % ckpt_cfg.get("interval", 1) == 0:
+                if epoch_finished and every and self.epoch % every == 0:
                     self.save(f"epoch_{self.epoch}.pth")
                 interval = eval_cfg.get("interval", 0)
                 if interval > 0 and epoch_finished and self.epoch % interval == 0 and self.iter < self.max_iters:
@@ -342,6 +359,8 @@ class Trainer:
             if self.rank == 0 and (self.iter % self.log_interval == 0 or self.iter == self.max_iters):
                 self._log(logged)
             if latest_iters and self.iter % latest_iters == 0:
+                self.save("latest.pth")
+            elif self._save_time_is_up():
                 self.save("latest.pth")
             if self.iter >= self.max_iters:
                 break
