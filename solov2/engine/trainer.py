@@ -87,6 +87,26 @@ def _fused_supported(device: torch.device) -> bool:
     return device.type in _get_fused_kernels_supported_devices()
 
 
+def resolve_scale_ranges(cfg: Config, train_dataset, log=None) -> None:
+    """``model.bbox_head.scale_ranges='auto'``: replace it (in place, so the checkpoint's stored config and
+    everything that predicts from it have the ranges) by :func:`solov2.data.report.fit_scale_ranges` of the
+    training set's instance sizes at the training scale; the same data gives the same ranges on every process
+    and on resume. Anything else is left as it is."""
+    head = cfg.model.bbox_head
+    if not (isinstance(head.get("scale_ranges"), str) and head.scale_ranges == "auto"):
+        return
+    from solov2.data.report import fit_scale_ranges, format_scale_ranges, training_scale
+    num_levels = len(head.get("num_grids") or (40, 36, 24, 16, 12))  # SOLOv2Head's default grids
+    try:
+        ranges, report = fit_scale_ranges(train_dataset, training_scale(cfg), num_levels)
+    except ValueError as exc:
+        raise ConfigError(f"model.bbox_head.scale_ranges='auto': {exc}") from None
+    head.scale_ranges = [tuple(r) for r in ranges]
+    if log:
+        log(f"model.bbox_head.scale_ranges='auto': {format_scale_ranges(ranges)} from the training set's "
+            f"{len(report.sizes)} instance sizes (instances per level: {report.instances_per_level})")
+
+
 def _build_train_loader(cfg: Config, seed: int):
     """The sampler yields ``(index, augmentation seed)`` keys (see ``rng``); the loader's own generator (re-seeded
     every epoch) draws its workers' base seed, so creating a loader iterator leaves torch's global RNG alone."""
@@ -124,6 +144,7 @@ class Trainer:
         self.dataset, self.sampler, self.loader = _build_train_loader(cfg, seed)
         # The training data decides the classes (cfg.model.bbox_head.num_classes is set in place).
         self.classes, self.cat_ids = resolve_classes(cfg, self.dataset)
+        resolve_scale_ranges(cfg, self.dataset, log=logger.info if self.rank == 0 else None)
         model = self._batchnorm_across_processes(build_model(cfg).to(device))
         # The random train scale: re-seeded from (seed, rank, iteration, micro-batch) before every forward.
         self.scale_rng = random.Random()

@@ -125,6 +125,24 @@ class Predictor:
             results += [self._to_numpy(r) for r in self._run(batch)]
         return results[0] if single else results
 
+    def predict_tiled(self, image: ImageLike, tile: int, overlap: int | None = None, min_overlap: float = 0.5) -> dict:
+        """One big image predicted in overlapping ``tile`` x ``tile`` tiles, merged into one result
+        (:mod:`solov2.inference.tiling`): a result as ``predictor(image)`` gives, for the whole image.
+
+        Each tile is resized to the test scale like any image, so a ``tile`` about the test scale's size
+        (``cfg.model.transform.test_scale``) predicts at full resolution, where objects of a few dozen pixels
+        keep their size. ``overlap``: pixels shared by neighbouring tiles (default ``tile // 4``), best at
+        least the largest object's size, so that every object is whole in some tile; detections of one
+        object in two tiles are merged (same class, masks overlapping by ``min_overlap`` where both tiles
+        see them) into one instance, its mask their union."""
+        from solov2.inference.tiling import instances_to_result, merge_tile_results, tile_boxes
+        array = self._as_array(image)
+        overlap = tile // 4 if overlap is None else overlap
+        tiles = tile_boxes(array.shape[:2], tile, overlap)
+        results = self([np.ascontiguousarray(array[y1:y2, x1:x2]) for x1, y1, x2, y2 in tiles])
+        return instances_to_result(merge_tile_results(results, tiles, min_overlap), array.shape[:2],
+                                   self.class_names)
+
     def _run(self, batch: list[torch.Tensor]) -> list[dict]:
         if self.backend == "torch":
             with torch.inference_mode(), precision_autocast(self.autocast_dtype, self.device):
