@@ -1,4 +1,6 @@
 """solov2.engine.schedule: lengths given as fractions of the run, the one-line fit check, checkpoint intervals."""
+import json
+
 import pytest
 from helpers import ROOT
 
@@ -67,7 +69,7 @@ def test_trainer_logs_one_line_and_checkpoints_by_fraction(tmp_path):
     from solov2.engine.launch import train_main
     tiny = str(ROOT / "tests/data/tiny_shapes.py")
     # 4 images, 2 a step: 2 iterations an epoch, 8 in all
-    opts = {"data.train.num_images": 4, "total_epochs": 4, "evaluation.interval": -1, "lr_config.warmup_iters": 500,
+    opts = {"data.train.num_images": 4, "total_epochs": 4, "evaluation.interval": 0, "lr_config.warmup_iters": 500,
             "checkpoint_config.interval": 0.5, "checkpoint_config.latest_iters": 0}
     train_main(tiny, str(tmp_path), cfg_options=opts, device="cpu", seed=0)
     lines = [line for line in (tmp_path / "train.log").read_text().splitlines() if "does not fit the run" in line]
@@ -75,3 +77,6 @@ def test_trainer_logs_one_line_and_checkpoints_by_fraction(tmp_path):
     # 4 epochs, a checkpoint every ceil(0.5 x 4) = 2 epochs
     assert sorted(p.name for p in tmp_path.glob("epoch_*.pth")) == ["epoch_2.pth", "epoch_4.pth"]
     assert read_checkpoint(str(tmp_path / "latest.pth"))["meta"]["epoch"] == 4
+    # training's final evaluation reports box AP next to mask AP
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"mask_AP", "mask_AP50", "bbox_AP", "bbox_AP50", "bbox_AP75"} <= set(metrics)
