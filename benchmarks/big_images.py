@@ -93,7 +93,7 @@ def resized(predictor: Predictor, image: np.ndarray) -> list[TiledInstance]:
     """The whole image through the model at its test scale; masks kept at the network's size and read at the
     image's pixels by nearest neighbour (the (N, 3000, 4000) float masks the model would make need 48 MB each)."""
     h, w = image.shape[:2]
-    test = predictor.cfg.model.transform.test_scale
+    test = predictor.model.transform.test_scale
     factor = min(max(test) / max(h, w), min(test) / min(h, w))  # the model's own resize rule (keep_ratio)
     sh, sw = round(h * factor), round(w * factor)
     small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
@@ -119,6 +119,8 @@ def main() -> None:
     p.add_argument("--objects", type=int, default=400)
     p.add_argument("--score-thr", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--large-scale", type=int, nargs=2, default=(1333, 1000), metavar=("LONG", "SHORT"),
+                   help="a raised test scale to compare with")
     args = p.parse_args()
     image, truth = big_image(objects=args.objects, seed=args.seed)
     tiles = tile_boxes(image.shape[:2], args.tile, args.overlap)
@@ -127,14 +129,26 @@ def main() -> None:
            and not (x1 <= t.box[0] and t.box[2] <= x2 and y1 <= t.box[1] and t.box[3] <= y2)}
     predictor = Predictor(args.checkpoint, score_thr=args.score_thr)
     rows = []
-    start = time.perf_counter()
-    rows.append(("resized to the test scale " + "x".join(map(str, predictor.cfg.model.transform.test_scale)),
-                 score(resized(predictor, image), truth, cut), time.perf_counter() - start))
+    for scale in (None, tuple(args.large_scale)):
+        start = time.perf_counter()
+        if scale is not None:
+            predictor.model.transform.test_scale = scale
+        name = "x".join(map(str, predictor.model.transform.test_scale))
+        rows.append((f"whole image resized to {name}" + (" (test_scale raised)" if scale else " (the test scale)"),
+                     score(resized(predictor, image), truth, cut), time.perf_counter() - start))
+    predictor.model.transform.test_scale = tuple(predictor.cfg.model.transform.test_scale)
     start = time.perf_counter()
     results = predictor([np.ascontiguousarray(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in tiles])
     merged = merge_tile_results(results, tiles)
     seconds = time.perf_counter() - start
-    rows.append((f"{len(tiles)} tiles of {args.tile} px, overlap {args.overlap}", score(merged, truth, cut), seconds))
+    rows.append((f"{len(tiles)} tiles of {args.tile} px, overlap {args.overlap}, merged (same class)",
+                 score(merged, truth, cut), seconds))
+    rows.append(("the same tiles, merged whatever the class (class_agnostic=True)",
+                 score(merge_tile_results(results, tiles, class_agnostic=True), truth, cut), seconds))
+    start = time.perf_counter()
+    oracle = merge_tile_results(truth_in_tiles(truth, tiles), tiles)
+    rows.append(("the objects' true masks cut into the same tiles, merged (the merging alone)",
+                 score(oracle, truth, cut), time.perf_counter() - start))
     unmerged = [TiledInstance(*_crop_of(m, x1, y1), int(lab), float(s), t)
                 for t, (r, (x1, y1, _, _)) in enumerate(zip(results, tiles))
                 for m, lab, s in zip(r["masks"], r["labels"], r["scores"]) if m.any()]
@@ -148,6 +162,26 @@ def main() -> None:
     for name, r, s in rows:
         print(f"| {name} | {r['instances']} | {r['found']} ({r['found'] / len(truth):.0%}) | {r['with_class']} | "
               f"{r['duplicates']} | {r['cut_found']} of {len(cut)} | {r['cut_duplicates']} | {s:.0f} |")
+
+
+def truth_in_tiles(truth: list[TiledInstance], tiles) -> list[dict]:
+    """What a perfect model would give per tile: each object's mask cut to the tile (tile-sized masks)."""
+    out = []
+    for x1, y1, x2, y2 in tiles:
+        masks, labels = [], []
+        for t in truth:
+            bx1, by1, bx2, by2 = max(t.box[0], x1), max(t.box[1], y1), min(t.box[2], x2), min(t.box[3], y2)
+            if bx2 <= bx1 or by2 <= by1:
+                continue
+            m = np.zeros((y2 - y1, x2 - x1), bool)
+            part = t.mask[by1 - t.box[1]: by2 - t.box[1], bx1 - t.box[0]: bx2 - t.box[0]]
+            m[by1 - y1: by2 - y1, bx1 - x1: bx2 - x1] = part
+            if m.any():
+                masks.append(m)
+                labels.append(t.label)
+        out.append({"masks": np.array(masks, bool).reshape(-1, y2 - y1, x2 - x1), "labels": np.array(labels),
+                    "scores": np.ones(len(labels))})
+    return out
 
 
 def _crop_of(mask: np.ndarray, dx: int, dy: int):

@@ -101,6 +101,8 @@ def test_side_by_side_objects_and_other_classes_stay_apart():
                {"masks": np.stack([right, other]), "labels": np.array([0, 1]), "scores": np.array([0.8, 0.7])}]
     merged = merge_tile_results(results, tiles)
     assert len(merged) == 3
+    agnostic = merge_tile_results(results, tiles, class_agnostic=True)  # A's two detections merge, B stays apart
+    assert sorted((i.box, i.label, i.parts) for i in agnostic) == [((60, 10, 80, 30), 0, 2), ((82, 10, 100, 30), 0, 1)]
     same = [{"masks": left[None], "labels": np.array([0]), "scores": np.array([0.6])},
             {"masks": other[None], "labels": np.array([0]), "scores": np.array([0.7])}]
     (one,) = merge_tile_results(same, tiles)  # the same object, same class: merged, best score kept

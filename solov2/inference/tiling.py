@@ -90,7 +90,7 @@ def _overlap(a: TiledInstance, b: TiledInstance, shared: tuple[int, int, int, in
 
 
 def merge_tile_results(results: list[dict], tiles: list[tuple[int, int, int, int]],
-                       min_overlap: float = 0.5) -> list[TiledInstance]:
+                       min_overlap: float = 0.5, class_agnostic: bool = False) -> list[TiledInstance]:
     """Per-tile results -> the image's instances, those cut by tile borders merged (module docstring).
 
     Args:
@@ -99,6 +99,8 @@ def merge_tile_results(results: list[dict], tiles: list[tuple[int, int, int, int
         tiles: each tile's ``(x1, y1, x2, y2)`` in the image (:func:`tile_boxes`).
         min_overlap: two detections of the same class from different tiles are one object when their masks'
             intersection over the smaller one, inside the region both tiles see, reaches it.
+        class_agnostic: merge such detections whatever their classes (the merged instance takes the class of
+            its best-scoring part): for a model that names a cut object differently in two tiles.
     Returns: instances, best score first.
     """
     found: list[TiledInstance] = []
@@ -123,8 +125,8 @@ def merge_tile_results(results: list[dict], tiles: list[tuple[int, int, int, int
     # candidates: same class, different tiles, boxes that meet
     meet = ((boxes[:, None, 0] < boxes[None, :, 2]) & (boxes[None, :, 0] < boxes[:, None, 2])
             & (boxes[:, None, 1] < boxes[None, :, 3]) & (boxes[None, :, 1] < boxes[:, None, 3]))
-    candidates = np.argwhere(np.triu(meet & (labels[:, None] == labels[None]) & (tile_of[:, None] != tile_of[None]),
-                                     1))
+    same_class = np.ones_like(meet) if class_agnostic else labels[:, None] == labels[None]
+    candidates = np.argwhere(np.triu(meet & same_class & (tile_of[:, None] != tile_of[None]), 1))
     for i, j in candidates:
         a, b = tiles[tile_of[i]], tiles[tile_of[j]]
         shared = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
