@@ -80,3 +80,8 @@ def test_trainer_logs_one_line_and_checkpoints_by_fraction(tmp_path):
     # training's final evaluation reports box AP next to mask AP
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert {"mask_AP", "mask_AP50", "bbox_AP", "bbox_AP50", "bbox_AP75"} <= set(metrics)
+
+
+def test_fit_problems_with_a_zero_lr():
+    s = build_schedule(0.0, dict(warmup="linear", warmup_iters=4, warmup_ratio=0.1), total_iters=2)
+    assert "the lr peaks at 32% of its value" in fit_problems(s, 2, 2)  # 0.1 + 0.9 * 1 / 4

@@ -118,7 +118,9 @@ def fit_problems(schedule: StepSchedule, run_iters: int, iters_per_epoch: int) -
     problems = []
     warm = schedule.warmup_iters if schedule.warmup else 0
     if warm >= run_iters:
-        peak = schedule.lr_at(0, max(run_iters - 1, 0)) / schedule.base_lr
+        last = max(run_iters - 1, 0)  # the warm-up factor at the run's last iteration (base_lr may be 0)
+        peak = (schedule.warmup_ratio + (1 - schedule.warmup_ratio) * last / warm if schedule.warmup == "linear"
+                else schedule.warmup_ratio)
         problems.append(f"the warm-up (lr_config.warmup_iters = {warm} iterations) is longer than the run "
                         f"({run_iters} iterations): the lr peaks at {peak:.0%} of its value")
     elif warm > run_iters / 2:
