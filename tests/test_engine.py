@@ -421,6 +421,7 @@ def test_the_end_of_training_says_where_the_checkpoint_is(tmp_path, capsys):
     assert table < len(lines) - 1 and (work / "latest.pth").is_file()
 
 
+@pytest.mark.slow  # a training run
 def test_auto_scale_ranges_are_fitted_and_stored_in_the_checkpoint(tmp_path):
     from solov2 import Predictor
     from solov2.data import SyntheticShapes

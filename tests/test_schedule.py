@@ -64,6 +64,7 @@ def test_demo_config_writes_at_most_ten_checkpoints_and_keeps_its_schedule():
         assert epochs // checkpoint_interval(cfg.checkpoint_config.interval, epochs) <= 10
 
 
+@pytest.mark.slow  # a training run
 def test_trainer_logs_one_line_and_checkpoints_by_fraction(tmp_path):
     from solov2.checkpoint.io import read_checkpoint
     from solov2.engine.launch import train_main
