@@ -288,3 +288,18 @@ def test_predict_video_gives_per_frame_results(detecting_checkpoint, tmp_path):
     results = json.loads((tmp_path / "out/results.json").read_text())
     assert {r["image_id"] for r in results} == {0, 1, 2}  # image_id = frame index
     assert all(r["file_name"] == f"{video}#{r['frame']}" and r["frame"] == r["image_id"] for r in results)
+
+
+def test_predict_in_tiles_with_boxes(detecting_checkpoint, tmp_path):
+    photos = tmp_path / "photos"
+    _photos(photos, ["big.png"], size=(300, 420))
+    out, plain = tmp_path / "tiled", tmp_path / "plain"
+    assert main(["predict", TINY, detecting_checkpoint, str(photos / "big.png"), "--out", str(out),
+                 "--tile", "128", "--overlap", "32", "--boxes"]) == 0
+    assert main(["predict", TINY, detecting_checkpoint, str(photos / "big.png"), "--out", str(plain),
+                 "--tile", "128", "--overlap", "32"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results and all(len(r["bbox"]) == 4 and r["bbox"][0] + r["bbox"][2] <= 420 for r in results)
+    boxed = np.asarray(Image.open(out / "big.png_pred.png"))
+    assert boxed.shape == (300, 420, 3)
+    assert (boxed != np.asarray(Image.open(plain / "big.png_pred.png"))).any()  # the boxes' outlines

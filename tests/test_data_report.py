@@ -143,3 +143,37 @@ def test_check_data_reports_the_val_train_category_mismatch_training_stops_on(ti
     val = _val_with(tmp_path, [{"id": 1, "name": "apple"}, {"id": 2, "name": "bike"}, {"id": 3, "name": "cat"}])
     assert main(["check-data", str(DEMO_CONFIG), *out, "--cfg-options", *train, f"data.val.ann_file={val}"]) == 0
     assert "data.val" not in capsys.readouterr().out
+
+
+def test_proposed_scale_ranges_for_a_hand_made_size_distribution():
+    from solov2.data.report import format_scale_ranges, propose_scale_ranges
+    # 100 instances each of 10, 20, 40, 80 and 160 px: boundaries between the groups (14, 28, 57, 113), each
+    # range reaching 1.41x past them, so that neighbours overlap 2x as the official ranges do
+    sizes = np.repeat([10.0, 20.0, 40.0, 80.0, 160.0], 100)
+    ranges = propose_scale_ranges(np.random.default_rng(0).permutation(sizes))
+    assert ranges == [(1, 20), (10, 40), (20, 80), (40, 160), (80, 2048)]
+    assert format_scale_ranges(ranges) == "((1, 20), (10, 40), (20, 80), (40, 160), (80, 2048))"
+    # all alike (the shapes at 30 px): boundaries spread to 1.41x apart around them instead of all at 30
+    alike = propose_scale_ranges(np.full(50, 30.0))
+    assert [lo for lo, _ in alike] == [1, 13, 18, 25, 36] and alike[-1][1] == 2048
+    assert propose_scale_ranges(np.array([5.0, 3000.0]), num_levels=2)[-1][1] == 6000  # the largest is covered
+    with pytest.raises(ValueError, match="no instance sizes"):
+        propose_scale_ranges(np.zeros(0))
+
+
+def test_check_data_fit_prints_the_proposal_and_its_option(tiny, tmp_path, capsys):
+    from solov2.data.report import propose_scale_ranges
+    ann_file, folder = tiny
+    opts = [f"data.train.ann_file={ann_file}", f"data.train.img_prefix={folder}", "model.bbox_head.num_classes=3"]
+    assert main(["check-data", str(DEMO_CONFIG), "--out", str(tmp_path), "--fit", "--cfg-options", *opts]) == 0
+    text = capsys.readouterr().out
+    # sizes 4, 12, 20 and 40 px at 100 px, measured at 128 px
+    expected = propose_scale_ranges(np.array([4, 12, 20, 40]) * 1.28)
+    line = [s for s in text.splitlines() if s.startswith("train with them:")][0]
+    assert "--cfg-options \"model.bbox_head.scale_ranges=((1, " in line
+    assert line.split("scale_ranges=")[1].split('"')[0] == "(" + ", ".join(f"({a:g}, {b:g})" for a, b in expected) + ")"
+    assert "proposed scale_ranges, fitted to these 4 instance sizes" in text
+    # 'auto' in the config: check-data reports the fitted ranges
+    assert main(["check-data", str(DEMO_CONFIG), "--out", str(tmp_path), "--cfg-options", *opts,
+                 "model.bbox_head.scale_ranges=auto"]) == 0
+    assert f"L0 {expected[0][0]:g}-{expected[0][1]:g}" in capsys.readouterr().out

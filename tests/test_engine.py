@@ -419,3 +419,21 @@ def test_the_end_of_training_says_where_the_checkpoint_is(tmp_path, capsys):
     table = max(i for i, line in enumerate(lines) if "mask AP" in line)  # the AP table (or "no detections")
     assert lines[-1].endswith(f"checkpoint: {work / 'latest.pth'} (solov2 eval / predict / export take it)")
     assert table < len(lines) - 1 and (work / "latest.pth").is_file()
+
+
+@pytest.mark.slow  # a training run
+def test_auto_scale_ranges_are_fitted_and_stored_in_the_checkpoint(tmp_path):
+    from solov2 import Predictor
+    from solov2.data import SyntheticShapes
+    from solov2.data.report import data_report, propose_scale_ranges
+    opts = {"data.train.num_images": 4, "max_iters": 1, "evaluation.interval": -1,
+            "model.bbox_head.scale_ranges": "auto"}
+    train_main(TINY, str(tmp_path), cfg_options=opts, device="cpu", seed=0)
+    sizes = data_report(SyntheticShapes(num_images=4, seed=0, image_size=96), [], (96, 96)).sizes
+    expected = [list(r) for r in propose_scale_ranges(sizes)]
+    stored = read_checkpoint(str(tmp_path / "latest.pth"))["meta"]["config"]["model"]["bbox_head"]["scale_ranges"]
+    assert [list(r) for r in stored] == expected
+    assert "model.bbox_head.scale_ranges='auto': ((1, " in (tmp_path / "train.log").read_text()
+    predictor = Predictor(str(tmp_path / "latest.pth"))  # prediction reads the same ranges
+    assert [list(r) for r in predictor.cfg.model.bbox_head.scale_ranges] == expected
+    assert predictor.model.bbox_head.scale_ranges != "auto"

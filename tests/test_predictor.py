@@ -10,6 +10,7 @@ from PIL import Image
 from solov2 import Predictor, build_model, load_config
 from solov2.checkpoint.io import save_checkpoint
 from solov2.inference.winograd import WinogradConv2d, nnpack_available
+from solov2.postprocess import masks_to_boxes
 
 CLASSES = CITYSCAPES_CLASSES
 # ResNet-18 for speed; a 256x448 network input makes the 1/4-scale maps 64x112, large enough for the
@@ -58,14 +59,19 @@ def test_inputs_and_outputs(checkpoint, reference, tmp_path):
         assert result["labels"].dtype == np.int64 and result["scores"].dtype == np.float32
         assert result["class_names"] == [CLASSES[i] for i in result["labels"]]
         assert np.all(np.diff(result["scores"]) <= 0)
+        assert result["boxes"].dtype == np.float32 and result["boxes"].shape == (len(result["masks"]), 4)
+        np.testing.assert_array_equal(result["boxes"], masks_to_boxes(torch.from_numpy(result["masks"])).numpy())
     assert_same_instances(from_path, reference, 1e-6, 1.0)
     assert_same_instances(from_list[0], reference, 1e-5, 0.999)  # batched with another image: padding
     picture = predictor.draw(image, reference)  # the image's size (over 256 px), the instances coloured in
     assert picture.shape == image.shape and picture.dtype == np.uint8
     inside = reference["masks"].any(0)
     assert (picture[inside] != image[inside]).any(-1).mean() > 0.9
+    boxed = predictor.draw(image, reference, boxes=True)  # the boxes' outlines on top
+    x1, y1, x2, y2 = reference["boxes"][0].astype(int)
+    assert (boxed[y1:y2, x1] != picture[y1:y2, x1]).any(-1).mean() > 0.5
     nothing = {"masks": np.zeros((0, *IMAGE_SIZE), bool), "labels": np.zeros(0, np.int64),
-               "scores": np.zeros(0, np.float32)}
+               "scores": np.zeros(0, np.float32), "boxes": np.zeros((0, 4), np.float32)}
     np.testing.assert_array_equal(predictor.draw(image, nothing), image)  # no instance: the image unchanged
     with pytest.raises(ValueError, match="uint8 RGB array"):
         predictor(image.astype(np.float32))
@@ -121,6 +127,7 @@ def test_onnxruntime_backend_gives_the_same_instances(checkpoint, reference):
     for got, ref in zip(predictor(images), torch_predictor(images)):
         assert_same_instances(got, ref, 1e-3, 0.99)
         assert got["class_names"] == ref["class_names"]
+        np.testing.assert_array_equal(got["boxes"], masks_to_boxes(torch.from_numpy(got["masks"])).numpy())
 
 
 def test_bad_backend(checkpoint, monkeypatch):

@@ -21,10 +21,12 @@ def add_check_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", choices=["train", "val", "test"], help="data.SPLIT of the "
                         "config (train: sizes at the middle training scale)")
     parser.add_argument("--out", help="folder for data_report.png (default: the work dir train would use)")
+    parser.add_argument("--fit", action="store_true", help="also propose scale_ranges that spread the instances over "
+                        "the FPN levels, and the --cfg-options line that trains with them")
 
 
 def run_check_data(args: argparse.Namespace) -> None:
-    check_data_main(args.config, args.cfg_options, args.split, args.out)
+    check_data_main(args.config, args.cfg_options, args.split, args.out, args.fit)
 
 
 def add_labelme_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,14 +63,19 @@ def run_cityscapes_to_coco(args: argparse.Namespace) -> None:
     cityscapes_to_coco_main(args.root, args.out_json, args.split)
 
 
-def check_data_main(config: str, cfg_options=None, split: str = "train", out: str | None = None):
+def check_data_main(config: str, cfg_options=None, split: str = "train", out: str | None = None, fit: bool = False):
     """``solov2 check-data``: the data report of ``data.<split>`` (text on stdout, ``data_report.png`` in
     ``out``, default the work dir that ``train`` would use). Returns the :class:`~solov2.data.report.DataReport`.
 
     Then the categories of data.val (and data.test) are compared with data.train's as training compares them
     (:func:`~solov2.checkpoint.model_config.resolve_classes`): names that differ, which training stops on,
     raise :class:`~solov2.errors.DataError` (one line, after the report); ids that differ under the same names
-    are a warning line (training evaluates with data.val's ids, but a checkpoint carries data.train's)."""
+    are a warning line (training evaluates with data.val's ids, but a checkpoint carries data.train's).
+
+    ``fit``: also propose ``scale_ranges`` that spread the instances over the FPN levels
+    (:func:`~solov2.data.report.propose_scale_ranges` of the sizes at the training scale), with the report
+    counted on them and the ``--cfg-options`` line that trains with them (``scale_ranges='auto'`` fits them
+    when training starts). A config whose ranges are ``'auto'`` is reported with the fitted ones."""
     import warnings
 
     from solov2.config import load_config
@@ -83,8 +90,25 @@ def check_data_main(config: str, cfg_options=None, split: str = "train", out: st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # dropped annotations are listed by the report itself
         dataset = build_dataset(cfg.data[split])
-    report = data_report(dataset, head_scale_ranges(cfg), training_scale(cfg) if split == "train" else None)
+    scale = training_scale(cfg) if split == "train" else None
+    ranges = head_scale_ranges(cfg)
+    if fit or ranges == "auto":
+        from solov2.data.report import fit_scale_ranges, format_scale_ranges
+        num_levels = len((cfg.model.get("bbox_head") or {}).get("num_grids") or [None] * 5)
+        try:
+            proposal, fitted = fit_scale_ranges(dataset, scale, num_levels)
+        except ValueError as exc:
+            raise ConfigError(f"{config}: {exc}") from None
+    if ranges == "auto":
+        ranges = proposal
+    report = data_report(dataset, ranges, scale)
     print(format_report(report))
+    if fit:
+        print(f"\nproposed scale_ranges, fitted to these {len(fitted.sizes)} instance sizes "
+              f"(quantile boundaries, neighbouring ranges overlapping 2x):")
+        print("\n".join(line for line in format_report(fitted).splitlines() if line.startswith("  ")))
+        print(f"train with them: --cfg-options \"model.bbox_head.scale_ranges={format_scale_ranges(proposal)}\" "
+              f"(or model.bbox_head.scale_ranges=auto, which fits them when training starts)")
     out = out or cfg.get("work_dir") or os.path.join("work_dirs", Path(config).stem)
     print(f"wrote {save_report_picture(report, os.path.join(out, 'data_report.png'))}")
     with warnings.catch_warnings():

@@ -68,12 +68,15 @@ def collect_named_inputs(inputs: list[str]) -> list[tuple[str, str]]:
 def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: str = "runs/predict",
                  score_thr: float = 0.3, device: str | None = None, save_json: bool = True,
                  save_masks: bool = False, precision: str = "auto", optimize: bool = True,
-                 ann_file: str | None = None, backend: str = "torch") -> list[str]:
+                 ann_file: str | None = None, backend: str = "torch", boxes: bool = False, tile: int | None = None,
+                 overlap: int | None = None) -> list[str]:
     """Pictures (``OUT/<name>_pred.png``, ``<name>`` from :func:`collect_named_inputs`), videos
     (``OUT/<name>_pred.mp4``) and ``OUT/results.json``. Unreadable inputs are skipped with a one-line
     warning and listed at the end; if none can be read, a ``ValueError`` says why.
     ``results.json`` ids: see :class:`_ResultIds`. ``checkpoint`` may be an exported ``.onnx`` / ``.xml`` file,
-    run in its own runtime; ``backend``: as :class:`~solov2.inference.predictor.Predictor`'s."""
+    run in its own runtime; ``backend``: as :class:`~solov2.inference.predictor.Predictor`'s. ``boxes``: draw each
+    instance's box; ``tile``: predict images in overlapping ``tile`` x ``tile`` tiles (``overlap`` pixels, default
+    ``tile // 4``; :meth:`~solov2.inference.predictor.Predictor.predict_tiled`)."""
     from tqdm import tqdm
 
     from solov2.data.image import read_rgb as read_image
@@ -103,8 +106,8 @@ def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: st
             tqdm.write(f"warning: {one_line(exc)}; skipped", file=sys.stderr)
             skipped.append((path, one_line(exc)))
             continue
-        result = predictor(image)
-        save_image(f"{target}_pred.png", predictor.draw(image, result, min_side=LEGIBLE_SIDE))
+        result = predictor(image) if tile is None else predictor.predict_tiled(image, tile, overlap)
+        save_image(f"{target}_pred.png", predictor.draw(image, result, min_side=LEGIBLE_SIDE, boxes=boxes))
         written.append(f"{target}_pred.png")
         if save_masks:
             _save_masks(result, f"{target}_masks")
@@ -234,11 +237,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_precision(parser)
     add_optimize(parser)
     add_backend(parser)
+    parser.add_argument("--boxes", action="store_true", help="draw each instance's box too")
+    parser.add_argument("--tile", type=int, metavar="SIZE", help="big images: predict overlapping SIZE x SIZE tiles "
+                        "at full resolution (about the test scale), detections cut by tile borders merged")
+    parser.add_argument("--overlap", type=int, metavar="PX", help="pixels neighbouring tiles share (default: SIZE/4)")
 
 
 def main(args: argparse.Namespace) -> None:
     from solov2.apps.arguments import split_args_sources
     split_args_sources(args, "predict", inputs=True)
     written = predict_main(args.config, args.checkpoint, args.inputs, args.out, args.score_thr, args.device,
-                           args.save_json, args.save_masks, args.precision, args.optimize, args.ann, args.backend)
+                           args.save_json, args.save_masks, args.precision, args.optimize, args.ann, args.backend,
+                           boxes=args.boxes, tile=args.tile, overlap=args.overlap)
     print(f"wrote {len(written)} picture(s) to {args.out}")

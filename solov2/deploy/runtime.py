@@ -28,7 +28,7 @@ from solov2.models.transform import (
     padded_size,
     transform_fields,
 )
-from solov2.postprocess import TestConfig, postprocess_single
+from solov2.postprocess import TestConfig, masks_to_boxes, postprocess_single
 
 __all__ = ["ExportedSOLOv2", "load_exported", "preprocess_for_export", "postprocess_exported",
            "instances_from_graph", "check_same_model"]
@@ -77,7 +77,8 @@ def preprocess_for_export(model: Any, image: Tensor, input_size: Sequence[int] |
 
 def postprocess_exported(outputs: Sequence[Any], meta: dict, model_test_cfg: TestConfig | dict,
                          cell_strides: Tensor | Sequence[float], kernel_size: int = 1) -> dict[str, Tensor]:
-    """The exported graph's outputs -> ``{"masks": (N, H0, W0) bool, "labels": (N,) int64, "scores": (N,) float32}``.
+    """The exported graph's outputs -> ``{"masks": (N, H0, W0) bool, "labels": (N,) int64, "scores": (N,) float32,
+    "boxes": (N, 4) float32}`` (boxes xyxy from the masks, :func:`solov2.postprocess.masks_to_boxes`).
 
     Args:
         outputs: ``(cate_scores, kernels, mask_feat)`` as numpy arrays or tensors.
@@ -100,7 +101,8 @@ def instances_from_graph(outputs: Sequence[Any], meta: dict, mask_thr: float) ->
     keep = scores > 0
     masks = masks_at_original_size(mask_probs[keep].float(), tuple(meta["image_size"]),
                                    tuple(meta["original_size"]), mask_thr)
-    return {"masks": masks, "labels": labels[keep].long(), "scores": scores[keep].float()}
+    return {"masks": masks, "labels": labels[keep].long(), "scores": scores[keep].float(),
+            "boxes": masks_to_boxes(masks)}
 
 
 class ExportedSOLOv2:
@@ -109,7 +111,8 @@ class ExportedSOLOv2:
     ``.pt`` file, used like the model.
 
     ``exported(images)`` takes a list of ``(3, H, W)`` uint8 RGB images and returns, like ``model.eval()(images)``,
-    one ``{"masks": (N, H, W) bool, "labels": (N,) int64, "scores": (N,) float32}`` per image.
+    one ``{"masks": (N, H, W) bool, "labels": (N,) int64, "scores": (N,) float32, "boxes": (N, 4) float32}`` per
+    image.
     ``exported.run(tensor, image_size)`` runs the graph alone on a prepared ``(1, 3, H, W)`` input.
     Attributes from the file's metadata: ``transform``, ``test_cfg``, ``class_names`` (None if not stored),
     ``label_names`` (one name per label, ``class_<i>`` where none is stored), ``input_size`` (None for a dynamic

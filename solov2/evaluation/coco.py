@@ -1,4 +1,5 @@
-"""COCO mask AP with ``pycocotools``: convert model results to the COCO results format, then run COCOeval."""
+"""COCO mask AP and box AP with ``pycocotools``: convert model results to the COCO results format, then run
+COCOeval (``iouType`` "segm" and "bbox" on the same results: each box is its mask's)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,10 +11,13 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-__all__ = ["results_to_coco", "rles_to_coco", "evaluate_coco", "METRIC_NAMES"]
+__all__ = ["results_to_coco", "rles_to_coco", "evaluate_coco", "METRIC_NAMES", "MASK_METRIC_NAMES",
+           "BOX_METRIC_NAMES"]
 
-# Keys of evaluate_coco's result, in the order of COCOeval.stats[0:6].
-METRIC_NAMES = ("mask_AP", "mask_AP50", "mask_AP75", "mask_AP_small", "mask_AP_medium", "mask_AP_large")
+# Keys of evaluate_coco's result, each in the order of COCOeval.stats[0:6]: mask AP (segm), then box AP (bbox).
+MASK_METRIC_NAMES = ("mask_AP", "mask_AP50", "mask_AP75", "mask_AP_small", "mask_AP_medium", "mask_AP_large")
+BOX_METRIC_NAMES = tuple(name.replace("mask_", "bbox_") for name in MASK_METRIC_NAMES)
+METRIC_NAMES = MASK_METRIC_NAMES + BOX_METRIC_NAMES
 
 
 def results_to_coco(result: dict, image_id: int, cat_ids: Sequence[int]) -> list[dict]:
@@ -54,7 +58,8 @@ def rles_to_coco(rles: list[dict], labels, scores, image_id: int, cat_ids: Seque
 
 def evaluate_coco(coco_gt: COCO, coco_results: list[dict], log: Callable[[str], None] = print,
                   img_ids: Sequence[int] | None = None) -> dict[str, float]:
-    """Mask AP of ``coco_results`` against ``coco_gt`` (COCOeval, ``iouType="segm"``), logged as a short table.
+    """Mask AP and box AP of ``coco_results`` against ``coco_gt`` (COCOeval, ``iouType`` "segm", then "bbox" on
+    the same entries, whose ``bbox`` is their mask's), logged as a short table.
 
     Args:
         coco_gt: the ground truth (``dataset.coco``).
@@ -63,35 +68,48 @@ def evaluate_coco(coco_gt: COCO, coco_results: list[dict], log: Callable[[str], 
         img_ids: evaluate these images only (e.g. when only part of a data set was run); default: all.
 
     Returns:
-        ``{name: value}`` for :data:`METRIC_NAMES`, fractions in [0, 1]. No results gives all 0.0; an area
-        range with no ground truth (COCOeval's -1) is also reported as 0.0.
+        ``{name: value}`` for :data:`METRIC_NAMES` (``mask_AP``, ..., then ``bbox_AP``, ...), fractions in
+        [0, 1]. No results gives all 0.0; an area range with no ground truth (COCOeval's -1) is also reported
+        as 0.0. Ground-truth annotations without a ``bbox`` get their mask's.
     """
     if not coco_results:
-        log("mask AP: no detections, all metrics are 0")
+        log("mask AP, box AP: no detections, all metrics are 0")
         return {name: 0.0 for name in METRIC_NAMES}
     known = set(coco_gt.getImgIds())
     stray = sorted({r["image_id"] for r in coco_results} - known)
     if stray:
         raise ValueError(f"evaluate_coco: results for image ids not in the ground truth: {stray[:10]}")
+    _fill_gt_boxes(coco_gt)
+    stats = {}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and its own 12-line table
         coco_dt = coco_gt.loadRes(coco_results)
-        evaluator = COCOeval(coco_gt, coco_dt, iouType="segm")
-        if img_ids is not None:
-            evaluator.params.imgIds = sorted(img_ids)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    stats = evaluator.stats[: len(METRIC_NAMES)]
-    log(_table(stats))
-    return {name: max(float(v), 0.0) for name, v in zip(METRIC_NAMES, stats)}
+        for iou_type in ("segm", "bbox"):
+            evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+            if img_ids is not None:
+                evaluator.params.imgIds = sorted(img_ids)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+            stats[iou_type] = evaluator.stats[: len(MASK_METRIC_NAMES)]
+    log(_table(stats["segm"], stats["bbox"]))
+    return {name: max(float(v), 0.0) for name, v in zip(METRIC_NAMES, [*stats["segm"], *stats["bbox"]])}
 
 
-def _table(stats) -> str:
+def _fill_gt_boxes(coco_gt: COCO) -> None:
+    """COCOeval's "bbox" reads each ground-truth annotation's ``bbox``; a file that leaves it out gets its mask's."""
+    for ann in coco_gt.anns.values():
+        if "bbox" not in ann and "segmentation" in ann:
+            ann["bbox"] = mask_utils.toBbox(coco_gt.annToRLE(ann)).tolist()
+
+
+def _table(mask_stats, box_stats) -> str:
     header = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
-    cells = [f"{100 * v:.1f}" if v >= 0 else "-" for v in stats]  # "-": no ground truth in that area range
-    widths = [max(len(h), len(c)) for h, c in zip(header, cells)]
-    return ("mask | " + " | ".join(h.rjust(w) for h, w in zip(header, widths)) + "\n"
-            + "     | " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)))
+    rows = [[f"{100 * v:.1f}" if v >= 0 else "-" for v in stats]  # "-": no ground truth in that area range
+            for stats in (mask_stats, box_stats)]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    return "\n".join([" ".join(["    ", "|", " | ".join(h.rjust(w) for h, w in zip(header, widths))]),
+                      *(f"{name} | " + " | ".join(c.rjust(w) for c, w in zip(row, widths))
+                        for name, row in zip(("mask", "bbox"), rows))])
 
 
 def _numpy(x) -> np.ndarray:

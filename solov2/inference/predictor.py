@@ -14,6 +14,7 @@ from solov2.config import Config
 from solov2.data.image import read_rgb
 from solov2.deploy.contract import is_exported
 from solov2.inference.optimize import optimize_for_inference
+from solov2.postprocess import masks_to_boxes
 from solov2.precision import autocast_dtype, precision_autocast, resolve_precision
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
@@ -66,7 +67,9 @@ class Predictor:
     (``Predictor(CONFIG, "model.xml")``) the file must be a model of that config (classes, grids, strides).
 
     Each result holds ``masks`` ``(N, H, W)`` bool at the image's size, ``labels`` ``(N,)`` int64,
-    ``scores`` ``(N,)`` float32 (NumPy arrays, best first, above ``score_thr``) and ``class_names`` (N names).
+    ``scores`` ``(N,)`` float32, ``boxes`` ``(N, 4)`` float32 x1, y1, x2, y2 in the image's pixels, the box of each
+    mask (pixel edges: ``x2 - x1`` is the mask's width; zeros for an empty mask) (NumPy arrays, best first, above
+    ``score_thr``) and ``class_names`` (N names). :meth:`predict_tiled` predicts big images tile by tile.
     Attributes: ``class_names`` (one per label), ``cat_ids`` (the training data's COCO category id per label,
     or None where the checkpoint does not say), ``cfg`` (the resolved config), ``model``.
     """
@@ -122,6 +125,24 @@ class Predictor:
             results += [self._to_numpy(r) for r in self._run(batch)]
         return results[0] if single else results
 
+    def predict_tiled(self, image: ImageLike, tile: int, overlap: int | None = None, min_overlap: float = 0.5) -> dict:
+        """One big image predicted in overlapping ``tile`` x ``tile`` tiles, merged into one result
+        (:mod:`solov2.inference.tiling`): a result as ``predictor(image)`` gives, for the whole image.
+
+        Each tile is resized to the test scale like any image, so a ``tile`` about the test scale's size
+        (``cfg.model.transform.test_scale``) predicts at full resolution, where objects of a few dozen pixels
+        keep their size. ``overlap``: pixels shared by neighbouring tiles (default ``tile // 4``), best at
+        least the largest object's size, so that every object is whole in some tile; detections of one
+        object in two tiles are merged (same class, masks overlapping by ``min_overlap`` where both tiles
+        see them) into one instance, its mask their union."""
+        from solov2.inference.tiling import instances_to_result, merge_tile_results, tile_boxes
+        array = self._as_array(image)
+        overlap = tile // 4 if overlap is None else overlap
+        tiles = tile_boxes(array.shape[:2], tile, overlap)
+        results = self([np.ascontiguousarray(array[y1:y2, x1:x2]) for x1, y1, x2, y2 in tiles])
+        return instances_to_result(merge_tile_results(results, tiles, min_overlap), array.shape[:2],
+                                   self.class_names)
+
     def _run(self, batch: list[torch.Tensor]) -> list[dict]:
         if self.backend == "torch":
             with torch.inference_mode(), precision_autocast(self.autocast_dtype, self.device):
@@ -141,18 +162,19 @@ class Predictor:
     def _to_numpy(self, result: dict) -> dict:
         keep = result["scores"] >= self.score_thr
         labels = result["labels"][keep].cpu().numpy()
-        return {"masks": result["masks"][keep].cpu().numpy(), "labels": labels,
-                "scores": result["scores"][keep].cpu().numpy(),
-                "class_names": [self.class_names[i] for i in labels]}
+        masks = result["masks"][keep]
+        boxes = result["boxes"][keep] if "boxes" in result else masks_to_boxes(masks)
+        return {"masks": masks.cpu().numpy(), "labels": labels, "scores": result["scores"][keep].cpu().numpy(),
+                "boxes": boxes.cpu().numpy(), "class_names": [self.class_names[i] for i in labels]}
 
-    def draw(self, image: ImageLike, result: dict, min_side: int = 0) -> np.ndarray:
+    def draw(self, image: ImageLike, result: dict, min_side: int = 0, boxes: bool = False) -> np.ndarray:
         """The image with coloured masks, class names and scores drawn over it: ``(H, W, 3)`` uint8 RGB, the
         image's own size. ``min_side``: an image whose shorter side is below it is first enlarged by an integer
         factor (nearest neighbour), so that captions stay legible on small images (``solov2 predict`` uses 256);
-        the picture is then ``(k * H, k * W, 3)``."""
+        the picture is then ``(k * H, k * W, 3)``. ``boxes``: each instance's box too (``result["boxes"]``)."""
         from solov2.inference.visualize import draw_instances
         return draw_instances(self._as_array(image), result["masks"], result["labels"], result["scores"],
-                              self.class_names, min_side=min_side)
+                              self.class_names, min_side=min_side, boxes=result["boxes"] if boxes else None)
 
 
 def exported_runtime(model: nn.Module, backend: str, precision: str = "fp32", class_names=None):

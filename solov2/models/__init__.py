@@ -115,10 +115,13 @@ def _once_per_node(load):
             dist.barrier()
 
 
-def head_scale_ranges(cfg) -> list[tuple[float, float]]:
-    """``model.bbox_head.scale_ranges`` of a config, or ``SOLOv2Head``'s default when the config has none."""
+def head_scale_ranges(cfg) -> list[tuple[float, float]] | str:
+    """``model.bbox_head.scale_ranges`` of a config, or ``SOLOv2Head``'s default when the config has none;
+    ``"auto"`` (fitted to the training data when training starts) as it is."""
     head = (cfg.get("model") or {}).get("bbox_head") or {}
     ranges = head.get("scale_ranges")
+    if ranges == "auto":
+        return "auto"
     if ranges is None:
         ranges = inspect.signature(SOLOv2Head.__init__).parameters["scale_ranges"].default
     return [tuple(float(v) for v in r) for r in ranges]

@@ -58,11 +58,14 @@ class SOLOv2Head(nn.Module):
             raise ValueError(f"{type(self).__name__}: use_dcn_in_tower=True needs type_dcn='DCN' or 'DCNv2', "
                              f"got {type_dcn!r}")
         self.use_dcn_in_tower, self.type_dcn = bool(use_dcn_in_tower), type_dcn
-        if not (len(strides) == len(num_grids) == len(scale_ranges)):
+        # 'auto': fitted to the training data by the Trainer before the model is built (solov2.data.report);
+        # a model built from such a config elsewhere predicts (the ranges only assign training targets).
+        auto = isinstance(scale_ranges, str) and scale_ranges == "auto"
+        if not (len(strides) == len(num_grids) == (len(num_grids) if auto else len(scale_ranges))):
             raise ValueError("SOLOv2Head: strides, num_grids and scale_ranges must have one entry per level")
         self.num_classes = num_classes
         self.strides, self.num_grids = list(strides), list(num_grids)
-        self.scale_ranges = [tuple(r) for r in scale_ranges]
+        self.scale_ranges = "auto" if auto else [tuple(r) for r in scale_ranges]
         self.sigma, self.ins_out_channels, self.kernel_size = sigma, ins_out_channels, kernel_size
         self.loss_ins_weight = _dice_weight(loss_ins, loss_ins_weight)
         self.loss_cate = FocalLoss(**_loss_args(loss_cate, "FocalLoss"))
@@ -156,6 +159,9 @@ class SOLOv2Head(nn.Module):
         Returns: ``{"loss_ins": ..., "loss_cate": ...}``, weighted.
         """
         image_size = tuple(gt_masks[0].shape[-2:])
+        if self.scale_ranges == "auto":
+            raise ValueError("SOLOv2Head: scale_ranges='auto' is fitted to the training set by the trainer "
+                             "(solov2 train); give the ranges to train this model otherwise")
         tg = build_targets(gt_masks, gt_labels, image_size, self.num_grids, self.scale_ranges, self.sigma,
                            self.num_classes, self.shared_cells)
         kernels = self.flatten_kernels(kernel_preds)[tg.pos_image, tg.pos_cell]  # (P, E*k*k)
