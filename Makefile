@@ -1,19 +1,22 @@
-# `make demo` and `make test` are the two commands of the README. Each creates .venv on first use.
+# `make demo` and `make test` are the two commands of the README. Each creates .venv on first use and installs
+# the exact versions of constraints.txt (the set the tests ran with; pyproject.toml gives the ranges).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast docs install lint clean
 
-# The demo needs the package alone; the tests also need the dev extra (pytest, ruff, onnxruntime, OpenVINO, NNCF).
-$(VENV)/.installed: pyproject.toml
+# The demo needs the package alone; the tests also need the dev extra (pytest, ruff, import-linter, onnxruntime,
+# OpenVINO, NNCF).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	$(PIP_INSTALL) -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PIP_INSTALL) -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed-dev
@@ -21,22 +24,24 @@ install: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(PY) -m solov2.cli demo --out runs/demo
 
-# OpenVINO's tests run in a pytest process of their own, after the rest: in one process with the whole suite, pytest
-# died with SIGSEGV (exit 139, no faulthandler output) at the same later test three times, the last on 2026-11-27
-# with 45 GB of disk free: tests/test_own_data.py's predict-in-a-fresh-process, the 314th of 393. test_openvino.py
-# and test_own_data.py alone in one process pass, so it takes more of the suite's state; the cause is not
-# settled. Keeping OpenVINO's threads out of the rest is cheap.
+# Style, and the layers: imports point down (pyproject.toml's [tool.importlinter]).
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check solov2 tests benchmarks tools
+	$(VENV)/bin/lint-imports
+
 OPENVINO_TESTS := tests/test_openvino.py tests/test_quantize.py
 
-test: $(VENV)/.installed-dev
-	$(PY) -m ruff check solov2 tests benchmarks tools
+test: lint
+	sh tools/install_chromium.sh
 	$(PY) -m pytest -q $(addprefix --ignore=,$(OPENVINO_TESTS))
 	$(PY) -m pytest -q $(OPENVINO_TESTS)
 
-test-fast: $(VENV)/.installed-dev
-	$(PY) -m ruff check solov2 tests benchmarks tools
-	$(PY) -m pytest -q -m "not slow" $(addprefix --ignore=,$(OPENVINO_TESTS))
-	$(PY) -m pytest -q -m "not slow" $(OPENVINO_TESTS)
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow"
+
+# The documentation site (mkdocs.yml); --strict turns a broken link or a page left out of the nav into an error.
+docs: $(VENV)/.installed-dev
+	$(VENV)/bin/mkdocs build --strict -d site
 
 clean:
-	rm -rf runs work_dirs
+	rm -rf runs work_dirs site

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one run (about 5 minutes on one H200): the demo trained and evaluated on
-# the GPU, the seed's training command on one GPU (fp32 and --amp) and its one-line refusal of --gpus 2 there,
+# the GPU, the Cityscapes training command on one GPU (fp32 and --amp) and its one-line refusal of --gpus 2 there,
 # latency of the seed network (fp32 / fp16 / bf16) and of the DCN model, and the Predictor's CUDA results
 # against the CPU's on the demo model. Each step prints what it measured; the logs go to $1 (default
 # runs/cuda_check).
@@ -26,7 +26,7 @@ grep -E "iter +1700|iter +100/" runs/cuda_demo/train.log | cut -c1-160
 fi
 
 if want 2; then
-echo "== 2. the seed's command on one GPU (tiny Cityscapes tree; the seed config's own train scales)"
+echo "== 2. the Cityscapes command on one GPU (tiny Cityscapes tree; the config's own train scales)"
 # The test tree's 2 train images with instances, copied 32 times: an epoch of 32 iterations (one epoch per
 # iteration would time the data loader's start).
 $PY - <<'EOF'
@@ -62,7 +62,7 @@ echo "== 3. latency on the GPU"
 timeout 120 $PY -m solov2.cli benchmark $SEED --device cuda --precision fp16 bf16 --iters 30 --warmup 10 \
   --no-memory 2>&1 | tee "$OUT_DIR/bench_seed.log" | tail -8
 timeout 120 $PY -m solov2.cli benchmark configs/solov2/coco/solov2_light_512_dcn_r50_fpn_3x.py --device cuda \
-  --input-size 512 864 --precision fp16 --iters 20 --warmup 5 --no-memory 2>&1 | tee "$OUT_DIR/bench_dcn.log" | tail -6
+  --image-size 512 864 --precision fp16 --iters 20 --warmup 5 --no-memory 2>&1 | tee "$OUT_DIR/bench_dcn.log" | tail -6
 
 fi
 

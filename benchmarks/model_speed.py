@@ -1,4 +1,4 @@
-"""SOLOv2 light R50 (the seed's Cityscapes config) against torchvision Mask R-CNN R50-FPN on CPU.
+"""SOLOv2 light R50 (the Cityscapes config) against torchvision Mask R-CNN R50-FPN on CPU.
 
 Both models have random weights and get the same random 448x768 image (or the sizes of ``--sizes``); both
 run at that size (SOLOv2 ``test_scale=(768, 448)``, Mask R-CNN ``min_size=448, max_size=768``), under
@@ -38,11 +38,11 @@ from solov2 import build_model, load_config  # noqa: E402
 from solov2.apps.benchmark import summarize, time_interleaved  # noqa: E402
 
 CONFIG = "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
-GOAL = 1.5  # the issue: SOLOv2 light 448 R50 at least 1.5x faster than Mask R-CNN R50-FPN
+GOAL = 1.5  # the target: SOLOv2 light 448 R50 at least 1.5x faster than Mask R-CNN R50-FPN
 
 
 def long_side(short: int) -> int:
-    """The seed's 448x768 aspect ratio at another short side."""
+    """The 448x768 aspect ratio at another short side."""
     return int(round(short * 768 / 448))
 
 
@@ -52,7 +52,7 @@ def build_models(config: str):
     loaded = copy.deepcopy(solo)
     torch.nn.init.zeros_(loaded.bbox_head.solo_cate.bias)  # every cell a candidate (see the docstring)
     import torchvision
-    # The issue's reference model as it is (91 COCO classes; 9 would change its latency by ~1%).
+    # The reference model as it is (91 COCO classes; 9 would change its latency by ~1%).
     mrcnn = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
                                                                min_size=448, max_size=768).eval()
     return solo, loaded, mrcnn

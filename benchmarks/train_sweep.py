@@ -1,12 +1,17 @@
-"""Train several variants of a config side by side and print their mask AP: the demo recipe and the
-shared-cell semantics (issue 11) were chosen with it.
+"""Train several variants of a config side by side and print their mask AP.
 
-    python benchmarks/train_sweep.py --variants benchmarks/sweeps/demo_recipe.py --parallel 4 --device cpu
+The demo recipe and the shared-cell semantics were chosen with it:
 
-A variants file defines ``CONFIG`` (a config path), ``COMMON`` (``--cfg-options`` for every run) and
-``VARIANTS`` (name -> extra ``--cfg-options``). The demo's data (``solov2 demo`` writes it) is made first if
-missing. Each run trains in its own process into ``--out/NAME``; the table gives mask AP, AP50, the last
-logged loss_ins and the minutes each run took.
+    python benchmarks/train_sweep.py --variant lr2e-3 optimizer.lr=0.002 --variant lr4e-3 optimizer.lr=0.004 \\
+        --common total_epochs=8 --seeds 0 1 --parallel 2 --threads 1 --amp
+    python benchmarks/train_sweep.py --variants my_variants.py --parallel 4
+
+Variants come from the command line (``--config``, default the demo config; ``--common``; one ``--variant NAME
+KEY=VALUE ...`` per run) or from a variants file, which defines ``CONFIG`` (a config path or name), ``COMMON``
+(``--cfg-options`` for every run), ``VARIANTS`` (name -> extra ``--cfg-options``) and optionally
+``TRAIN_IMAGES``, ``VAL_IMAGES``, ``IMAGE_SIZE`` of the demo data. ``--seeds`` runs every variant once per seed.
+The demo's data (``solov2 demo`` writes it) is made first if missing. Each run trains in its own process into
+``--out/NAME``; the table gives mask AP, AP50, the last logged loss_ins and the minutes each run took.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = "configs/demo/solov2_light_r18_shapes.py"
 
 
 def data_options(data: str) -> list[str]:
@@ -61,7 +67,12 @@ def run_one(name: str, options: list[str], args, config: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variants", required=True, help="a variants file (see the module docstring)")
+    p.add_argument("--variants", help="a variants file (see the module docstring)")
+    p.add_argument("--config", help=f"the config to vary (default: the file's CONFIG, else {DEMO_CONFIG})")
+    p.add_argument("--common", nargs="*", default=[], metavar="KEY=VALUE", help="--cfg-options of every run")
+    p.add_argument("--variant", nargs="+", action="append", default=[], metavar=("NAME", "KEY=VALUE"),
+                   help="one run: its name, then its --cfg-options (repeat for more runs)")
+    p.add_argument("--seeds", type=int, nargs="+", help="run every variant once per seed (NAME_seedN, seed=N)")
     p.add_argument("--only", nargs="*", help="run only these variant names")
     p.add_argument("--data", default="runs/demo/data", help="demo data folder (made if missing)")
     p.add_argument("--out", default="runs/sweep", help="one work dir per variant below this folder")
@@ -70,21 +81,27 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=1, help="runs at a time")
     p.add_argument("--threads", type=int, default=2, help="OMP threads per run")
     args = p.parse_args()
-    spec = runpy.run_path(args.variants)
-    variants = {k: v for k, v in spec["VARIANTS"].items() if not args.only or k in args.only}
+    spec = runpy.run_path(args.variants) if args.variants else {}
+    config = args.config or spec.get("CONFIG", DEMO_CONFIG)
+    variants = dict(spec.get("VARIANTS", {}))
+    variants.update({name: options for name, *options in args.variant})
+    if not variants:
+        p.error("no variants: give --variant NAME KEY=VALUE ... or --variants FILE")
+    if args.seeds:
+        variants = {f"{name}_seed{seed}": [*options, f"seed={seed}"]
+                    for name, options in variants.items() for seed in args.seeds}
+    variants = {k: v for k, v in variants.items() if not args.only or k in args.only}
     make_data(args.data, spec.get("TRAIN_IMAGES", 1000), spec.get("VAL_IMAGES", 100), spec.get("IMAGE_SIZE", 128))
     os.makedirs(args.out, exist_ok=True)
-    common = data_options(os.path.abspath(args.data)) + list(spec.get("COMMON", []))
+    common = data_options(os.path.abspath(args.data)) + list(spec.get("COMMON", [])) + args.common
     with ThreadPoolExecutor(args.parallel) as pool:
-        rows = list(pool.map(lambda kv: run_one(kv[0], common + list(kv[1]), args, spec["CONFIG"]),
-                             variants.items()))
+        rows = list(pool.map(lambda kv: run_one(kv[0], common + list(kv[1]), args, config), variants.items()))
     print("\n| variant | mask AP | AP50 | last loss_ins | minutes |\n|---|---:|---:|---:|---:|")
     for r in rows:
         ap = "failed (see log)" if r["rc"] else f"{r['AP']:.3f}"
         ap50 = "" if r["rc"] else f"{r['AP50']:.3f}"
         print(f"| {r['name']} | {ap} | {ap50} | {r['loss_ins']} | {r['minutes']:.1f} |")
     json.dump(rows, open(os.path.join(args.out, "sweep.json"), "w"), indent=1)
-
 
 if __name__ == "__main__":
     main()

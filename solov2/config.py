@@ -111,7 +111,7 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> None:
             node = _child(node, part, ".".join(parts[: depth + 1]), key)
         leaf = parts[-1]
         exists = _has(node, leaf)
-        if not exists and not (len(parts) == 1 and leaf in OPTIONAL_TOP_LEVEL):
+        if not exists and not (len(parts) == 1 and leaf in OPTIONAL_TOP_LEVEL) and key not in OPTIONAL_NESTED:
             parent = ".".join(parts[:-1]) or "the config"
             raise ConfigError(f"--cfg-options: unknown key {key!r} (no {leaf!r} in {parent})")
         if isinstance(node, list):
@@ -124,7 +124,9 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> None:
 
 # Top-level keys that configs may leave out and the command line may still set.
 OPTIONAL_TOP_LEVEL = {"max_iters", "load_from", "resume_from", "work_dir", "evaluation", "seed", "grad_clip",
-                      "accumulate_steps", "sync_bn", "find_unused_parameters", "auto_scale_lr"}
+                      "accumulate_steps", "sync_bn", "find_unused_parameters", "auto_scale_lr", "ema"}
+# Nested keys that configs may leave out and the command line may still set (whole, as a dict literal).
+OPTIONAL_NESTED = {"data.train.augment"}
 
 
 def _has(node: Any, part: str) -> bool:

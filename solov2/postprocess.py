@@ -40,7 +40,25 @@ def cell_scores(cate_pred: Tensor) -> Tensor:
 def empty_result(size: tuple[int, int], device: torch.device) -> dict[str, Tensor]:
     return {"masks": torch.zeros((0, *size), dtype=torch.bool, device=device),
             "labels": torch.zeros(0, dtype=torch.int64, device=device),
-            "scores": torch.zeros(0, dtype=torch.float32, device=device)}
+            "scores": torch.zeros(0, dtype=torch.float32, device=device),
+            "boxes": torch.zeros((0, 4), dtype=torch.float32, device=device)}
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """``(N, H, W)`` bool masks -> ``(N, 4)`` float32 boxes ``x1, y1, x2, y2`` in pixels, edges not centres:
+    a mask covering columns 3..5 gives ``x1 = 3, x2 = 6``, so ``x2 - x1`` is the width that COCO's
+    ``bbox`` (x, y, w, h; pycocotools ``toBbox``) gives for the same mask. An empty mask gives zeros."""
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
+    cols, rows = masks.any(1), masks.any(2)  # (N, W), (N, H)
+    # argmax returns the first maximum: the first True from the start, and (flipped) from the end.
+    x1 = cols.byte().argmax(1)
+    x2 = w - cols.flip(1).byte().argmax(1)
+    y1 = rows.byte().argmax(1)
+    y2 = h - rows.flip(1).byte().argmax(1)
+    boxes = torch.stack([x1, y1, x2, y2], 1).float()
+    return boxes * cols.any(1, keepdim=True)  # empty masks: zeros
 
 
 def postprocess_single(cate_scores: Tensor, kernels: Tensor, mask_feat: Tensor, cell_strides: Tensor,
@@ -55,7 +73,8 @@ def postprocess_single(cate_scores: Tensor, kernels: Tensor, mask_feat: Tensor, 
         cell_strides: ``(M,)`` stride of each cell's level.
         image_size: (h, w) of the resized image inside the padded input.
         original_size: (H, W) of the image as given to the model.
-    Returns: ``{"masks": (N, H, W) bool, "labels": (N,) int64, "scores": (N,) float32}``.
+    Returns: ``{"masks": (N, H, W) bool, "labels": (N,) int64, "scores": (N,) float32, "boxes": (N, 4)
+    float32}``, boxes from the masks (:func:`masks_to_boxes`, xyxy in the image's pixels).
     """
     device = mask_feat.device
     inds = torch.nonzero(cate_scores > cfg.score_thr)
@@ -88,8 +107,8 @@ def postprocess_single(cate_scores: Tensor, kernels: Tensor, mask_feat: Tensor, 
     order = scores.argsort(descending=True)[: cfg.max_per_img]
     seg_preds, scores, labels = seg_preds[order], scores[order], labels[order]
     # Only the survivors are upsampled.
-    return {"masks": masks_at_original_size(seg_preds, image_size, original_size, cfg.mask_thr),
-            "labels": labels, "scores": scores}
+    masks = masks_at_original_size(seg_preds, image_size, original_size, cfg.mask_thr)
+    return {"masks": masks, "labels": labels, "scores": scores, "boxes": masks_to_boxes(masks)}
 
 
 def masks_at_original_size(mask_probs: Tensor, image_size: tuple[int, int], original_size: tuple[int, int],

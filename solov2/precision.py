@@ -1,12 +1,17 @@
 """Network precision: one autocast helper for training, evaluation, prediction and benchmarks."""
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 
 __all__ = ["PRECISIONS", "PRECISION_CHOICES", "autocast_dtype", "amp_dtype", "precision_autocast",
-           "cpu_has_native_bf16", "default_amp", "resolve_precision"]
+           "cpu_has_native_bf16", "default_amp", "resolve_precision", "not_native_warning",
+           "warn_if_not_native"]
+
+logger = logging.getLogger("solov2")
+_warned: set[str] = set()  # each not-native warning once per process
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # What inference (Predictor, predict, eval, benchmark) accepts: a precision, or "auto" (resolve_precision).
@@ -19,17 +24,40 @@ def resolve_precision(precision: str, device: str | torch.device, backend: str =
     ``"fp32"`` elsewhere (other CPUs, where emulated bf16 is slower; CUDA; the exported-graph backends).
 
     bf16 is the default only there because it passed the issue's rule on this project's CPU: mask AP within 0.005
-    of fp32 on the demo model's val set and on held-out shapes sets (docs/benchmarks.md, "Default precision").
+    of fp32 on the demo model's val set and on held-out shapes sets (docs/history.md, "Default precision").
     ``SOLOV2_PRECISION=fp32`` (or ``bf16``) in the environment sets what ``"auto"`` means on a machine (the tests
     set fp32); ``precision="fp32"`` / ``--precision fp32`` is the switch for one run."""
-    if precision != "auto":
-        return precision
-    forced = os.environ.get("SOLOV2_PRECISION")
-    if forced in PRECISIONS:
-        return forced
-    if backend == "torch" and torch.device(device).type == "cpu" and cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
+    if precision == "auto":
+        forced = os.environ.get("SOLOV2_PRECISION")
+        auto = "bf16" if backend == "torch" and torch.device(device).type == "cpu" and cpu_has_native_bf16() else "fp32"
+        precision = forced if forced in PRECISIONS else auto
+    warn_if_not_native(precision, device, backend)  # every command that runs a network resolves its precision here
+    return precision
+
+
+def warn_if_not_native(precision: str, device: str | torch.device, backend: str = "torch") -> None:
+    """Log :func:`not_native_warning` (``solov2`` logger, each line once per process), if there is one."""
+    message = not_native_warning(precision, device, backend)
+    if message and message not in _warned:
+        _warned.add(message)
+        logger.warning("warning: %s", message)
+
+
+def not_native_warning(precision: str, device: str | torch.device, backend: str = "torch") -> str | None:
+    """The one line that says ``precision`` is emulated here and slower than fp32 (torch backend: bf16 on a CPU
+    without AVX512-BF16 / AMX, or on a GPU before compute capability 8.0), else None.
+    :func:`resolve_precision` logs it (``solov2`` logger, once per process), so the Predictor, ``solov2 predict``,
+    ``eval`` and ``benchmark`` all say it; ``solov2 train --amp`` on such a CPU says it too. Measured (issue 24):
+    ``solov2 eval --precision bf16`` took 25 s against 10-12 s in fp32 on a 2-core AVX2-only EPYC."""
+    if precision != "bf16" or backend != "torch":
+        return None
+    device = torch.device(device)
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        return "bf16 is emulated on this CPU (no AVX512-BF16/AMX): slower than fp32"
+    if (device.type == "cuda" and torch.cuda.is_available()
+            and not torch.cuda.is_bf16_supported(including_emulation=False)):
+        return f"bf16 is emulated on this GPU ({torch.cuda.get_device_name(device)}, before Ampere): slower than fp32"
+    return None
 
 
 def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
@@ -66,7 +94,7 @@ def cpu_has_native_bf16() -> bool:
 
 def default_amp(device: str | torch.device) -> bool:
     """Training's precision when neither ``--amp`` nor ``--no-amp`` is given: bf16 autocast on CPUs that compute
-    bf16 natively (a step takes ~0.6x the fp32 time there at the same mask AP, docs/training.md), fp32 on other
+    bf16 natively (a step takes ~0.6x the fp32 time there at the same mask AP, docs/history.md), fp32 on other
     CPUs and on GPUs (as the official code trains). ``SOLOV2_AMP=0`` (or ``1``) in the environment sets the
     default on a machine, for every command and the processes it starts (the tests use it)."""
     forced = os.environ.get("SOLOV2_AMP")

@@ -5,7 +5,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from solov2 import build_model, load_config
 
@@ -76,3 +78,44 @@ def plant_detections(model, planted=None):
     for s, row, col, cls, logit in PLANTED if planted is None else planted:
         offsets[s][0, cls, row, col] = 10.0 + logit
     return head.solo_cate.register_forward_hook(lambda module, args, out: out + offsets[int(out.shape[-1])].to(out))
+
+
+CITYSCAPES_CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
+# The seed network with a ResNet-18 at a 384x224 test scale: the exported-backend tests' model.
+R18_SEED_OPTIONS = {"model.backbone.depth": 18, "model.neck.in_channels": [64, 128, 256, 512],
+                    "model.transform.test_scale": (384, 224)}
+
+
+def smooth_image(seed: int = 0, size: tuple[int, int] = (300, 520)) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 RGB image of smooth random colours (bilinear upsampling of a 1/32 grid)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, size[0] // 32, size[1] // 32, generator=g)
+    image = F.interpolate(low, size=size, mode="bilinear", align_corners=False)[0] * 255
+    return image.to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else (a & b).sum() / union
+
+
+def assert_same_instances(got: dict, ref: dict, score_atol: float, min_iou: float) -> None:
+    """Same labels in the same order, scores within ``score_atol``, each mask IoU >= ``min_iou``."""
+    assert len(ref["scores"]) >= 3, "the planted detections did not survive post-processing"
+    np.testing.assert_array_equal(got["labels"], ref["labels"])
+    np.testing.assert_allclose(got["scores"], ref["scores"], atol=score_atol, rtol=0)
+    assert got["masks"].shape == ref["masks"].shape
+    for g, r in zip(got["masks"], ref["masks"]):
+        assert mask_iou(g, r) >= min_iou
+
+
+def torch_results(model, images: list[np.ndarray], score_thr: float = 0.05) -> list[dict]:
+    """The PyTorch model's results on RGB arrays, as NumPy, above ``score_thr`` (as a Predictor returns them)."""
+    with torch.no_grad():
+        results = model([torch.from_numpy(im).permute(2, 0, 1) for im in images])
+    out = []
+    for r in results:
+        keep = r["scores"] >= score_thr
+        out.append({"masks": r["masks"][keep].numpy(), "labels": r["labels"][keep].numpy(),
+                    "scores": r["scores"][keep].numpy()})
+    return out

@@ -210,6 +210,7 @@ def test_a_detector_checkpoint_means_no_imagenet_weights_are_read(hub, kind, mon
     assert not model.train().backbone.conv1.weight.requires_grad
 
 
+@pytest.mark.slow  # a training run
 def test_trainer_optimizes_every_backbone_parameter_from_scratch(tmp_path):
     from solov2.engine.trainer import Trainer
     cfg = load_config(ROOT / "tests/data/tiny_shapes.py",

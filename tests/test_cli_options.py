@@ -21,7 +21,8 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 def test_every_subcommand_dispatches_through_its_parser():
     commands = _subcommands(build_parser())
     assert {"train", "eval", "predict", "demo", "make-shapes", "cityscapes-to-coco", "check-data",
-            "labelme-to-coco", "export", "quantize", "convert", "benchmark", "tune"} == set(commands)
+            "labelme-to-coco", "export", "quantize", "convert", "benchmark", "tune", "configs",
+            "serve"} == set(commands)
     assert all(callable(sub.get_default("func")) for sub in commands.values())
 
 
@@ -91,9 +92,11 @@ def test_benchmark_speaks_precision_like_predict(monkeypatch):
     import solov2.apps.benchmark as benchmark
     calls = []
     monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **kw: calls.append(kw) or {})
-    for argv in (["--precision", "bf16"], ["--bf16"], ["--precision", "fp32", "bf16", "fp16"], []):
+    for argv in (["--precision", "bf16"], ["--precision", "fp32", "bf16", "fp16"], []):
         assert main(["benchmark", TINY, *argv]) == 0
-    assert [kw["precisions"] for kw in calls] == [["bf16"], ["auto", "bf16"], ["fp32", "bf16", "fp16"], ["auto"]]
+    assert [kw["precisions"] for kw in calls] == [["bf16"], ["fp32", "bf16", "fp16"], ["auto"]]
+    with pytest.raises(SystemExit):  # the former hidden spelling is gone
+        main(["benchmark", TINY, "--bf16"])
 
 
 def test_convert_takes_strict_and_allow_pickle(tmp_path, capsys):
@@ -137,3 +140,31 @@ def test_amp_says_which_precision_it_uses(caplog):
             trainer._log_setup(2)
     assert [("bf16 autocast" in r.message, "fp16 autocast" in r.message, ", fp32," in r.message)
             for r in caplog.records] == [(True, False, False), (False, True, False), (False, False, True)]
+
+
+def test_every_command_takes_the_same_device_spellings(capsys):
+    from solov2.cli import build_parser
+    parser = build_parser()
+    for command in (["train", "c.py"], ["eval", "x.pth"], ["predict", "x.pth", "in"], ["demo"],
+                    ["benchmark", "c.py"]):
+        for device in ("cpu", "cuda", "cuda:1"):
+            assert parser.parse_args([*command, "--device", device]).device == device
+        with pytest.raises(SystemExit):
+            parser.parse_args([*command, "--device", "gpu1"])
+        assert "expected cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
+def test_optimize_is_on_everywhere_and_spelled_one_way():
+    from solov2.cli import build_parser
+    parser = build_parser()
+    for command in (["eval", "x.pth"], ["predict", "x.pth", "in"], ["benchmark", "c.py"]):
+        assert parser.parse_args(command).optimize is True
+        assert parser.parse_args([*command, "--no-optimize"]).optimize is False
+    assert parser.parse_args(["eval", "x.pth"]).precision == "fp32"  # training evaluates in fp32
+
+
+def test_several_processes_refuse_one_named_gpu(monkeypatch, capsys):
+    import solov2.engine.launch as launch
+    monkeypatch.setattr(launch, "resolve_device", lambda device: device)  # as if CUDA were there
+    assert main(["train", TINY, "--device", "cuda:1", "--gpus", "2"]) == 1
+    assert "CUDA_VISIBLE_DEVICES" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 import os
+
 import pytest
 from helpers import SEED_CONFIG
 
@@ -34,3 +35,34 @@ def test_missing_and_broken_files(tmp_path):
 def test_values_are_python_literals():
     assert parse_overrides(["a=[1, 2]", "b=None", "c=abc", "d=(3, 4)"]) == {"a": [1, 2], "b": None, "c": "abc",
                                                                             "d": (3, 4)}
+
+
+def test_packaged_configs_are_found_by_name(tmp_path, monkeypatch):
+    from solov2.config import find_config, packaged_configs
+    path = str(packaged_configs()["solov2_light_448_r50_fpn_2gpu_3x"])
+    monkeypatch.chdir(tmp_path)  # outside the repository: no configs/ folder here
+    assert find_config("solov2_light_448_r50_fpn_2gpu_3x") == path
+    assert find_config("solov2_light_448_r50_fpn_2gpu_3x.py") == path
+    assert find_config("./configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py") == path
+    assert load_config("solov2_light_448_r50_fpn_2gpu_3x").model.bbox_head.num_classes == 8
+    with pytest.raises(ConfigError, match="no_such_config: config file not found .*solov2 configs"):
+        find_config("no_such_config")
+
+
+def test_data_paths_are_made_absolute_against_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("solov2_light_448_r18_fpn_3x", ["data.train.ann_file=d/train.json",
+                                                      "data.val.img_prefix=/abs/images"])
+    assert cfg.data.train.ann_file == str(tmp_path / "d/train.json")
+    assert cfg.data.val.img_prefix == "/abs/images"
+    assert os.path.isabs(cfg.data.test.ann_file)
+
+
+def test_configs_command_lists_every_packaged_config(capsys):
+    from solov2.cli import main
+    from solov2.config import packaged_configs
+    assert main(["configs"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(packaged_configs())
+    seed = next(line for line in lines if line.startswith("solov2_light_448_r50_fpn_2gpu_3x"))
+    assert "R50" in seed and "CityscapesDataset (8 classes)" in seed

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from solov2 import build_model, load_config
-from solov2.checkpoint.convert import convert_checkpoint, convert_state_dict, convert_to_source, main
+from solov2.checkpoint.convert import convert_checkpoint, convert_state_dict, convert_to_source
 from solov2.checkpoint.io import load_weights
+from solov2.cli import main
 from solov2.errors import CheckpointError
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
@@ -106,7 +107,7 @@ def test_cli_from_solo_strips_module_prefix(model, state_dict, tmp_path, capsys)
     src = tmp_path / "solo_ddp.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state_dict.items()}, "meta": {"epoch": 36}}, src)
     out = tmp_path / "ours.pth"
-    assert main(["--from", "solo", str(src), str(out)]) == 0
+    assert main(["convert", "--from", "solo", str(src), str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
     load_weights(model, str(out))  # strict: every key present with the right shape
     loaded = model.state_dict()

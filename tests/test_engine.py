@@ -83,6 +83,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     _assert_same_state(tmp_path / "full/latest.pth", latest)
 
 
+@pytest.mark.slow  # a training run
 def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(tmp_path, monkeypatch):
     from solov2.models.solov2 import SOLOv2
     original = SOLOv2.forward_train
@@ -112,6 +113,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "nope.py: config file not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a training run
 def test_only_the_newest_epoch_checkpoints_are_kept(tmp_path):
     # 4 images / 2 per batch = 2 iterations per epoch; 8 iterations = 4 epochs; max_keep_ckpts = 2.
     train_main(TINY, str(tmp_path), device="cpu", cfg_options={
@@ -174,6 +176,7 @@ def test_augmentation_is_random_but_a_function_of_seed_epoch_and_index():
     assert {i for i, _ in sampler} == set(range(16)) and dict(sampler) != dict(keys)  # new seeds every epoch
 
 
+@pytest.mark.slow  # a training run
 def test_resume_from_a_checkpoint_without_rng_states(tmp_path, caplog):
     opts = {**SHORT, "max_iters": 3}
     train_main(AUGMENTED, str(tmp_path), cfg_options={**opts, "max_iters": 2}, device="cpu", seed=0)
@@ -188,6 +191,7 @@ def test_resume_from_a_checkpoint_without_rng_states(tmp_path, caplog):
     assert read_checkpoint(str(latest))["meta"]["iter"] == 3
 
 
+@pytest.mark.slow  # a training run
 def test_accumulation_divides_by_the_group_size_and_logs_the_group_mean(tmp_path, monkeypatch):
     # 8 images / 2 per batch = 4 batches per epoch; accumulate_steps=3 -> groups of 3 and 1 batches.
     from solov2.engine.trainer import Trainer
@@ -280,6 +284,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, monkeypatch, capsys, when
     assert read_checkpoint(str(latest))["meta"]["iter"] == 6
 
 
+@pytest.mark.slow  # a training run
 def test_sigint_to_the_process_group_with_loader_workers(tmp_path):
     # As a terminal sends Ctrl-C: to the main process and its data loader workers.
     work = tmp_path / "run"
@@ -329,6 +334,7 @@ def test_tools_train_says_how_to_resume_in_its_own_spelling(tmp_path, monkeypatc
         " ".join(["python", "tools/train.py", *args[:3], *args[5:], "--resume_from", "new.pth"])
 
 
+@pytest.mark.slow  # a training run
 def test_an_epoch_checkpoint_is_serialized_once(tmp_path, monkeypatch):
     # 4 images / 2 per batch = 2 iterations per epoch; 4 iterations: epoch_1, epoch_2 (each also latest.pth).
     real_save, paths = torch.save, []
@@ -379,15 +385,55 @@ def test_a_step_the_grad_scaler_skips_leaves_the_optimizer_untouched(kind):
         torch.testing.assert_close(got, expected)
 
 
-def test_cpu_training_flushes_denormals_to_zero(tmp_path):
-    from solov2 import load_config
+@pytest.mark.slow  # training runs
+@pytest.mark.parametrize("before", [False, True])
+def test_cpu_training_flushes_denormals_then_restores_the_setting(tmp_path, monkeypatch, before):
     from solov2.engine.trainer import Trainer
-    torch.set_flush_denormal(False)  # an earlier test's Trainer may have turned it on
-    denormal = torch.tensor([1e-39])  # below float32's smallest normal number (1.2e-38)
-    assert float(denormal * 2) > 0
+
+    def flushed():  # torch has no getter: a denormal (1e-39 < 1.2e-38, float32's smallest normal) that a multiply
+        return float(torch.tensor([1e-39]) * 2) == 0.0  # turns into 0 says that denormals are flushed
+
+    seen, original = [], Trainer._step
+    monkeypatch.setattr(Trainer, "_step", lambda self: (seen.append(flushed()), original(self))[1])
+    torch.set_flush_denormal(before)
     try:
-        trainer = Trainer(load_config(TINY), str(tmp_path), device="cpu")
-        assert float(denormal * 2) == 0.0
-        trainer.writer.close()
+        assert flushed() is before
+        train_main(TINY, str(tmp_path / "ok"), cfg_options={"max_iters": 2, "evaluation.interval": -1}, device="cpu")
+        assert seen == [True, True]  # flushed while training
+        assert flushed() is before  # the process's own setting again afterwards
+        monkeypatch.setattr(Trainer, "_step", lambda self: 1 / 0)  # an error inside the run
+        with pytest.raises(ZeroDivisionError):
+            train_main(TINY, str(tmp_path / "err"), cfg_options={"max_iters": 2, "evaluation.interval": -1},
+                       device="cpu")
+        assert flushed() is before
     finally:
         torch.set_flush_denormal(False)
+
+
+@pytest.mark.slow  # a training run
+def test_the_end_of_training_says_where_the_checkpoint_is(tmp_path, capsys):
+    work = tmp_path / "run"
+    assert main(["train", TINY, "--work-dir", str(work), "--device", "cpu", "--cfg-options", "max_iters=2",
+                 "data.train.num_images=4", "data.val.num_images=2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = max(i for i, line in enumerate(lines) if "mask AP" in line)  # the AP table (or "no detections")
+    assert lines[-1].endswith(f"checkpoint: {work / 'latest.pth'} (solov2 eval / predict / export take it)")
+    assert table < len(lines) - 1 and (work / "latest.pth").is_file()
+
+
+@pytest.mark.slow  # a training run
+def test_auto_scale_ranges_are_fitted_and_stored_in_the_checkpoint(tmp_path):
+    from solov2 import Predictor
+    from solov2.data import SyntheticShapes
+    from solov2.data.report import data_report, propose_scale_ranges
+    opts = {"data.train.num_images": 4, "max_iters": 1, "evaluation.interval": -1,
+            "model.bbox_head.scale_ranges": "auto"}
+    train_main(TINY, str(tmp_path), cfg_options=opts, device="cpu", seed=0)
+    sizes = data_report(SyntheticShapes(num_images=4, seed=0, image_size=96), [], (96, 96)).sizes
+    expected = [list(r) for r in propose_scale_ranges(sizes)]
+    stored = read_checkpoint(str(tmp_path / "latest.pth"))["meta"]["config"]["model"]["bbox_head"]["scale_ranges"]
+    assert [list(r) for r in stored] == expected
+    assert "model.bbox_head.scale_ranges='auto': ((1, " in (tmp_path / "train.log").read_text()
+    predictor = Predictor(str(tmp_path / "latest.pth"))  # prediction reads the same ranges
+    assert [list(r) for r in predictor.cfg.model.bbox_head.scale_ranges] == expected
+    assert predictor.model.bbox_head.scale_ranges != "auto"

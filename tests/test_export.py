@@ -3,6 +3,7 @@ for the image alone, whatever the size the graph was exported at."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,14 +14,8 @@ pytest.importorskip("onnxruntime")
 from helpers import plant_detections  # noqa: E402
 
 from solov2 import build_model, load_config  # noqa: E402
-from solov2.deploy.export import (
-    SOLOv2ExportWrapper,
-    export_onnx,
-    export_torchscript,
-    load_exported,
-    preprocess_for_export,
-)
-from solov2.deploy.runtime import quiet_deprecations  # noqa: E402
+from solov2.deploy.export import SOLOv2ExportWrapper, export_onnx, export_torchscript  # noqa: E402
+from solov2.deploy.runtime import load_exported, preprocess_for_export, quiet_deprecations  # noqa: E402
 from solov2.errors import ExportError
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
@@ -261,7 +256,7 @@ def test_export_command_takes_test_time_settings(model, tmp_path):
 
 
 def test_readme_deployment_contract(model, tmp_path):
-    """README "Deploying the exported model", steps 2-7, with onnxruntime, NumPy and a bilinear resize only
+    """docs/deployment.md, the contract's steps 2-7, with onnxruntime, NumPy and a bilinear resize only
     (no solov2 code), read from the file's metadata: the model's instances for a tall image."""
     import numpy as np
     import onnxruntime as ort
@@ -294,3 +289,23 @@ def test_readme_deployment_contract(model, tmp_path):
     got = {"scores": torch.from_numpy(scores[keep]), "labels": torch.from_numpy(labels[keep]),
            "masks": torch.from_numpy(masks)}
     _assert_same_instances(got, ref)
+
+
+def test_torchscript_file_stands_in_for_the_checkpoint(model, reference, tmp_path):
+    """A TorchScript file runs wherever an exported file does (Predictor, predict, eval), told from a checkpoint
+    by its contents, whatever its suffix."""
+    from solov2 import Predictor
+    from solov2.checkpoint.io import save_checkpoint
+    from solov2.deploy.contract import is_exported, is_torchscript
+
+    image, ref = reference
+    ts = export_torchscript(model, str(tmp_path / "model.ts"), input_size=INPUT_SIZE, class_names=[f"c{i}" for i in
+                                                                                                      range(8)])
+    save_checkpoint(str(tmp_path / "model.pth"), model)
+    assert is_torchscript(ts) and is_exported(ts)
+    assert not is_torchscript(tmp_path / "model.pth") and not is_exported(tmp_path / "model.pth")
+    predictor = Predictor(ts, score_thr=0.0)
+    assert predictor.backend == "torchscript" and predictor.class_names[0] == "c0"
+    got = predictor(image.permute(1, 2, 0).numpy())
+    np.testing.assert_array_equal(got["labels"], ref["labels"].numpy())
+    np.testing.assert_allclose(got["scores"], ref["scores"].numpy(), atol=1e-3, rtol=0)

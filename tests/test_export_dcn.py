@@ -9,7 +9,8 @@ from helpers import DEMO_CONFIG, tiny_model  # noqa: E402
 
 from solov2 import build_model, load_config  # noqa: E402
 from solov2.deploy import dcn_onnx  # noqa: E402
-from solov2.deploy.export import SOLOv2ExportWrapper, export_onnx, export_torchscript, load_exported  # noqa: E402
+from solov2.deploy.export import SOLOv2ExportWrapper, export_onnx, export_torchscript  # noqa: E402
+from solov2.deploy.runtime import load_exported  # noqa: E402
 from solov2.errors import ExportError  # noqa: E402
 from solov2.models.dcn import DeformConvPack, ModulatedDeformConvPack  # noqa: E402
 

@@ -54,10 +54,12 @@ def folder(tmp_path):
     return root
 
 
-def test_labelme_to_coco_to_dataset_masks_equal_the_polygons(folder, tmp_path):
+def test_labelme_to_coco_to_dataset_masks_equal_the_polygons(folder, tmp_path, caplog):
     out = tmp_path / "coco.json"
-    with pytest.warns(UserWarning, match="1 line"):
-        data = labelme_to_coco(str(folder), str(out))
+    data = labelme_to_coco(str(folder), str(out))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{folder / 'cam1/frame.json'}: shape 5 (label 'dog', line) skipped: a line is not an instance "
+        "(only polygon, rectangle, circle are)"]
     assert [c["name"] for c in data["categories"]] == ["bird", "cat", "dog"]
     assert [c["id"] for c in data["categories"]] == [1, 2, 3]
     assert [im["file_name"] for im in data["images"]] == ["images/frame.png", "cam2/frame.jpg"]
@@ -108,3 +110,53 @@ def test_bad_files_give_one_line_naming_the_file(folder, tmp_path, capsys):
         labelme_to_coco(str(folder))
     with pytest.raises(DataError, match="no LabelMe"):
         labelme_to_coco(str(folder / "images"))
+
+
+def test_skipped_shapes_are_one_clean_line_each_naming_the_file(folder, tmp_path, capsys, monkeypatch):
+    _labelme(folder / "cam2/frame.json", "frame.jpg", [
+        _shape("bird", [[30, 20], [30, 30]], "circle"),
+        _shape("cat", [[1, 1], [9, 9]]),  # a polygon of 2 points
+        _shape("cat", [[1, 1], [5, 5], [9, 9]]),  # 3 points on a line
+    ])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no warnings.warn (it printed its own source line)
+        assert main(["labelme-to-coco", str(folder), str(tmp_path / "coco.json")]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {folder / 'cam1/frame.json'}: shape 5 (label 'dog', line) skipped: a line is not an instance "
+        "(only polygon, rectangle, circle are)",
+        f"warning: {folder / 'cam2/frame.json'}: shape 1 (label 'cat', polygon) skipped: degenerate: 2 point(s), "
+        "a polygon needs 3",
+        f"warning: {folder / 'cam2/frame.json'}: shape 2 (label 'cat', polygon) skipped: degenerate: no area "
+        "(its points are on one line)"]
+    import solov2.data.labelme as labelme
+    monkeypatch.setattr(labelme, "MAX_WARNINGS", 1)  # many skipped shapes: the rest are counted in one line
+    lines = []
+    labelme_to_coco(str(folder), warn=lines.append)
+    assert len(lines) == 2 and lines[1] == "... and 2 more skipped shapes (3 in all: 2 degenerate polygon, 1 line)"
+
+
+def test_categories_from_an_existing_coco_file(folder, tmp_path, capsys):
+    train = tmp_path / "train.json"
+    categories = [{"id": 1, "name": "bird"}, {"id": 3, "name": "cat", "supercategory": "animal"},
+                  {"id": 7, "name": "dog"}, {"id": 9, "name": "fish"}]  # fish: no instance in this folder
+    train.write_text(json.dumps({"images": [], "annotations": [], "categories": categories}))
+    out = tmp_path / "val.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["labelme-to-coco", str(folder), str(out), "--categories-from", str(train)]) == 0
+    assert f"4 classes (from {train})" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["categories"] == categories
+    by_id = {c["id"]: c["name"] for c in categories}
+    assert [by_id[a["category_id"]] for a in data["annotations"]] == ["dog", "cat", "dog", "cat", "bird"]
+    ds = CocoDataset(str(out), str(folder))
+    assert ds.CLASSES == ("bird", "cat", "dog", "fish") and ds.cat_ids == [1, 3, 7, 9]
+    train.write_text(json.dumps({"categories": [c for c in categories if c["name"] != "bird"]}))
+    assert main(["labelme-to-coco", str(folder), str(out), "--categories-from", str(train)]) == 1
+    assert capsys.readouterr().err.strip() == (f"error: {folder / 'cam2/frame.json'}: label 'bird' is not a category "
+                                               f"of {train} ('cat', 'dog', 'fish')")
+    train.write_text(json.dumps({"categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat"}]}))
+    with pytest.raises(DataError, match="category names must be unique; repeated: cat"):
+        labelme_to_coco(str(folder), categories_from=str(train))
+    with pytest.raises(FileNotFoundError, match="nope.json: COCO file"):
+        labelme_to_coco(str(folder), categories_from=str(tmp_path / "nope.json"))

@@ -10,8 +10,18 @@ import torch
 pytest.importorskip("onnx")
 ov = pytest.importorskip("openvino")
 
-from helpers import DEMO_CONFIG, SEED_CONFIG, TINY_HEAD, plant_detections, tiny_model  # noqa: E402
-from test_predictor import _assert_same_instances, _image  # noqa: E402
+from helpers import (  # noqa: E402
+    CITYSCAPES_CLASSES as CLASSES,
+    DEMO_CONFIG,
+    R18_SEED_OPTIONS as OPTIONS,
+    SEED_CONFIG,
+    TINY_HEAD,
+    assert_same_instances,
+    plant_detections,
+    smooth_image as _image,
+    tiny_model,
+    torch_results,
+)
 
 from solov2 import Predictor, build_model, load_config  # noqa: E402
 from solov2.checkpoint.io import save_checkpoint  # noqa: E402
@@ -19,9 +29,6 @@ from solov2.deploy.export import export_onnx, export_openvino  # noqa: E402
 from solov2.deploy.runtime import load_exported  # noqa: E402
 from solov2.errors import ExportError  # noqa: E402
 
-CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
-OPTIONS = {"model.backbone.depth": 18, "model.neck.in_channels": [64, 128, 256, 512],
-           "model.transform.test_scale": (384, 224)}
 # Landscape, square, tall: padded at TEST_SCALE to 224x384, 224x224, 384x160.
 SIZES = [(160, 256), (256, 256), (400, 160)]
 
@@ -48,15 +55,6 @@ def ir(model, tmp_path_factory):
                            class_names=CLASSES)
 
 
-def _torch_results(model, images, score_thr=0.05):
-    with torch.no_grad():
-        results = model([torch.from_numpy(im).permute(2, 0, 1) for im in images])
-    out = []
-    for r in results:
-        keep = r["scores"] >= score_thr
-        out.append({"masks": r["masks"][keep].numpy(), "labels": r["labels"][keep].numpy(),
-                    "scores": r["scores"][keep].numpy()})
-    return out
 
 
 def test_fp32_matches_pytorch_over_sizes(model, ir):
@@ -67,8 +65,8 @@ def test_fp32_matches_pytorch_over_sizes(model, ir):
     assert predictor.backend == "openvino" and predictor.class_names == CLASSES
     compiled = predictor._exported._session._compiled
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
-    for got, ref in zip(predictor(images), _torch_results(model, images)):
-        _assert_same_instances(got, ref, 1e-3, 0.99)
+    for got, ref in zip(predictor(images), torch_results(model, images)):
+        assert_same_instances(got, ref, 1e-3, 0.99)
 
 
 def test_static_ir_gives_the_single_image_answer(model, tmp_path):
@@ -77,27 +75,27 @@ def test_static_ir_gives_the_single_image_answer(model, tmp_path):
     exported = load_exported(path)
     assert exported.input_size == (384, 384)
     images = [_image(30, SIZES[0]), _image(31, SIZES[2])]
-    for image, ref in zip(images, _torch_results(model, images, score_thr=0.0)):
+    for image, ref in zip(images, torch_results(model, images, score_thr=0.0)):
         got = exported([torch.from_numpy(image).permute(2, 0, 1)])[0]
-        _assert_same_instances({k: v.numpy() for k, v in got.items()}, ref, 1e-3, 0.99)
+        assert_same_instances({k: v.numpy() for k, v in got.items()}, ref, 1e-3, 0.99)
 
 
 def test_predictor_backend_from_checkpoint(checkpoint, model):
     """``Predictor(CHECKPOINT, backend="openvino")``: exported on the first call; fp32 matches torch, bf16 is
     OpenVINO's bf16 (close, not equal)."""
     images = [_image(40, SIZES[0]), _image(41, SIZES[1])]
-    refs = _torch_results(model, images)
+    refs = torch_results(model, images)
     cfg = load_config(SEED_CONFIG, OPTIONS)
     fp32 = Predictor(cfg, checkpoint, score_thr=0.05, backend="openvino")
     plant_detections(fp32.model)
     for got, ref in zip(fp32(images), refs):
-        _assert_same_instances(got, ref, 1e-3, 0.99)
+        assert_same_instances(got, ref, 1e-3, 0.99)
         assert got["class_names"] == [CLASSES[i] for i in ref["labels"]]
     bf16 = Predictor(cfg, checkpoint, score_thr=0.05, backend="openvino", precision="bf16")
     plant_detections(bf16.model)
     assert str(bf16(images[0]) and bf16._exported._session._compiled.get_property("INFERENCE_PRECISION_HINT")) \
         == "<Type: 'bfloat16'>"
-    _assert_same_instances(bf16(images[0]), refs[0], 0.01, 0.97)  # as torch's bf16 (test_predictor.py)
+    assert_same_instances(bf16(images[0]), refs[0], 0.01, 0.97)  # as torch's bf16 (test_predictor.py)
 
 
 def test_ir_metadata_round_trip(ir, model):
@@ -194,9 +192,9 @@ def test_missing_extra_names_it(checkpoint, ir, monkeypatch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else
                         find_spec(name, *a))
-    with pytest.raises(ValueError, match=r"backend 'openvino' needs openvino: pip install -e '\.\[openvino\]'$"):
+    with pytest.raises(ValueError, match=r"backend 'openvino' needs openvino: pip install 'solov2\[openvino\]'$"):
         Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="openvino")
-    with pytest.raises(ExportError, match=r"model\.xml: OpenVINO IR needs openvino: pip install -e '\.\[openvino\]'"):
+    with pytest.raises(ExportError, match=r"model\.xml: OpenVINO IR needs openvino: pip install 'solov2\[openvino\]'"):
         load_exported(ir)
 
 

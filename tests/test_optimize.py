@@ -87,7 +87,7 @@ def test_optimized_model_runs_end_to_end():
     image = torch.randint(0, 256, (3, 100, 150), dtype=torch.uint8)
     with torch.inference_mode():
         out = fast([image])[0]
-    assert set(out) == {"masks", "labels", "scores"} and out["masks"].shape[-2:] == (100, 150)
+    assert set(out) == {"masks", "labels", "scores", "boxes"} and out["masks"].shape[-2:] == (100, 150)
 
 
 def _count_nnpack_calls(monkeypatch) -> list:

@@ -50,3 +50,31 @@ def test_fixed_postprocess_traces_to_the_same_function():
         scores = _inputs(n)[0]
         for a, b in zip(traced(scores, *args), postprocess_fixed(scores, *args, CFG)):
             assert torch.equal(a, b)
+
+
+def test_masks_to_boxes_are_pixel_edges_and_match_coco():
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    from solov2.postprocess import masks_to_boxes
+    masks = torch.zeros((3, 10, 12), dtype=torch.bool)
+    masks[0, 2:5, 3:9] = True  # rows 2..4, columns 3..8
+    masks[1, 9, 11] = True  # one pixel in the last row and column
+    boxes = masks_to_boxes(masks)  # masks[2] is empty
+    assert boxes.dtype == torch.float32 and boxes.shape == (3, 4)
+    assert boxes.tolist() == [[3, 2, 9, 5], [11, 9, 12, 10], [0, 0, 0, 0]]
+    assert masks_to_boxes(torch.zeros((0, 5, 6), dtype=torch.bool)).shape == (0, 4)
+    g = torch.Generator().manual_seed(0)
+    random = torch.rand(20, 31, 17, generator=g) > 0.97
+    rles = mask_utils.encode(np.asfortranarray(random.numpy().transpose(1, 2, 0).astype(np.uint8)))
+    x, y, w, h = mask_utils.toBbox(rles).T  # COCO's x, y, w, h of the same masks
+    np.testing.assert_array_equal(masks_to_boxes(random).numpy(), np.stack([x, y, x + w, y + h], 1))
+
+
+def test_postprocess_single_gives_the_boxes_of_its_masks():
+    from solov2.postprocess import masks_to_boxes
+    result = postprocess_single(*_inputs(60), (96, 160), (120, 200), CFG)
+    assert len(result["masks"]) > 0
+    assert torch.equal(result["boxes"], masks_to_boxes(result["masks"]))
+    empty = postprocess_single(*_inputs(0), (96, 160), (120, 200), CFG)
+    assert empty["boxes"].shape == (0, 4) and empty["boxes"].dtype == torch.float32

@@ -81,9 +81,62 @@ def test_predictor_and_commands_default_to_auto(monkeypatch):
     from solov2.apps.evaluate import eval_main
     from solov2.apps.predict import predict_main
     from solov2.cli import build_parser
-    for fn in (Predictor.__init__, eval_main, predict_main):
+    for fn in (Predictor.__init__, predict_main):
         assert inspect.signature(fn).parameters["precision"].default == "auto", fn
+    # eval evaluates what training evaluated (fp32) unless asked for another precision
+    assert inspect.signature(eval_main).parameters["precision"].default == "fp32"
     parser = build_parser()
-    assert parser.parse_args(["eval", "x.pth"]).precision == "auto"
+    assert parser.parse_args(["eval", "x.pth"]).precision == "fp32"
+    assert parser.parse_args(["eval", "x.pth", "--precision", "auto"]).precision == "auto"
     assert parser.parse_args(["predict", "x.pth", "a.png"]).precision == "auto"
     assert parser.parse_args(["eval", "x.pth", "--precision", "fp32"]).precision == "fp32"
+
+
+def test_a_precision_emulated_on_this_cpu_is_said_in_one_line_once(monkeypatch, caplog):
+    monkeypatch.setattr(precision, "_warned", set(), raising=False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    line = "warning: bf16 is emulated on this CPU (no AVX512-BF16/AMX): slower than fp32"
+    assert precision.resolve_precision("bf16", "cpu") == "bf16"
+    assert autocast_dtype("bf16", "cpu") is torch.bfloat16  # the Predictor resolves twice: still one line
+    assert [r.getMessage() for r in caplog.records] == [line]
+    monkeypatch.setenv("SOLOV2_PRECISION", "bf16")  # "auto" made bf16 by the environment: emulated all the same
+    monkeypatch.setattr(precision, "_warned", set(), raising=False)
+    assert precision.resolve_precision("auto", "cpu") == "bf16"
+    assert [r.getMessage() for r in caplog.records] == [line, line]
+    caplog.clear()
+    monkeypatch.setattr(precision, "_warned", set(), raising=False)
+    for name, backend in (("fp32", "torch"), ("bf16", "openvino")):
+        precision.resolve_precision(name, "cpu", backend)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    precision.resolve_precision("bf16", "cpu")
+    assert caplog.records == []
+
+
+def test_predictor_and_eval_say_that_bf16_is_emulated(monkeypatch, caplog, tmp_path):
+    from solov2 import Predictor, build_model, load_config
+    from solov2.checkpoint.io import save_checkpoint
+    from solov2.cli import main
+    tiny = "tests/data/tiny_shapes.py"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    line = "warning: bf16 is emulated on this CPU (no AVX512-BF16/AMX): slower than fp32"
+    monkeypatch.setattr(precision, "_warned", set(), raising=False)
+    Predictor(tiny, precision="bf16")
+    assert [r.getMessage() for r in caplog.records] == [line]
+    caplog.clear()
+    monkeypatch.setattr(precision, "_warned", set(), raising=False)
+    checkpoint = str(tmp_path / "model.pth")
+    save_checkpoint(checkpoint, build_model(load_config(tiny)), meta={})
+    assert main(["eval", tiny, checkpoint, "--precision", "bf16", "--cfg-options", "data.test.num_images=1"]) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [line]
+
+
+def test_train_amp_on_a_cpu_without_native_bf16_says_so(monkeypatch, caplog, tmp_path):
+    from solov2.engine import launch
+    monkeypatch.setattr(launch, "_train_worker", lambda rank, world, opts: {})
+    monkeypatch.setattr(precision, "_warned", set(), raising=False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    launch.train_main("configs/demo/solov2_light_r18_shapes.py", work_dir=str(tmp_path), device="cpu", amp=False)
+    assert caplog.records == []
+    launch.train_main("configs/demo/solov2_light_r18_shapes.py", work_dir=str(tmp_path), device="cpu", amp=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "warning: bf16 is emulated on this CPU (no AVX512-BF16/AMX): slower than fp32"]

@@ -11,9 +11,18 @@ pytest.importorskip("onnx")
 ov = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from helpers import DEMO_CONFIG, SEED_CONFIG, TINY_HEAD, plant_detections, tiny_model  # noqa: E402
-from test_openvino import CLASSES, OPTIONS, _torch_results  # noqa: E402
-from test_predictor import _image, _mask_iou  # noqa: E402
+from helpers import (  # noqa: E402
+    CITYSCAPES_CLASSES as CLASSES,
+    DEMO_CONFIG,
+    R18_SEED_OPTIONS as OPTIONS,
+    SEED_CONFIG,
+    TINY_HEAD,
+    mask_iou,
+    plant_detections,
+    smooth_image as _image,
+    tiny_model,
+    torch_results,
+)
 
 from solov2 import Predictor, build_model, load_config  # noqa: E402
 from solov2.checkpoint.io import save_checkpoint  # noqa: E402
@@ -27,7 +36,7 @@ SIZES = [(300, 520), (256, 256), (400, 160)]
 
 @pytest.fixture(scope="module")
 def planted_int8(tmp_path_factory):
-    """The planted R18 model of test_openvino.py quantized on 9 smooth random images of three shapes."""
+    """The planted R18 model of the OpenVINO tests quantized on 9 smooth random images of three shapes."""
     torch.manual_seed(0)
     model = build_model(load_config(SEED_CONFIG, OPTIONS)).eval()
     plant_detections(model)
@@ -47,17 +56,17 @@ def test_int8_is_close_to_fp32(planted_int8):
     the coarsest level's kernels are far from calibrated, so one instance's mask score can drop: measured
     here (NNCF 3.4, OpenVINO 2026.4) IoU 0.89..1.0, score differences within 0.015 for 18 of the 21 instances
     and 0.11..0.23 for the remaining three (all the grid-12 cell). A trained model's cost is measured as mask
-    AP (docs/benchmarks.md); this test guards the int8 path against losing or mislabelling instances."""
+    AP (docs/history.md); this test guards the int8 path against losing or mislabelling instances."""
     model, path = planted_int8
     predictor = Predictor(path, score_thr=0.05)
     diffs = []
     for k, size in enumerate(SIZES):
         image = _image(k, size)
-        ref = _torch_results(model, [image])[0]
+        ref = torch_results(model, [image])[0]
         got = predictor(image)
         assert len(ref["scores"]) >= 5 and sorted(got["labels"]) == sorted(ref["labels"])
         for mask, label, score in zip(ref["masks"], ref["labels"], ref["scores"]):
-            iou, s = max((_mask_iou(m, mask), s) for m, lab, s in zip(got["masks"], got["labels"], got["scores"])
+            iou, s = max((mask_iou(m, mask), s) for m, lab, s in zip(got["masks"], got["labels"], got["scores"])
                          if lab == label)
             assert iou >= 0.85, (size, label, iou)
             diffs.append(abs(float(s) - float(score)))

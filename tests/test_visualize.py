@@ -77,3 +77,15 @@ def test_small_images_are_enlarged_when_asked():
     assert out.shape == (60 * 5, 80 * 5, 3)  # smallest integer factor that makes 60 px at least 256
     expected = np.round(0.5 * 100 + 0.5 * np.array(instance_color(0))).astype(np.uint8)
     assert np.array_equal(out[35 * 5 + 2, 35 * 5 + 2], expected)
+
+
+def test_boxes_are_drawn_when_given():
+    image, masks, labels, scores = _scene()
+    plain = draw_instances(image, masks, labels, scores, ["disc", "star"])
+    boxes = np.array([[10, 10, 40, 40], [50, 30, 75, 55]], dtype=np.float32)  # pixel edges, as result["boxes"]
+    boxed = draw_instances(image, masks, labels, scores, ["disc", "star"], boxes=boxes)
+    assert np.array_equal(boxed[35, 39], np.array(instance_color(0), dtype=np.uint8))  # right edge: column 39
+    assert np.array_equal(boxed[54, 60], np.array(instance_color(1), dtype=np.uint8))  # bottom edge: row 54
+    assert np.array_equal(boxed[25, 25], plain[25, 25])  # inside: only the tint
+    with pytest.raises(ValueError, match="1 boxes for 2 masks"):
+        draw_instances(image, masks, labels, scores, ["disc", "star"], boxes=boxes[:1])

@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from solov2.cli import HelpFormatter  # noqa: E402
+from solov2.apps.arguments import HelpFormatter  # noqa: E402
 from solov2.cli import main as solov2_main
 from solov2.engine.launch import LAUNCHERS, resume_command  # noqa: E402
 
@@ -22,7 +22,7 @@ def main() -> int:
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction,
                    help="mixed precision, fp16 on CUDA, bf16 on CPU (default: on for CPUs with native bf16)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--cfg-options", "--cfg_options", dest="cfg_options", nargs="+", metavar="KEY=VALUE",
                    help="config overrides a.b.c=value")
     a = p.parse_args()

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -51,7 +50,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from solov2.config import parse_overrides
 from solov2.precision import PRECISION_CHOICES, resolve_precision
 
 __all__ = ["run_benchmark", "time_interleaved", "summarize", "peak_memory_mb", "format_table", "main",
@@ -102,20 +100,15 @@ def peak_memory_mb(device: torch.device) -> float:
     return rss / 2 ** 20 if sys.platform == "darwin" else rss / 2 ** 10  # bytes on macOS, KiB on Linux
 
 
-def benchmark_images(input_size: Sequence[int] = (448, 768), num_images: int = 8, seed: int = 0,
+def benchmark_images(image_size: Sequence[int] = (448, 768), num_images: int = 8, seed: int = 0,
                      images: str | None = None) -> list[np.ndarray]:
     """The benchmark's ``(H, W, 3)`` uint8 RGB images: those under the folder ``images`` (recursively, sorted, at
-    their own sizes), else ``num_images`` built-in shapes pictures of ``input_size`` drawn from ``seed``."""
+    their own sizes), else ``num_images`` built-in shapes pictures of ``image_size`` drawn from ``seed``."""
     if images is not None:
-        from solov2.data.image import IMAGE_EXTS, folder_images, read_rgb
-        if not os.path.isdir(images):
-            raise ValueError(f"{images}: --images must be a folder of images")
-        files = folder_images(images)
-        if not files:
-            raise ValueError(f"{images}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
-        return [read_rgb(f) for f in files]
+        from solov2.data.image import images_in_folder, read_rgb
+        return [read_rgb(f) for f in images_in_folder(images)]
     from solov2.data.synthetic import render_shapes
-    h, w = input_size
+    h, w = image_size
     return [render_shapes(np.random.default_rng([seed, i]), (h, w))[0] for i in range(num_images)]
 
 
@@ -183,7 +176,7 @@ def _memory_child() -> None:
     if spec.get("num_threads"):
         torch.set_num_threads(spec["num_threads"])
     device = torch.device(spec["device"])
-    batches = _batches(benchmark_images(spec["input_size"], spec["num_images"], spec["seed"], spec["images"]),
+    batches = _batches(benchmark_images(spec["image_size"], spec["num_images"], spec["seed"], spec["images"]),
                        spec["batch"])
     predictor = _make_predictor(spec)
     gc.collect()
@@ -229,8 +222,8 @@ def _rss_mb(field: str) -> float:
 
 
 def run_benchmark(config_path: str, checkpoint: str | None = None, device: str = "cpu",
-                  input_size: tuple[int, int] = (448, 768), batch: int = 1, iters: int = 20, warmup: int = 5,
-                  fp16: bool = False, bf16: bool = False, optimize: bool = True,
+                  image_size: tuple[int, int] = (448, 768), batch: int = 1, iters: int = 20, warmup: int = 5,
+                  optimize: bool = True,
                   overrides: dict[str, Any] | None = None,
                   num_threads: int | None = None, verbose: bool = True, seed: int = 0,
                   precisions: Sequence[str] = ("auto",), backends: Sequence[str] = ("torch",),
@@ -244,13 +237,13 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
         checkpoint: weights to load (random initialisation if None); with a config, the architecture comes
             from the checkpoint where it carries one (:func:`solov2.checkpoint.model_config.resolve_model`).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        input_size: ``(H, W)`` of the shapes images (not used with ``images``); the model resizes them to its
+        image_size: ``(H, W)`` of the shapes images (not used with ``images``); the model resizes them to its
             ``test_scale``.
         batch: images per call.
         iters, warmup: timed and untimed calls per row (after one first call per row that is not timed either:
             it exports the graph for the exported backends).
         precisions: besides fp32 (always measured): ``"auto"`` (the Predictor's default, resolved per backend),
-            ``"bf16"``, ``"fp16"`` (CUDA); ``fp16`` / ``bf16`` are the older flags for the same.
+            ``"bf16"``, ``"fp16"`` (CUDA).
         backends: ``solov2.inference.predictor.BACKENDS`` to measure.
         optimize: the Predictor's ``optimize`` (default on, as the Predictor).
         images: a folder of images to use instead of the shapes; ``num_images``: shapes pictures to draw.
@@ -259,7 +252,7 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
         num_threads: ``torch.set_num_threads`` for the run (CPU, and the memory processes), or None to keep it.
         verbose: print the table.
 
-    Returns: ``{"config", "checkpoint", "device", "num_threads", "input_size", "images", "batch", "iters",
+    Returns: ``{"config", "checkpoint", "device", "num_threads", "image_size", "images", "batch", "iters",
     "warmup", "optimize", "torch", "memory", "rows", "skipped", "results"}``; ``rows`` lists
     ``(backend, precision)``; ``results`` maps ``network_<p>`` and ``end_to_end_<p>`` (torch) or
     ``network_<backend>_<p>`` / ``end_to_end_<backend>_<p>`` to ``{"median_ms", "p90_ms", "mean_ms",
@@ -267,7 +260,7 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
     """
     from solov2.inference.predictor import BACKENDS
     dev = torch.device(device)
-    wanted = list(precisions) + ["fp16"] * fp16 + ["bf16"] * bf16
+    wanted = list(precisions)
     if "fp16" in wanted and dev.type != "cuda":
         raise ValueError(f"fp16 (autocast float16) is measured on CUDA only, got device {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -281,7 +274,7 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     torch.manual_seed(seed)
-    pool = benchmark_images(input_size, num_images, seed, images)
+    pool = benchmark_images(image_size, num_images, seed, images)
     batches = _batches(pool, batch)
     rows, skipped = [], []
     for backend in backends:
@@ -295,7 +288,7 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
         raise ValueError(f"nothing to measure: backends {list(backends)} run fp32 only, precisions asked {wanted}")
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     base = {"config": config_path, "checkpoint": checkpoint, "overrides": overrides, "device": str(dev),
-            "batch": batch, "optimize": optimize, "input_size": list(input_size), "num_images": num_images,
+            "batch": batch, "optimize": optimize, "image_size": list(image_size), "num_images": num_images,
             "seed": seed, "images": images, "num_threads": num_threads}
     fns, network, detections, first = {}, {}, {}, None
     for backend, precision in rows:
@@ -332,7 +325,7 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
     network_input = [batch, *first.model.transform([image], training=False)[0].tensors.shape[1:]]
     report = {
         "config": str(config_path), "checkpoint": first.checkpoint, "device": str(dev),
-        "num_threads": torch.get_num_threads(), "input_size": list(input_size) if images is None else None,
+        "num_threads": torch.get_num_threads(), "image_size": list(image_size) if images is None else None,
         "images": images or f"{len(pool)} built-in shapes images (seed {seed})", "network_input": network_input,
         "batch": batch, "iters": iters, "warmup": warmup, "optimize": optimize, "torch": torch.__version__,
         "rows": rows, "skipped": skipped,
@@ -347,7 +340,7 @@ def run_benchmark(config_path: str, checkpoint: str | None = None, device: str =
 def format_table(report: dict[str, Any]) -> str:
     """The report of :func:`run_benchmark` as a small text table."""
     dev = report["device"] + (f", {report['num_threads']} threads" if report["device"] == "cpu" else "")
-    size = (f"input {report['input_size'][0]}x{report['input_size'][1]}" if report["input_size"] else "input")
+    size = (f"images {report['image_size'][0]}x{report['image_size'][1]}" if report["image_size"] else "input")
     lines = [f"{report['config']}  device={dev}  {size} ({report['images']}) -> network input "
              f"{'x'.join(map(str, report['network_input']))}  iters {report['iters']} (+{report['warmup']} "
              f"warm-up)  optimize={report['optimize']}",
@@ -364,72 +357,51 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The ``benchmark`` command's arguments (shared with ``solov2 benchmark``)."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``solov2 benchmark`` command's arguments."""
+    from solov2.apps.arguments import add_cfg_options, add_device
     from solov2.inference.predictor import BACKENDS
-    parser.add_argument("config", help="model config file (.py), or a checkpoint written by `solov2 train` alone")
+    parser.add_argument("config", help="model config (a .py file or a packaged config's name), or a checkpoint "
+                        "written by `solov2 train` alone")
     parser.add_argument("checkpoint", nargs="?", default=None,
                         help="weights after a config (random initialisation if left out)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--input-size", nargs=2, type=int, default=(448, 768), metavar=("H", "W"),
-                        help="size of the built-in shapes images (default 448 768); the model resizes them to "
-                             "its test scale")
+    add_device(parser, default="cpu")
+    parser.add_argument("--image-size", nargs=2, type=int, default=(448, 768), metavar=("H", "W"),
+                        help="size of the built-in shapes images; the model resizes them to its test scale")
     parser.add_argument("--images", metavar="DIR", default=None,
                         help="a folder of images to use (at their own sizes) instead of the built-in shapes")
-    parser.add_argument("--num-images", type=int, default=8, help="built-in shapes images to draw (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the shapes images (default 0)")
-    parser.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
-    parser.add_argument("--iters", type=int, default=20, help="timed calls per row (default 20)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed calls per row first (default 5)")
+    parser.add_argument("--num-images", type=int, default=8, help="built-in shapes images to draw")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shapes images")
+    parser.add_argument("--batch", type=int, default=1, help="images per call")
+    parser.add_argument("--iters", type=int, default=20, help="timed calls per row")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls per row first")
     parser.add_argument("--backend", nargs="+", choices=list(BACKENDS), default=["torch"],
-                        help="Predictor backends to measure (default torch)")
+                        help="Predictor backends to measure")
     parser.add_argument("--precision", nargs="+", choices=list(PRECISION_CHOICES), default=["auto"],
                         help="precisions to measure besides fp32 (always measured, as the reference); auto: the "
-                             "Predictor's default (bf16 on CPUs with native bf16, fp32 elsewhere); fp16: CUDA only "
-                             "(default auto)")
-    for name in ("bf16", "fp16"):  # the older spelling, kept working: --bf16 is --precision fp32 bf16
-        parser.add_argument(f"--{name}", dest="precision", action="append_const", const=name, help=argparse.SUPPRESS)
-    parser.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=True,
-                        help="the Predictor's optimize (BatchNorm folded, channels_last, Winograd on CPU; default "
-                             "on, as the Predictor)")
-    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
-                        help="each row's peak memory, from a fresh process per row (default on)")
+                             "Predictor's default (bf16 on CPUs with native bf16, fp32 elsewhere); fp16: CUDA only")
+    parser.add_argument("--no-optimize", dest="optimize", action="store_false",
+                        help="Predictors without their optimization (default: optimized, as the Predictor runs)")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip each row's peak memory (default: measured from a fresh process per row)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="config overrides, e.g. model.backbone.depth=18")
+    add_cfg_options(parser)
     parser.add_argument("--json", default=None, help="also write the report to this JSON file")
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m solov2.apps.benchmark CONFIG [CHECKPOINT] [options]``; returns the exit status."""
-    args = add_arguments(argparse.ArgumentParser(prog="solov2 benchmark", description=__doc__.split("\n")[0])
-                         ).parse_args(argv)
-    return run_from_args(args)
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the benchmark that parsed ``args`` (from :func:`add_arguments`) describe; returns the exit status."""
+def main(args: argparse.Namespace) -> None:
+    """Run the benchmark that ``args`` (from :func:`add_arguments`, ``cfg_options`` already a dict) describe."""
     for name in ("batch", "iters", "num_images"):
         if getattr(args, name) < 1:
-            print(f"solov2 benchmark: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
-            return 2
+            raise ValueError(f"solov2 benchmark: --{name.replace('_', '-')} must be >= 1")
     try:
-        report = run_benchmark(args.config, args.checkpoint, device=args.device, input_size=tuple(args.input_size),
+        report = run_benchmark(args.config, args.checkpoint, device=args.device, image_size=tuple(args.image_size),
                                batch=args.batch, iters=args.iters, warmup=max(args.warmup, 0),
                                precisions=args.precision, backends=args.backend, optimize=args.optimize,
                                num_threads=args.threads, images=args.images, num_images=args.num_images,
-                               seed=args.seed, memory=args.memory,
-                               overrides=parse_overrides(args.cfg_options) if args.cfg_options else None)
-    except (ValueError, RuntimeError) as exc:  # ConfigError, CheckpointError, bad device or fp16 on CPU, a failed
-        # memory process, a missing backend package: one line, no traceback
-        print(f"solov2 benchmark: error: {exc}", file=sys.stderr)
-        return 2
+                               seed=args.seed, memory=args.memory, overrides=args.cfg_options)
+    except RuntimeError as exc:  # a failed memory process: one line, as every command's errors
+        raise ValueError(f"solov2 benchmark: {exc}") from None
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

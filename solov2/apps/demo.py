@@ -1,15 +1,17 @@
 """``solov2 demo`` (``make demo``): built-in data -> train a small SOLOv2 on CPU -> mask AP -> pictures."""
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
+from solov2.apps.arguments import add_cfg_options, add_device, size
 from solov2.apps.predict import predict_main
 from solov2.config import find_config
 from solov2.engine.launch import train_main
 from solov2.precision import cpu_has_native_bf16
 
-__all__ = ["demo_main"]
+__all__ = ["add_arguments", "main", "demo_main"]
 
 DEMO_CONFIG = "solov2_light_r18_shapes"  # a packaged config (solov2/configs/demo/), found by name
 
@@ -51,3 +53,20 @@ def demo_main(out: str = "runs/demo", train_images: int = 1000, val_images: int 
           f"{len(pictures)} pictures in {os.path.join(out, 'pictures')}")
     return metrics
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="output folder (data, checkpoints, pictures)")
+    parser.add_argument("--train-images", type=int, default=1000, help="built-in training images")
+    parser.add_argument("--val-images", type=int, default=100, help="built-in validation images")
+    parser.add_argument("--image-size", type=int, nargs="+", default=[128], metavar="SIZE",
+                        help="the images' side, or H W")
+    add_cfg_options(parser)
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction,
+                        help="bf16 autocast (default: on for CPUs with native bf16, AVX512-BF16 or AMX)")
+    add_device(parser, default="cpu")
+
+
+def main(args: argparse.Namespace) -> None:
+    from solov2.engine.launch import resolve_device
+    demo_main(args.out, args.train_images, args.val_images, size(args.image_size), args.cfg_options, args.amp,
+              resolve_device(args.device))

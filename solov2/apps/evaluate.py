@@ -1,18 +1,50 @@
 """``solov2 eval`` (and ``tools/test.py``): a checkpoint's COCO mask AP or Cityscapes AP on a data set of its
-config."""
+config.
+
+By default it evaluates the model training evaluated: float32, on the same ``data.val``, with the same
+metric; only optimized for inference (BatchNorm folded, ...: the same results up to float rounding). The first
+line it prints says what runs."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
+from solov2.apps.arguments import (
+    add_backend,
+    add_cfg_options,
+    add_device,
+    add_optimize,
+    add_precision,
+    add_sources,
+    split_args_sources,
+)
 from solov2.engine.launch import resolve_device
 
-__all__ = ["eval_main", "RunExported"]
+__all__ = ["add_arguments", "main", "eval_main", "RunExported"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_sources(parser)
+    parser.add_argument("--metric", choices=["segm", "cityscapes"], help="default: the config's, else segm")
+    parser.add_argument("--metrics-out", metavar="FILE.json", help="also write the metrics to this JSON file")
+    parser.add_argument("--split", default="val", choices=["train", "val", "test"], help="data.SPLIT of the config")
+    add_cfg_options(parser)
+    add_device(parser)
+    add_precision(parser, default="fp32")
+    add_optimize(parser)
+    add_backend(parser)
+
+
+def main(args: argparse.Namespace) -> None:
+    split_args_sources(args, "eval")
+    eval_main(args.config, args.checkpoint, args.metric, args.metrics_out, args.cfg_options, args.device, args.split,
+              precision=args.precision, optimize=args.optimize, backend=args.backend)
 
 
 def eval_main(config: str | None, checkpoint: str, metric: str | None = None, metrics_out: str | None = None,
               cfg_options=None, device: str | None = None, split: str = "val", out_dir: str | None = None,
-              precision: str = "auto", optimize: bool = False, backend: str = "torch") -> dict:
+              precision: str = "fp32", optimize: bool = True, backend: str = "torch") -> dict:
     """Evaluate a checkpoint on ``data.<split>`` (default ``val``, the set training evaluates on) of the config,
     or (``config`` None) of the config the checkpoint was trained with; ``precision``/``optimize`` evaluate the
     model as the Predictor would run it. ``backend`` ``"onnxruntime"`` / ``"openvino"`` evaluates the checkpoint
@@ -58,9 +90,18 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
                 model = optimize_for_inference(model, autocast_dtype=dtype)
     if cfg.data.get(split) is None:
         raise ConfigError(f"{config or checkpoint}: data.{split} is not set; evaluate another one with --split")
-    dataset = build_dataset(cfg.data[split])
+    try:
+        dataset = build_dataset(cfg.data[split])
+    except FileNotFoundError as exc:
+        if config is not None:
+            raise
+        raise FileNotFoundError(f"{exc} (the path {checkpoint} stores, as training saw it; give the data's place "
+                                f"with --cfg-options data.{split}.KEY=PATH, or a config first)") from None
     check_eval_classes(resolved, dataset, f"data.{split}")
     metric = metric or (cfg.get("evaluation") or {}).get("metric", "segm")
+    how = "optimized" if optimize and backend == "torch" and not is_exported(checkpoint) else "as built"
+    print(f"solov2 eval: {checkpoint} on data.{split} ({len(dataset)} images, {metric}): backend {backend}, "
+          f"{precision}, {how}, {device}", flush=True)
     with torch.inference_mode(), precision_autocast(dtype, device):
         encoded = inference_on_dataset(model, dataset, device)
     out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "eval")

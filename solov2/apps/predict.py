@@ -2,6 +2,7 @@
 optionally one PNG per instance; the outputs mirror the inputs' paths."""
 from __future__ import annotations
 
+import argparse
 import glob
 import itertools
 import json
@@ -14,9 +15,11 @@ from solov2.data.image import IMAGE_EXTS
 from solov2.engine.launch import resolve_device
 from solov2.errors import DataError, one_line
 
-__all__ = ["predict_main", "PredictOutputs", "collect_inputs", "collect_named_inputs", "VIDEO_EXTS", "slugify"]
+__all__ = ["add_arguments", "main", "predict_main", "PredictOutputs", "collect_inputs", "collect_named_inputs",
+           "VIDEO_EXTS", "slugify"]
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+LEGIBLE_SIDE = 256  # pictures of images with a shorter side below it are enlarged, so captions stay legible
 
 
 def collect_inputs(inputs: list[str]) -> list[str]:
@@ -75,12 +78,15 @@ class PredictOutputs(list):
 def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: str = "runs/predict",
                  score_thr: float = 0.3, device: str | None = None, save_json: bool = True,
                  save_masks: bool = False, precision: str = "auto", optimize: bool = True,
-                 ann_file: str | None = None, backend: str = "torch", skip_existing: bool = False) -> PredictOutputs:
+                 ann_file: str | None = None, backend: str = "torch", boxes: bool = False, tile: int | None = None,
+                 overlap: int | None = None, skip_existing: bool = False) -> PredictOutputs:
     """Pictures (``OUT/<name>_pred.png``, ``<name>`` from :func:`collect_named_inputs`), videos
     (``OUT/<name>_pred.mp4``) and ``OUT/results.json``. Unreadable inputs are skipped with a one-line
     warning and listed at the end; if none can be read, a ``ValueError`` says why.
     ``results.json`` ids: see :class:`_ResultIds`. ``checkpoint`` may be an exported ``.onnx`` / ``.xml`` file,
-    run in its own runtime; ``backend``: as :class:`~solov2.inference.predictor.Predictor`'s.
+    run in its own runtime; ``backend``: as :class:`~solov2.inference.predictor.Predictor`'s. ``boxes``: draw each
+    instance's box; ``tile``: predict images in overlapping ``tile`` x ``tile`` tiles (``overlap`` pixels, default
+    ``tile // 4``; :meth:`~solov2.inference.predictor.Predictor.predict_tiled`).
 
     Built for big folders: a thread reads the next images while the model runs; each input's results go to
     ``OUT/results_log.jsonl`` as soon as it is done (memory stays flat), and ``results.json`` is written from
@@ -120,10 +126,11 @@ def predict_main(config: str | None, checkpoint: str, inputs: list[str], out: st
             log.write(name, [], done=True)
 
     def picture(position: int, path: str, name: str, target: str, image) -> None:
-        result = predictor(image)
+        result = predictor(image) if tile is None else predictor.predict_tiled(image, tile, overlap)
         if save_masks:
             _save_masks(result, f"{target}_masks")
-        save_image(f"{target}_pred.png", predictor.draw(image, result))  # after the masks: marks the input done
+        # after the masks: the picture marks the input done
+        save_image(f"{target}_pred.png", predictor.draw(image, result, min_side=LEGIBLE_SIDE, boxes=boxes))
         outputs.append(f"{target}_pred.png")
         if log is not None:
             image_id = ids.image_id(path, name, position)
@@ -347,7 +354,7 @@ def _predict_video(predictor, path: str, target: str, on_frame=None) -> str:
             result = predictor(rgb)
             if on_frame is not None:
                 on_frame(index, result)
-            drawn = predictor.draw(rgb, result)
+            drawn = predictor.draw(rgb, result, min_side=LEGIBLE_SIDE)
             if writer is None:
                 h, w = drawn.shape[:2]  # pictures of small frames are enlarged
                 writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
@@ -358,3 +365,36 @@ def _predict_video(predictor, path: str, target: str, on_frame=None) -> str:
         raise DataError(f"{path}: video has no readable frames")
     writer.release()
     return target
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from solov2.apps.arguments import add_backend, add_device, add_optimize, add_precision, add_sources
+    add_sources(parser, inputs="images, folders, globs or videos")
+    parser.add_argument("--out", default="runs/predict", help="output folder")
+    parser.add_argument("--score-thr", type=float, default=0.3, help="instances scoring below this are not kept")
+    add_device(parser)
+    parser.add_argument("--save-json", action=argparse.BooleanOptionalAction, default=True,
+                        help="write results.json")
+    parser.add_argument("--ann", metavar="FILE.json", help="COCO file whose image ids results.json uses (by "
+                        "file_name)")
+    parser.add_argument("--save-masks", action="store_true", help="one PNG per instance")
+    add_precision(parser)
+    add_optimize(parser)
+    add_backend(parser)
+    parser.add_argument("--boxes", action="store_true", help="draw each instance's box too")
+    parser.add_argument("--tile", type=int, metavar="SIZE", help="big images: predict overlapping SIZE x SIZE tiles "
+                        "at full resolution (about the test scale), detections cut by tile borders merged")
+    parser.add_argument("--overlap", type=int, metavar="PX", help="pixels neighbouring tiles share (default: SIZE/4)")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="resume a stopped run into the same --out: skip the inputs it finished")
+
+
+def main(args: argparse.Namespace) -> None:
+    from solov2.apps.arguments import split_args_sources
+    split_args_sources(args, "predict", inputs=True)
+    written = predict_main(args.config, args.checkpoint, args.inputs, args.out, args.score_thr, args.device,
+                           args.save_json, args.save_masks, args.precision, args.optimize, args.ann, args.backend,
+                           boxes=args.boxes, tile=args.tile, overlap=args.overlap, skip_existing=args.skip_existing)
+    print(f"wrote {len(written)} picture(s)/video(s)"
+          + (f" and {written.instances} instance(s) in results.json" if args.save_json else "") + f" to {args.out}"
+          + (f" ({written.skipped_existing} input(s) done before, skipped)" if written.skipped_existing else ""))

@@ -2,6 +2,7 @@
 print them, or forget them."""
 from __future__ import annotations
 
+import argparse
 from typing import Callable
 
 import torch
@@ -20,7 +21,7 @@ from solov2.inference.tuning import (
 from solov2.inference.winograd import nnpack_available
 from solov2.models import build_model
 
-__all__ = ["tune_main", "DEFAULT_CONFIG"]
+__all__ = ["add_arguments", "main", "tune_main", "DEFAULT_CONFIG"]
 
 DEFAULT_CONFIG = "solov2_light_448_r50_fpn_2gpu_3x"  # a packaged config, found by name
 
@@ -59,3 +60,19 @@ def tune_main(source: str | None = None, checkpoint: str | None = None, reset: b
                  f"{'Winograd' if entry['winograd'][name] else 'direct'}")
     print_fn(f"{sum(choices.values())} of {len(choices)} 3x3 stride-1 convs run Winograd")
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sources", nargs="*", metavar="[CONFIG] [CHECKPOINT]",
+                        help=f"the model to tune for (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--reset", action="store_true", help="forget this CPU's cached choices first (alone: only "
+                        "that)")
+    parser.add_argument("--all", dest="all_machines", action="store_true", help="with --reset: every machine's")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (the choices are cached per thread count)")
+
+
+def main(args: argparse.Namespace) -> None:
+    if len(args.sources) > 2:
+        raise ValueError(f"solov2 tune: expected [CONFIG] [CHECKPOINT], got {len(args.sources)} arguments")
+    source, checkpoint = (args.sources + [None, None])[:2]
+    tune_main(source, checkpoint, args.reset, args.all_machines, args.threads)

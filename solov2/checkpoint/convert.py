@@ -24,7 +24,6 @@ Command line: ``python -m solov2.checkpoint.convert --from mmdet in.pth out.pth`
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import warnings
@@ -37,7 +36,7 @@ from torch import Tensor
 from solov2.checkpoint.io import atomic_save
 from solov2.errors import CheckpointError, one_line
 
-__all__ = ["SOURCES", "convert_state_dict", "convert_to_source", "convert_checkpoint", "main"]
+__all__ = ["SOURCES", "convert_state_dict", "convert_to_source", "convert_checkpoint"]
 
 SOURCES = ("solo", "mmdet", "adelaidet")
 
@@ -280,23 +279,3 @@ def convert_checkpoint(in_path: str, out_path: str, source: str, strict: bool = 
         meta["classes"] = classes
     atomic_save({"state_dict": converted, "meta": meta}, out_path)
     return unmapped
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m solov2.checkpoint.convert", description=__doc__.splitlines()[0])
-    parser.add_argument("input", help="checkpoint of the other code base")
-    parser.add_argument("output", help="where to write our checkpoint")
-    parser.add_argument("--from", dest="source", required=True, choices=SOURCES)
-    parser.add_argument("--strict", action="store_true", help="fail if a key cannot be mapped")
-    parser.add_argument("--allow-pickle", action="store_true", help="full unpickling (trusted files only)")
-    args = parser.parse_args(argv)
-    try:
-        unmapped = convert_checkpoint(args.input, args.output, args.source, args.strict, args.allow_pickle)
-    except (CheckpointError, ValueError) as exc:
-        parser.exit(1, f"error: {exc}\n")
-    print(f"wrote {args.output}" + (f" ({len(unmapped)} key(s) not mapped)" if unmapped else ""))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -6,7 +6,9 @@ Layout (a plain dict of tensors and builtins, so ``torch.load(weights_only=True)
      "meta": {"epoch": int, "iter": int, "classes": [str, ...], "cat_ids": [COCO category id per label, ...],
               "config": the resolved config as a plain dict (solov2.checkpoint.model_config; older: its text)},
      "optimizer": optimizer.state_dict(), "scaler": GradScaler state (optional),
-     "rng": [random generator states of each process (``rng.rng_state``), by rank] (optional)}
+     "rng": [random generator states of each process (``rng.rng_state``), by rank] (optional),
+     "ema": {"updates": int, "decay": float, "warmup": float, "raw_state_dict": the trained weights} (optional:
+            a run with weight averaging, whose "state_dict" holds the average; ``solov2.engine.ema``)}
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from solov2.errors import CheckpointError, one_line
 
 
 def save_checkpoint(path: str, model: nn.Module, optimizer=None, meta: dict | None = None, scaler=None,
-                    rng: list[dict] | None = None) -> None:
-    """Write to a temporary file in the same folder, then rename: a kill never leaves a half-written file."""
+                    rng: list[dict] | None = None, extra: dict | None = None) -> None:
+    """Write to a temporary file in the same folder, then rename: a kill never leaves a half-written file.
+    ``extra``: more top-level entries (e.g. ``{"ema": ...}``)."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     state = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta or {}}
     if optimizer is not None:
@@ -33,6 +36,7 @@ def save_checkpoint(path: str, model: nn.Module, optimizer=None, meta: dict | No
         state["scaler"] = scaler.state_dict()
     if rng is not None:
         state["rng"] = rng
+    state.update(extra or {})
     atomic_save(state, path)
 
 

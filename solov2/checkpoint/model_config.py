@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from solov2.config import Config, ConfigDict, apply_overrides, load_config
+from solov2.config import Config, ConfigDict, apply_overrides, load_config, packaged_configs
 
 __all__ = ["load_model", "resolve_classes", "checkpoint_meta", "embedded_config", "is_config_path", "split_sources",
            "resolve_model", "ResolvedModel", "check_eval_classes"]
@@ -111,8 +111,14 @@ def embedded_config(meta: dict) -> Config | None:
 
 # ----------------------------------------------------------------------------- inference
 def is_config_path(item: Any) -> bool:
-    """A config is a ``.py`` file (or a ``Config``); anything else given where a config may go is a checkpoint."""
-    return isinstance(item, Config) or (isinstance(item, (str, os.PathLike)) and os.fspath(item).endswith(".py"))
+    """A config is a ``.py`` file, a ``Config`` or the name of a packaged config that is no file here; anything else
+    given where a config may go is a checkpoint."""
+    if isinstance(item, Config):
+        return True
+    if not isinstance(item, (str, os.PathLike)):
+        return False
+    path = os.fspath(item)
+    return path.endswith(".py") or (not os.path.exists(path) and path in packaged_configs())
 
 
 def split_sources(items: list[str], command: str) -> tuple[str | None, str, list[str]]:

@@ -33,8 +33,16 @@ def build_dataset(cfg: dict, default_args: dict | None = None) -> torch.utils.da
     ``default_args`` fill in arguments that ``cfg`` leaves out, and only where the class takes them (so a
     caller can pass e.g. ``skip_bad_images=True`` to every kind of data set). An unknown ``type``, an unknown
     key in ``cfg`` or a missing required argument raises :class:`ConfigError`.
+
+    ``augment=dict(copy_paste=P, lsj=dict(size=(h, w), scale=(lo, hi)), min_visible=16)`` (any of the keys;
+    off when absent or empty) wraps the data set in :class:`~solov2.data.augment.AugmentedDataset`.
     """
     cfg = dict(cfg)
+    augment = cfg.pop("augment", None)
+    if augment:
+        from solov2.data.augment import AugmentedDataset
+        check_keys(AugmentedDataset, dict(augment), "data set augment", skip=("dataset",))
+        return AugmentedDataset(build_dataset(cfg, default_args), **augment)
     if "type" not in cfg:
         raise ConfigError(f"dataset config has no 'type'; known types: {sorted(DATASETS)}")
     name = cfg.pop("type")

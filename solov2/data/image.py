@@ -23,7 +23,7 @@ from torch import Tensor
 
 from solov2.errors import DataError, one_line
 
-__all__ = ["read_rgb", "read_image", "IMAGE_EXTS", "folder_images"]
+__all__ = ["read_rgb", "read_image", "IMAGE_EXTS", "folder_images", "images_in_folder"]
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
@@ -69,3 +69,15 @@ def folder_images(folder: str) -> list[str]:
     """The image files under ``folder`` (:data:`IMAGE_EXTS`), recursively and sorted: the images ``predict``
     finds in a folder (videos left out), ``benchmark --images`` times and ``quantize --images`` calibrates on."""
     return sorted(str(p) for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def images_in_folder(folder: str, flag: str = "--images") -> list[str]:
+    """:func:`folder_images` of a folder given on the command line (``flag``), or a one-line :class:`DataError`: it
+    is no folder, or holds no images."""
+    if not os.path.isdir(folder):
+        what = "it is a file" if os.path.exists(folder) else "not found"
+        raise DataError(f"{folder}: {flag} must be a folder of images; {what}")
+    files = folder_images(folder)
+    if not files:
+        raise DataError(f"{folder}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
+    return files

@@ -20,7 +20,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 __all__ = ["DataReport", "data_report", "format_report", "save_report_picture", "log_data_report",
-           "training_scale"]
+           "training_scale", "propose_scale_ranges", "fit_scale_ranges", "format_scale_ranges"]
 
 
 @dataclass
@@ -240,3 +240,68 @@ def log_data_report(dataset, scale_ranges: Sequence[tuple[float, float]], input_
     if work_dir:
         log(f"data report picture: {save_report_picture(report, os.path.join(work_dir, 'data_report.png'))}")
     return report
+
+
+# ----------------------------------------------------------------------------- scale ranges that fit the data
+def propose_scale_ranges(sizes, num_levels: int = 5, overlap: float = 2.0, min_ratio: float = 2 ** 0.5,
+                         lowest: float = 1.0, highest: float = 2048.0) -> list[tuple[float, float]]:
+    """``scale_ranges`` that spread instances of these sizes over ``num_levels`` FPN levels.
+
+    The official ranges (``(1, 96), (48, 192), (96, 384), ...``) are levels split at boundaries 68, 136, 272, ...
+    (a factor 2 apart, fixed for COCO), each range reaching ``sqrt(overlap)`` = 1.41x past its boundaries, so
+    that neighbouring ranges overlap by the factor ``overlap`` = 2 and an instance near a boundary trains on
+    both levels. Here the ``num_levels - 1`` boundaries are the quantiles ``1/L, 2/L, ...`` of the sizes
+    instead (each level is the first choice of about as many instances; a boundary lies between two sorted
+    sizes, at their geometric mean), moved apart where needed to at least
+    ``min_ratio`` from one to the next (keeping their geometric centre), so that a level's instances stay
+    larger than the finer level's and its coarser grid still fits them. The finest range starts at ``lowest``,
+    the coarsest ends at ``highest`` (or at twice the largest size), as the official ones: every instance is on
+    a level.
+
+    Args:
+        sizes: ``(N,)`` instance sizes ``sqrt(w * h)`` of the box in pixels at the network input
+            (``DataReport.sizes``, what ``solov2 check-data`` measures); N >= 1.
+    Returns: ``num_levels`` ``(lo, hi)`` ranges, whole pixels, lo increasing.
+    """
+    sizes = np.asarray(sizes, dtype=np.float64)
+    sizes = sizes[np.isfinite(sizes) & (sizes > 0)]
+    if len(sizes) == 0:
+        raise ValueError("scale ranges: no instance sizes to fit them to (the training set has no instances)")
+    if num_levels < 1:
+        raise ValueError(f"scale ranges: num_levels must be >= 1, got {num_levels}")
+    if num_levels == 1:
+        return [(float(lowest), float(max(highest, 2 * sizes.max())))]
+    ordered = np.sort(sizes)
+    # boundary i: between the k-th and (k+1)-th smallest sizes, k = i N / L (their geometric mean)
+    k = np.clip(np.round(np.arange(1, num_levels) * len(ordered) / num_levels).astype(int), 1, len(ordered) - 1) \
+        if len(ordered) > 1 else np.zeros(num_levels - 1, dtype=int)
+    logs = 0.5 * (np.log(ordered[np.maximum(k - 1, 0)]) + np.log(ordered[k]))
+    spread = logs.copy()
+    for i in range(1, len(spread)):  # at least min_ratio apart, then back to the quantiles' centre
+        spread[i] = max(spread[i], spread[i - 1] + np.log(min_ratio))
+    bounds = np.exp(spread + logs.mean() - spread.mean())
+    reach = np.sqrt(overlap)
+    lows = [lowest, *(bounds / reach)]
+    highs = [*(bounds * reach), max(highest, 2 * sizes.max())]
+    ranges = []
+    for lo, hi in zip(lows, highs):
+        lo = max(float(np.round(lo)), float(lowest))
+        ranges.append((lo, max(float(np.round(hi)), lo + 1)))
+    return ranges
+
+
+def fit_scale_ranges(dataset, input_scale: tuple[int, int] | None, num_levels: int, **kwargs
+                     ) -> tuple[list[tuple[float, float]], DataReport]:
+    """:func:`propose_scale_ranges` for ``dataset``'s instances measured at ``input_scale`` (as
+    :func:`data_report`, see :func:`training_scale`); returns the ranges and the report counted with them."""
+    sizes = data_report(dataset, [], input_scale).sizes
+    if len(sizes) == 0:
+        raise ValueError(f"scale ranges: the training set ({type(dataset).__name__}) has no instances to fit "
+                         f"model.bbox_head.scale_ranges='auto' to")
+    ranges = propose_scale_ranges(sizes, num_levels, **kwargs)
+    return ranges, data_report(dataset, ranges, input_scale)
+
+
+def format_scale_ranges(ranges) -> str:
+    """``[(1.0, 20.0), ...]`` -> ``"((1, 20), ...)"``, the spelling a config or ``--cfg-options`` takes."""
+    return "(" + ", ".join(f"({lo:g}, {hi:g})" for lo, hi in ranges) + ")"

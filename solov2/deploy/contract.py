@@ -13,7 +13,7 @@ from typing import Any
 from solov2.errors import ExportError
 
 __all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "POSTPROCESSED_NAMES", "META_KEY", "FORMAT_VERSION", "RUNTIMES", "EXTRAS",
-           "metadata_props", "parse_meta", "runtime_of", "is_exported", "missing_extra"]
+           "metadata_props", "parse_meta", "runtime_of", "is_exported", "is_torchscript", "missing_extra"]
 
 INPUT_NAMES = ["input", "image_size"]
 OUTPUT_NAMES = ["cate_scores", "kernels", "mask_feat"]
@@ -21,7 +21,7 @@ POSTPROCESSED_NAMES = ["scores", "labels", "mask_probs"]
 META_KEY = "solov2"
 # 2: the graph takes image_size and crops to the image's own padded region (1 took the input alone).
 FORMAT_VERSION = 2
-# The runtime that runs each exported file type (by suffix; any other suffix is TorchScript, run by torch), and
+# The runtime that runs each exported file type (by suffix; a TorchScript file, any suffix, runs in torch), and
 # the pip extra that installs it (with onnx, which exporting to either needs: the IR is converted from the ONNX).
 RUNTIMES = {".onnx": "onnxruntime", ".xml": "openvino"}
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
@@ -56,14 +56,27 @@ def parse_meta(path: str, text: str | bytes | None) -> dict[str, Any]:
     return meta
 
 
+def is_torchscript(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``: a zip with the module's ``code/``), as opposed
+    to a checkpoint (``torch.save``: a zip of pickled tensors, no code), whatever its suffix."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(os.fspath(path)) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def runtime_of(path: str | os.PathLike) -> str:
-    """The runtime that runs an exported file: ``"onnxruntime"`` (.onnx), ``"openvino"`` (.xml) or ``"torch"``."""
-    return RUNTIMES.get(os.path.splitext(os.fspath(path))[1].lower(), "torch")
+    """The runtime that runs an exported file: ``"onnxruntime"`` (.onnx), ``"openvino"`` (.xml), else
+    ``"torchscript"`` (run by torch)."""
+    return RUNTIMES.get(os.path.splitext(os.fspath(path))[1].lower(), "torchscript")
 
 
 def is_exported(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names an exported ONNX / OpenVINO file (by its suffix), rather than a checkpoint."""
-    return os.path.splitext(os.fspath(path))[1].lower() in RUNTIMES
+    """Whether ``path`` names an exported file rather than a checkpoint: ONNX / OpenVINO by suffix, TorchScript by
+    its contents (:func:`is_torchscript`)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in RUNTIMES or is_torchscript(path)
 
 
 def missing_extra(runtime: str, exporting: bool = False) -> str | None:

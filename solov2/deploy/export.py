@@ -1,43 +1,13 @@
 """Export SOLOv2 to ONNX, OpenVINO IR (converted from the ONNX by OpenVINO, :mod:`solov2.deploy.openvino`) or
 TorchScript.
 
-The exported graph takes the prepared image and its size and returns what post-processing reads
-(:meth:`SOLOv2.predict_cells` for one image)::
-
-    input        (1, 3, H, W) float32   the image resized keeping its ratio to the test scale, normalized with
-                                        the model's mean/std (RGB, 0..255 scale) and zero-padded at the
-                                        bottom/right to H x W (multiples of 32).
-    image_size   (2,) int64             (h, w) of the resized image inside ``input``.
-    cate_scores  (M, C)  float32        per-cell class probabilities after sigmoid and points-NMS,
-                                        M = sum of S^2 over levels, cells in level-major, row-major order.
-    kernels      (M, E*k*k) float32     the dynamic kernel of every cell.
-    mask_feat    (E, Hi/4, Wi/4) float32  the unified mask feature map of the image's own padded region,
-                                        (Hi, Wi) = (h, w) rounded up to multiples of 32.
-
-Every feature level is cropped to the image's own padded region inside the graph, so a static graph
-gives the answer the model gives for the image alone, whatever the size it was exported at (as long as
-the resized image fits: the default static size is a square of the test scale's long side, which holds
-any aspect ratio). Score thresholding, the dynamic convolution of the selected kernels, Matrix NMS and the
-resizing back to the image then run in Python (:func:`solov2.deploy.runtime.postprocess_exported`).
-
-With ``with_postprocess=True`` (``solov2 export --with-postprocess``) the graph also holds the
-post-processing up to the final resizing, Matrix NMS included, as fixed-size tensors
-(:func:`solov2.postprocess.postprocess_fixed`)::
-
-    scores       (D,) float32           descending; 0 marks a padding row, D = max_per_img (100)
-    labels       (D,) int64             class index
-    mask_probs   (D, Hi/4, Wi/4) float32  mask probabilities of the image's padded region at 1/4 scale
-
-What is left is to drop the rows with score 0 and, per mask, upsample x4 (bilinear), crop to the resized
-image, resize to the original image and threshold at ``mask_thr`` (0.5):
-:func:`solov2.postprocess.masks_at_original_size`. README.md ("Deploying the exported model") gives the
-whole contract for a deployment without our Python package.
-
-Everything needed to run the file without the config (transform, ``test_cfg``, grids, strides, class
-names) is stored in it: ONNX ``metadata_props`` / OpenVINO ``rt_info`` / TorchScript extra files, key
-``solov2``, as JSON; the class names and thresholds also under their own keys (``class_names`` as a JSON
-list, ``score_thr``, ``mask_thr``).
-Running such a file: :mod:`solov2.deploy.runtime`.
+The exported graph takes the prepared image ``input (1, 3, H, W)`` and its resized size ``image_size (2,)``
+and returns what post-processing reads (:meth:`SOLOv2.predict_cells` for one image: ``cate_scores``,
+``kernels``, ``mask_feat``), or with ``with_postprocess=True`` (``solov2 export --with-postprocess``) the
+post-processed fixed-size ``scores``, ``labels``, ``mask_probs`` (:func:`solov2.postprocess.postprocess_fixed`).
+The contract (pre-processing, inputs, outputs, metadata, what a deployment does with the outputs) is written
+once, in docs/deployment.md; the names and the metadata are :mod:`solov2.deploy.contract`'s. Running such a
+file: :mod:`solov2.deploy.runtime`.
 """
 from __future__ import annotations
 
@@ -52,21 +22,11 @@ from torch import Tensor, nn
 
 from solov2.deploy.contract import FORMAT_VERSION, INPUT_NAMES, OUTPUT_NAMES, POSTPROCESSED_NAMES, metadata_props
 from solov2.deploy.dcn_onnx import prepare_onnx_export
-from solov2.deploy.runtime import (
-    ExportedSOLOv2,
-    instances_from_graph,
-    load_exported,
-    postprocess_exported,
-    preprocess_for_export,
-    quiet_deprecations,
-)
-from solov2.errors import ExportError
+from solov2.deploy.runtime import quiet_deprecations
 from solov2.models.transform import padded_size
 from solov2.postprocess import postprocess_fixed
 
-__all__ = ["ExportError", "SOLOv2ExportWrapper", "ExportedSOLOv2", "export_onnx", "export_openvino",
-           "export_torchscript", "default_input_size", "preprocess_for_export", "postprocess_exported",
-           "instances_from_graph", "load_exported"]
+__all__ = ["SOLOv2ExportWrapper", "export_onnx", "export_openvino", "export_torchscript", "default_input_size"]
 
 
 class SOLOv2ExportWrapper(nn.Module):

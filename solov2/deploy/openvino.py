@@ -23,7 +23,7 @@ __all__ = ["OPENVINO_PRECISIONS", "onnx_to_ir", "save_ir", "open_ir", "read_ir_m
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> INFERENCE_PRECISION_HINT
 
 
-def _openvino(path: str, exporting: bool = False):
+def require_openvino(path: str, exporting: bool = False):
     reason = missing_extra("openvino", exporting)
     if reason:
         raise ExportError(f"{path}: OpenVINO IR {reason}")
@@ -33,7 +33,7 @@ def _openvino(path: str, exporting: bool = False):
 
 def onnx_to_ir(onnx_path: str):
     """Our ONNX file -> an ``openvino.Model`` (``openvino.convert_model``) with the file's metadata in ``rt_info``."""
-    ov = _openvino(onnx_path, exporting=True)
+    ov = require_openvino(onnx_path, exporting=True)
     import onnx
     props = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
     meta = parse_meta(onnx_path, props.get(META_KEY))
@@ -55,7 +55,7 @@ def set_meta(model, meta: dict[str, Any]) -> None:
 def save_ir(model, out_path: str) -> str:
     """Write ``model`` as ``out_path`` (.xml) and its ``.bin``, weights kept in float32 (``save_model`` would
     compress them to fp16 by default, which changes results)."""
-    ov = _openvino(out_path)
+    ov = require_openvino(out_path)
     if not out_path.endswith(".xml"):
         raise ExportError(f"{out_path}: an OpenVINO IR is written as a .xml file (and its .bin)")
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
@@ -71,7 +71,7 @@ def is_quantized(model) -> bool:
 def read_ir_meta(path: str, model=None) -> dict[str, Any]:
     """The ``solov2`` metadata of an IR file, checked: ours, this format version, and a quantized graph's
     calibration record present (one-line :class:`ExportError` otherwise)."""
-    ov = _openvino(path)
+    ov = require_openvino(path)
     if model is None:
         try:
             model = ov.Core().read_model(path)
@@ -103,7 +103,7 @@ def open_ir(path: str, precision: str = "fp32", threads: int | None = None) -> t
     """Read and compile an IR for the CPU at ``precision`` (:data:`OPENVINO_PRECISIONS`); ``threads``: the
     plugin's ``INFERENCE_NUM_THREADS`` (None: torch's thread count, so both backends use the same cores).
     Returns ``(session, metadata)``."""
-    ov = _openvino(path)
+    ov = require_openvino(path)
     if precision not in OPENVINO_PRECISIONS:
         raise ExportError(f"{path}: OpenVINO precision must be one of {', '.join(OPENVINO_PRECISIONS)}, "
                           f"got {precision!r}")

@@ -40,12 +40,8 @@ def calibration_images(count: int, images_dir: str | None = None, data_cfg: dict
     if count <= 0:
         raise ValueError(f"--calib-images must be positive, got {count}")
     if images_dir is not None:
-        from solov2.data.image import folder_images, read_rgb
-        if not os.path.isdir(images_dir):
-            raise FileNotFoundError(f"{images_dir}: calibration image folder (--images) not found")
-        paths = folder_images(images_dir)
-        if not paths:
-            raise ValueError(f"{images_dir}: no images to calibrate on")
+        from solov2.data.image import images_in_folder, read_rgb
+        paths = images_in_folder(images_dir)
         chosen = sorted(random.Random(seed).sample(range(len(paths)), min(count, len(paths))))
         loaders = [lambda p=paths[i]: torch.from_numpy(read_rgb(p)).permute(2, 0, 1) for i in chosen]
         return loaders, os.path.abspath(images_dir)
@@ -70,12 +66,12 @@ def quantize_ir(model: nn.Module, loaders: Sequence, source: str, out_path: str,
     """``model`` (a SOLOv2) -> an int8 OpenVINO IR at ``out_path`` (.xml), calibrated on ``loaders``
     (:func:`calibration_images`); dynamic input unless ``input_size`` (H, W) is given. Returns ``out_path``."""
     from solov2.deploy.export import export_onnx
-    from solov2.deploy.openvino import _openvino, onnx_to_ir, save_ir, set_meta
-    _openvino(out_path, exporting=True)
+    from solov2.deploy.openvino import onnx_to_ir, require_openvino, save_ir, set_meta
+    require_openvino(out_path, exporting=True)
     try:
         import nncf
     except ImportError:
-        raise ExportError(f"{out_path}: quantizing needs nncf: pip install -e '.[openvino]'") from None
+        raise ExportError(f"{out_path}: quantizing needs nncf: pip install 'solov2[openvino]'") from None
     if not loaders:
         raise ValueError("no calibration images")
     with tempfile.TemporaryDirectory() as tmp:

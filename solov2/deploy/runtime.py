@@ -4,29 +4,8 @@ like the model itself.
 Each file type has its own runtime session (:data:`RUNTIMES`: ``.onnx`` onnxruntime, ``.xml`` OpenVINO
 (:mod:`solov2.deploy.openvino`), any other suffix TorchScript); a session only runs the graph, and everything around
 it (pre-processing, the post-processing of :func:`postprocess_exported` / :func:`instances_from_graph`) is this
-module's, the same for all of them.
-
-The graph's contract (also in README.md, "Deploying the exported model")::
-
-    input        (1, 3, H, W) float32   the image resized keeping its ratio (ImageTransform.test_size), normalized
-                                        with the model's mean/std (RGB unless ``bgr``, 0..255 scale) and
-                                        zero-padded at the bottom/right to H x W (multiples of 32).
-    image_size   (2,) int64             (h, w), the resized image's size inside ``input``.
-    cate_scores  (M, C)  float32        per-cell class probabilities after sigmoid and points-NMS,
-                                        M = sum of S^2 over levels, cells in level-major, row-major order.
-    kernels      (M, E*k*k) float32     the dynamic kernel of every cell.
-    mask_feat    (E, Hi/4, Wi/4)        the mask feature map of the image's own padded region,
-                 float32                (Hi, Wi) = (h, w) rounded up to multiples of 32.
-
-The graph crops every feature level to the image's own padded region (``SOLOv2.image_features``), so it
-gives the single-image answer whatever the input size it was exported at.
-With post-processing in the graph the outputs are instead::
-
-    scores       (D,) float32           descending; 0 marks a padding row, D = max_per_img (100)
-    labels       (D,) int64             class index
-    mask_probs   (D, Hi/4, Wi/4) float32  mask probabilities of the image's padded region at 1/4 scale
-
-and what is left is :func:`instances_from_graph` (:func:`solov2.postprocess.masks_at_original_size`).
+module's, the same for all of them. The graph's inputs, outputs and metadata are described once, in
+docs/deployment.md.
 """
 from __future__ import annotations
 
@@ -40,8 +19,16 @@ from torch import Tensor
 
 from solov2.deploy.contract import META_KEY, OUTPUT_NAMES, POSTPROCESSED_NAMES, missing_extra, parse_meta, runtime_of
 from solov2.errors import ExportError, one_line
-from solov2.models.transform import ImageTransform, check_images, masks_at_original_size, pad_images, padded_size
-from solov2.postprocess import TestConfig, postprocess_single
+from solov2.models.solov2_head import cell_strides
+from solov2.models.transform import (
+    ImageTransform,
+    check_images,
+    masks_at_original_size,
+    pad_images,
+    padded_size,
+    transform_fields,
+)
+from solov2.postprocess import TestConfig, masks_to_boxes, postprocess_single
 
 __all__ = ["ExportedSOLOv2", "load_exported", "preprocess_for_export", "postprocess_exported",
            "instances_from_graph", "check_same_model"]
@@ -90,7 +77,8 @@ def preprocess_for_export(model: Any, image: Tensor, input_size: Sequence[int] |
 
 def postprocess_exported(outputs: Sequence[Any], meta: dict, model_test_cfg: TestConfig | dict,
                          cell_strides: Tensor | Sequence[float], kernel_size: int = 1) -> dict[str, Tensor]:
-    """The exported graph's outputs -> ``{"masks": (N, H0, W0) bool, "labels": (N,) int64, "scores": (N,) float32}``.
+    """The exported graph's outputs -> ``{"masks": (N, H0, W0) bool, "labels": (N,) int64, "scores": (N,) float32,
+    "boxes": (N, 4) float32}`` (boxes xyxy from the masks, :func:`solov2.postprocess.masks_to_boxes`).
 
     Args:
         outputs: ``(cate_scores, kernels, mask_feat)`` as numpy arrays or tensors.
@@ -113,7 +101,8 @@ def instances_from_graph(outputs: Sequence[Any], meta: dict, mask_thr: float) ->
     keep = scores > 0
     masks = masks_at_original_size(mask_probs[keep].float(), tuple(meta["image_size"]),
                                    tuple(meta["original_size"]), mask_thr)
-    return {"masks": masks, "labels": labels[keep].long(), "scores": scores[keep].float()}
+    return {"masks": masks, "labels": labels[keep].long(), "scores": scores[keep].float(),
+            "boxes": masks_to_boxes(masks)}
 
 
 class ExportedSOLOv2:
@@ -122,7 +111,8 @@ class ExportedSOLOv2:
     ``.pt`` file, used like the model.
 
     ``exported(images)`` takes a list of ``(3, H, W)`` uint8 RGB images and returns, like ``model.eval()(images)``,
-    one ``{"masks": (N, H, W) bool, "labels": (N,) int64, "scores": (N,) float32}`` per image.
+    one ``{"masks": (N, H, W) bool, "labels": (N,) int64, "scores": (N,) float32, "boxes": (N, 4) float32}`` per
+    image.
     ``exported.run(tensor, image_size)`` runs the graph alone on a prepared ``(1, 3, H, W)`` input.
     Attributes from the file's metadata: ``transform``, ``test_cfg``, ``class_names`` (None if not stored),
     ``label_names`` (one name per label, ``class_<i>`` where none is stored), ``input_size`` (None for a dynamic
@@ -147,14 +137,13 @@ class ExportedSOLOv2:
         self.meta = meta
         self.with_postprocess = meta.get("postprocess") == "graph"
         self.input_size = tuple(meta["input_size"]) if meta["input_size"] else None
-        self.transform = _transform_from_meta(meta["transform"])
+        self.transform = ImageTransform(**transform_fields(meta["transform"]))
         self.test_cfg = TestConfig(**meta["test_cfg"])
         self.class_names = meta.get("class_names")
         names = self.class_names or []
         self.label_names = [str(names[i]) if i < len(names) else f"class_{i}" for i in range(int(meta["num_classes"]))]
         self.kernel_size = int(meta["kernel_size"])
-        self.cell_strides = torch.cat([torch.full((s * s,), float(st)) for s, st in
-                                       zip(meta["num_grids"], meta["strides"])])
+        self.cell_strides = cell_strides(meta["num_grids"], meta["strides"])
 
     def run(self, tensor: Tensor, image_size: Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(1, 3, H, W)`` float32 and the resized image's ``(h, w)`` inside it (default: all of it) -> the
@@ -195,15 +184,6 @@ class ExportedSOLOv2:
                                                     self.kernel_size))
         return results
 
-
-def _transform_from_meta(fields: dict[str, Any]) -> ImageTransform:
-    """JSON turned the transform's tuples into lists; give them back their types."""
-    fields = dict(fields)
-    fields["train_scales"] = [tuple(s) for s in fields.get("train_scales", [])] or [(1333, 800)]
-    for key in ("test_scale", "mean", "std"):
-        if key in fields:
-            fields[key] = tuple(fields[key])
-    return ImageTransform(**fields)
 
 
 

@@ -50,7 +50,7 @@ def train_main(config: str, work_dir: str | None = None, resume: str | None = No
     ``solov2.precision.default_amp``). Returns the final metrics (``work_dir/metrics.json``)."""
     from solov2 import distributed as du
     from solov2.config import load_config
-    from solov2.precision import default_amp
+    from solov2.precision import default_amp, warn_if_not_native
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
     cfg = load_config(config, cfg_options)  # fail fast, before any process is started
@@ -61,7 +61,12 @@ def train_main(config: str, work_dir: str | None = None, resume: str | None = No
     if resume and not os.path.isfile(resume):
         raise FileNotFoundError(f"{resume}: checkpoint to resume from not found")
     device = resolve_device(device)
+    if ":" in device and (gpus > 1 or launcher in ("torchrun", "pytorch")):
+        raise ValueError(f"--device {device} names one GPU; with several processes choose the GPUs with "
+                         f"CUDA_VISIBLE_DEVICES and give --device cuda")
     amp = default_amp(device) if amp is None else amp
+    if amp:
+        warn_if_not_native("fp16" if device.startswith("cuda") else "bf16", device)  # --amp: fp16 on CUDA, bf16 on CPU
     seed = seed if seed is not None else (cfg.get("seed") or 0)
     opts = dict(config=config, cfg_options=cfg_options, work_dir=work_dir, resume=resume, device=device, amp=amp,
                 seed=seed, deterministic=deterministic)
@@ -117,7 +122,11 @@ def _train_worker(rank: int, world: int, opts: dict) -> dict:
                                              device, world)
         trainer = Trainer(cfg, opts["work_dir"], device=device, amp=opts["amp"], resume=opts["resume"],
                           seed=opts["seed"], deterministic=opts["deterministic"])
-        return trainer.run()
+        metrics = trainer.run()
+        if rank == 0:  # last, after the AP table: where the trained model is
+            latest = os.path.abspath(os.path.join(opts["work_dir"], "latest.pth"))
+            logging.getLogger("solov2").info("checkpoint: %s (solov2 eval / predict / export take it)", latest)
+        return metrics
     finally:
         du.cleanup()
 

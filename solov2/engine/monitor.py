@@ -3,7 +3,7 @@
 SOLOv2's mask logits are dot products of a predicted kernel with mask features that are non-negative (the
 mask branch ends in GN + ReLU), so one large step along "lower every pixel" can push every logit far below
 zero. The Dice loss then sits at its maximum and, with every sigmoid saturated, gives no gradient: the branch
-never recovers (``loss_ins`` pinned at its weight, 3.0). docs/training.md has the measurements.
+never recovers (``loss_ins`` pinned at its weight, 3.0). docs/history.md has the measurements.
 """
 from __future__ import annotations
 

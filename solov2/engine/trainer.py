@@ -9,7 +9,7 @@ import math
 import os
 import random
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -21,17 +21,38 @@ from solov2 import distributed as du
 from solov2.checkpoint.io import link_checkpoint, load_weights, read_checkpoint, save_checkpoint
 from solov2.checkpoint.model_config import checkpoint_meta, resolve_classes
 from solov2.config import Config, check_keys
+from solov2.engine import ema as weight_average
 from solov2.engine import interrupt
 from solov2.engine.monitor import CollapseGuard, branch_grad_norms
 from solov2.engine.rng import LOADER, SCALE, SeededSamples, derive_seed, rng_state, set_rng_state
 from solov2.engine.sampler import TrainSampler
-from solov2.engine.schedule import build_schedule, scaled_lr
+from solov2.engine.schedule import build_schedule, checkpoint_interval, fit_problems, scaled_lr
 from solov2.errors import ConfigError, TrainingError, TrainingInterrupted
 from solov2.evaluation.evaluator import evaluate, inference_on_dataset
 from solov2.models import build_model, init_backbone_for_training
 from solov2.precision import amp_dtype, precision_autocast
 
 logger = logging.getLogger("solov2")
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread flushes float32 denormals to zero (``torch.set_flush_denormal`` has no getter: a
+    denormal that does not survive a multiply says so)."""
+    return bool(torch.tensor(1e-39, dtype=torch.float32) * 1.0 == 0)  # 1e-39 < 1.2e-38, float32's smallest normal
+
+
+@contextmanager
+def flushing_denormals(enabled: bool = True):
+    """``torch.set_flush_denormal(True)`` inside the block (if ``enabled``), the previous setting after it."""
+    if not enabled:
+        yield
+        return
+    before = denormals_flushed()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 def set_seed(seed: int, deterministic: bool = False) -> None:
@@ -67,6 +88,26 @@ def _fused_supported(device: torch.device) -> bool:
     return device.type in _get_fused_kernels_supported_devices()
 
 
+def resolve_scale_ranges(cfg: Config, train_dataset, log=None) -> None:
+    """``model.bbox_head.scale_ranges='auto'``: replace it (in place, so the checkpoint's stored config and
+    everything that predicts from it have the ranges) by :func:`solov2.data.report.fit_scale_ranges` of the
+    training set's instance sizes at the training scale; the same data gives the same ranges on every process
+    and on resume. Anything else is left as it is."""
+    head = cfg.model.bbox_head
+    if not (isinstance(head.get("scale_ranges"), str) and head.scale_ranges == "auto"):
+        return
+    from solov2.data.report import fit_scale_ranges, format_scale_ranges, training_scale
+    num_levels = len(head.get("num_grids") or (40, 36, 24, 16, 12))  # SOLOv2Head's default grids
+    try:
+        ranges, report = fit_scale_ranges(train_dataset, training_scale(cfg), num_levels)
+    except ValueError as exc:
+        raise ConfigError(f"model.bbox_head.scale_ranges='auto': {exc}") from None
+    head.scale_ranges = [tuple(r) for r in ranges]
+    if log:
+        log(f"model.bbox_head.scale_ranges='auto': {format_scale_ranges(ranges)} from the training set's "
+            f"{len(report.sizes)} instance sizes (instances per level: {report.instances_per_level})")
+
+
 def _build_train_loader(cfg: Config, seed: int):
     """The sampler yields ``(index, augmentation seed)`` keys (see ``rng``); the loader's own generator (re-seeded
     every epoch) draws its workers' base seed, so creating a loader iterator leaves torch's global RNG alone."""
@@ -90,8 +131,10 @@ def fingerprint(tensors: dict[str, torch.Tensor]) -> float:
 class Trainer:
     """Runs ``cfg``'s schedule in ``work_dir``; one instance per process.
 
-    Checkpoints: ``epoch_N.pth`` every ``checkpoint_config.interval`` epochs and ``latest.pth`` (also
-    every ``checkpoint_config.latest_iters`` iterations, if set), written only by rank 0.
+    Checkpoints: ``epoch_N.pth`` every ``checkpoint_config.interval`` epochs (or a fraction of the run:
+    :func:`~solov2.engine.schedule.checkpoint_interval`) and ``latest.pth`` (also every
+    ``checkpoint_config.latest_iters`` iterations and every ``checkpoint_config.interval_minutes`` minutes, if
+    set), written only by rank 0. Schedule lengths given as fractions of the run: :mod:`solov2.engine.schedule`.
     """
 
     def __init__(self, cfg: Config, work_dir: str, device: str = "cpu", amp: bool = False,
@@ -99,13 +142,10 @@ class Trainer:
         self.cfg, self.work_dir, self.device, self.amp = cfg, work_dir, device, amp
         self.rank, self.world, self.seed = du.get_rank(), du.get_world_size(), seed
         set_seed(seed + self.rank, deterministic)
-        if device == "cpu":
-            # Late in training, gradients and AdamW's moments underflow to denormals, which x86 handles in a slow
-            # path: a trained demo step took 236 ms with them and 211 ms flushed (benchmarks/flush_denormal.py).
-            torch.set_flush_denormal(True)
         self.dataset, self.sampler, self.loader = _build_train_loader(cfg, seed)
         # The training data decides the classes (cfg.model.bbox_head.num_classes is set in place).
         self.classes, self.cat_ids = resolve_classes(cfg, self.dataset)
+        resolve_scale_ranges(cfg, self.dataset, log=logger.info if self.rank == 0 else None)
         model = self._batchnorm_across_processes(build_model(cfg).to(device))
         # The random train scale: re-seeded from (seed, rank, iteration, micro-batch) before every forward.
         self.scale_rng = random.Random()
@@ -132,13 +172,18 @@ class Trainer:
         self.log_interval = cfg.get("log_config", {}).get("interval", 50)
         if self.rank == 0:
             self._log_setup(batch)
+            problem = fit_problems(self.schedule, self.max_iters, self.iters_per_epoch)
+            if problem:
+                logger.warning("%s", problem)
             from solov2.data.report import log_data_report, training_scale
             log_data_report(self.dataset, model.bbox_head.scale_ranges, training_scale(cfg), work_dir,
                             log=logger.info)
         self.epoch, self.iter = 0, 0
         self._latest_iter = -1  # iteration that latest.pth holds, so it is not written twice
+        self._last_save_time = time.time()  # checkpoint_config.interval_minutes counts from here
         if cfg.get("load_from") and not resume:
             load_weights(self.model, cfg.load_from)
+        self.ema = weight_average.build_ema(cfg.get("ema"), model)  # None unless the config has ema=dict(...)
         rng = self._resume(resume) if resume else None
         if self.world > 1:
             ids = [torch.cuda.current_device()] if device == "cuda" else None
@@ -188,6 +233,7 @@ class Trainer:
         """Load weights, optimizer and position; returns this process's saved RNG states (None if absent)."""
         ckpt = read_checkpoint(path)
         load_weights(self.model, ckpt)
+        weight_average.restore(ckpt, self.model, self.ema, path)  # raw weights to the model, the average to ema
         if "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if "scaler" in ckpt and self.scaler.is_enabled():
@@ -209,16 +255,26 @@ class Trainer:
         if name == "latest.pth" and self._latest_iter == self.iter:
             return
         self._latest_iter = self.iter
+        self._last_save_time = time.time()
         rng = du.all_gather_object(rng_state())
         if self.rank != 0:
             return
         meta = {"epoch": self.epoch, "iter": self.iter, **checkpoint_meta(self.cfg, self.classes, self.cat_ids)}
         path = os.path.join(self.work_dir, name)
-        save_checkpoint(path, self.model, self.optimizer, meta, self.scaler if self.scaler.is_enabled() else None,
-                        rng=rng)
+        save_checkpoint(path, self.ema.module if self.ema else self.model, self.optimizer, meta,
+                        self.scaler if self.scaler.is_enabled() else None, rng=rng,
+                        extra={"ema": self.ema.state_dict(self.model)} if self.ema else None)
         if name != "latest.pth":
             link_checkpoint(path, os.path.join(self.work_dir, "latest.pth"))
             self._remove_old_epoch_checkpoints()
+
+    def _save_time_is_up(self) -> bool:
+        """``checkpoint_config.interval_minutes`` have passed since the last save (the same answer on every
+        process: they must all call :meth:`save`)."""
+        minutes = self.cfg.get("checkpoint_config", {}).get("interval_minutes")
+        if not minutes:
+            return False
+        return du.any_process(time.time() - self._last_save_time >= 60 * minutes, self.device)
 
     def _remove_old_epoch_checkpoints(self) -> None:
         """Keep the newest ``checkpoint_config.max_keep_ckpts`` ``epoch_N.pth`` files (all if < 1)."""
@@ -233,8 +289,13 @@ class Trainer:
     # ----------------------------------------------------------------- loop
     def run(self) -> dict:
         """Train to ``max_iters``, then evaluate. Ctrl-C stops after the current iteration: ``latest.pth`` is
-        saved and :class:`~solov2.errors.TrainingInterrupted` raised (on every process)."""
-        with interrupt.deferred_sigint():
+        saved and :class:`~solov2.errors.TrainingInterrupted` raised (on every process).
+
+        On CPU, denormals are flushed to zero while it runs: late in training, gradients and AdamW's moments
+        underflow to denormals, which x86 handles in a slow path (a trained demo step took 236 ms with them and
+        211 ms flushed, docs/history.md). The process's previous setting is restored at the end,
+        also on an error or Ctrl-C, so the rest of a user's program keeps its numerics."""
+        with interrupt.deferred_sigint(), flushing_denormals(self.device == "cpu"):
             try:
                 return self._run()
             finally:
@@ -243,11 +304,13 @@ class Trainer:
 
     def _run(self) -> dict:
         ckpt_cfg = self.cfg.get("checkpoint_config", {})
+        every = checkpoint_interval(ckpt_cfg.get("interval", 1), self.total_epochs)
         eval_cfg = self.cfg.get("evaluation", {}) or {}
         metrics = {}
         bar = tqdm(total=self.max_iters, initial=self.iter, desc="train", disable=self.rank != 0,
                    dynamic_ncols=True)
         self.start_time, self.start_iter = time.time(), self.iter
+        self._last_save_time = self.start_time
         try:
             while self.iter < self.max_iters:
                 done_in_epoch = self.iter - self.epoch * self.iters_per_epoch
@@ -258,7 +321,7 @@ class Trainer:
                 epoch_finished = self.iter % self.iters_per_epoch == 0
                 if epoch_finished:
                     self.epoch += 1
-                if epoch_finished and self.epoch % ckpt_cfg.get("interval", 1) == 0:
+                if epoch_finished and every and self.epoch % every == 0:
                     self.save(f"epoch_{self.epoch}.pth")
                 interval = eval_cfg.get("interval", 0)
                 if interval > 0 and epoch_finished and self.epoch % interval == 0 and self.iter < self.max_iters:
@@ -322,6 +385,8 @@ class Trainer:
                 self._log(logged)
             if latest_iters and self.iter % latest_iters == 0:
                 self.save("latest.pth")
+            elif self._save_time_is_up():
+                self.save("latest.pth")
             if self.iter >= self.max_iters:
                 break
             if step + 1 < batches:  # at the end of the epoch, run() checks after the epoch checkpoint
@@ -342,6 +407,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema:
+            self.ema.update(self.model)
 
     def _check_finite(self, loss: torch.Tensor, losses: dict) -> None:
         if not torch.isfinite(loss):
@@ -382,7 +449,7 @@ class Trainer:
             own = fingerprint({k: p for k, p in self.model.named_parameters()})
         prints = du.all_gather_object(own)
         if self.rank == 0:
-            saved = fingerprint(self.model.state_dict())
+            saved = fingerprint((self.ema.module if self.ema else self.model).state_dict())  # the average with ema
             logger.info("weights of the %d processes after training: %s (parameters); rank 0's whole state, saved: "
                         "%.10e", self.world, ", ".join(f"{p:.10e}" for p in prints), saved)
         if len(set(prints)) != 1:
@@ -406,7 +473,7 @@ class Trainer:
         metrics, error = {}, None
         try:
             dataset = build_dataset(self.cfg.data.val)
-            encoded = inference_on_dataset(self.model, dataset, self.device)
+            encoded = inference_on_dataset(self.ema.module if self.ema else self.model, dataset, self.device)
             if self.rank == 0:
                 metrics = evaluate(dataset, encoded, eval_cfg.get("metric", "segm"), self.work_dir,
                                    log=lambda s: logger.info("%s", s))

@@ -70,7 +70,8 @@ def inference_on_dataset(model, dataset, device: str = "cpu", desc: str = "eval"
 
 
 def evaluate(dataset, encoded: list[dict], metric: str, out_dir: str, log=print) -> dict:
-    """``metric``: ``"segm"`` (COCO mask AP) or ``"cityscapes"`` (official instance-level AP)."""
+    """``metric``: ``"segm"`` (COCO mask AP and box AP, the boxes of the masks) or ``"cityscapes"`` (official
+    instance-level AP)."""
     if metric == "segm":
         from solov2.evaluation.coco import evaluate_coco, rles_to_coco
         coco_results = []

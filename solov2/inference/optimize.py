@@ -140,7 +140,7 @@ def optimize_for_inference(model: nn.Module, fuse: bool = True, channels_last: b
         fuse: fold BatchNorm into convs (:func:`fuse_conv_bn`): 53 fewer passes over the backbone's
             feature maps, a few percent on CPU.
         channels_last: NHWC weights (:func:`to_channels_last`): with BatchNorm folded, oneDNN's NHWC
-            kernels made the whole network 1.15x faster on the 2-core CPU (``docs/benchmarks.md``).
+            kernels made the whole network 1.15x faster on the 2-core CPU (``docs/history.md``).
         winograd: :func:`use_winograd` (only acts on CPU in float32 without autograd).
         tune: choose the Winograd convs by this machine's measurements (:mod:`solov2.inference.tuning`: measured once
             per CPU, torch version and thread count, a few seconds, then cached) instead of the fixed

@@ -14,6 +14,7 @@ from solov2.config import Config
 from solov2.data.image import read_rgb
 from solov2.deploy.contract import is_exported
 from solov2.inference.optimize import optimize_for_inference
+from solov2.postprocess import masks_to_boxes
 from solov2.precision import autocast_dtype, precision_autocast, resolve_precision
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
@@ -23,7 +24,11 @@ BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
 class Predictor:
-    """Load a checkpoint (and optionally a config) once, then predict on images.
+    """Load a model once, then predict on images.
+
+    ``model``: a checkpoint of ``solov2 train``, an exported file (``.onnx``, OpenVINO ``.xml``, TorchScript), or
+    a config (a ``.py`` file, a packaged config's name or a ``Config``) followed by ``checkpoint``. The former
+    keyword ``config=`` still works.
 
     Example::
 
@@ -32,19 +37,19 @@ class Predictor:
         >>> result["masks"].shape, result["class_names"]
         >>> picture = predictor.draw("photo.jpg", result)
 
-    ``Predictor(CONFIG, CHECKPOINT)`` (a ``.py`` file or a ``Config`` first) also works: the architecture and
-    classes still come from the checkpoint, the test-time settings (``model.test_cfg``,
-    ``model.transform.test_scale``) from the config; checkpoints without an embedded config (older ones,
-    official SOLO weights) need this form (:func:`solov2.checkpoint.model_config.resolve_model`).
+    ``Predictor(CONFIG, CHECKPOINT)`` (a ``.py`` file, a packaged config's name or a ``Config`` first) also
+    works: the architecture and classes still come from the checkpoint, the test-time settings
+    (``model.test_cfg``, ``model.transform.test_scale``) from the config; checkpoints without an embedded
+    config (older ones, official SOLO weights) need this form (:func:`solov2.checkpoint.model_config.resolve_model`).
     ``Predictor(CONFIG)`` runs random weights.
 
     ``optimize`` (default on) runs a copy of the model with BatchNorm folded, NHWC weights and Winograd
     convolutions on CPU (:func:`solov2.inference.optimize.optimize_for_inference`), which changes results by float
     rounding only. ``precision="bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA) runs the network under autocast,
     about twice as fast on CPUs with AVX512-BF16 / AMX, with slightly different scores and masks
-    (measured in ``docs/benchmarks.md``); post-processing stays float32. The default ``"auto"`` is bf16 on
+    (measured in ``docs/history.md``); post-processing stays float32. The default ``"auto"`` is bf16 on
     CPUs with native bf16 (torch backend) and fp32 elsewhere (:func:`solov2.precision.resolve_precision`; the
-    mask-AP cost measured for that rule is in ``docs/benchmarks.md``); ``precision="fp32"`` gives fp32
+    mask-AP cost measured for that rule is in ``docs/history.md``); ``precision="fp32"`` gives fp32
     everywhere. ``predictor.precision`` says which one runs. With ``optimize`` and bf16 / fp16, ``predictor.model``
     keeps its conv weights in that dtype (not cast on every call; same results), so it runs only under that
     autocast, as ``predictor(images)`` runs it.
@@ -52,39 +57,45 @@ class Predictor:
     ``backend="onnxruntime"`` runs the model exported to ONNX (:mod:`solov2.deploy.export`, a dynamic graph made on
     the first call, a few seconds) in onnxruntime on the CPU, with the same post-processing in Python
     (:mod:`solov2.deploy.runtime`): fp32 only, the same instances as ``"torch"`` (tests/test_predictor.py). It needs
-    the ``onnx`` extra (``pip install -e '.[onnx]'``). ``backend="openvino"`` runs that graph converted to
+    the ``onnx`` extra (``pip install 'solov2[onnx]'``). ``backend="openvino"`` runs that graph converted to
     OpenVINO IR in OpenVINO's CPU plugin, same post-processing: ``precision`` ``"fp32"`` (set explicitly:
     OpenVINO would pick bf16 by itself on CPUs with native bf16) or ``"bf16"``; it needs the ``openvino`` extra.
 
-    An exported ``.onnx`` or ``.xml`` file (``solov2 export``, ``solov2 quantize``) may stand in place of the
-    checkpoint: ``Predictor("model_int8.xml")``. It runs in its own runtime (``backend`` may name it or stay
+    An exported ``.onnx``, ``.xml`` or TorchScript file (``solov2 export``, ``solov2 quantize``) may stand in place
+    of the checkpoint: ``Predictor("model_int8.xml")``. It runs in its own runtime (``backend`` may name it or stay
     ``"torch"``), with the class names and thresholds stored in it; with a config first
     (``Predictor(CONFIG, "model.xml")``) the file must be a model of that config (classes, grids, strides).
 
     Each result holds ``masks`` ``(N, H, W)`` bool at the image's size, ``labels`` ``(N,)`` int64,
-    ``scores`` ``(N,)`` float32 (NumPy arrays, best first, above ``score_thr``) and ``class_names`` (N names).
+    ``scores`` ``(N,)`` float32, ``boxes`` ``(N, 4)`` float32 x1, y1, x2, y2 in the image's pixels, the box of each
+    mask (pixel edges: ``x2 - x1`` is the mask's width; zeros for an empty mask) (NumPy arrays, best first, above
+    ``score_thr``) and ``class_names`` (N names). :meth:`predict_tiled` predicts big images tile by tile.
     Attributes: ``class_names`` (one per label), ``cat_ids`` (the training data's COCO category id per label,
     or None where the checkpoint does not say), ``cfg`` (the resolved config), ``model``.
     """
 
-    def __init__(self, config: str | os.PathLike | Config | None = None, checkpoint: str | os.PathLike | None = None,
+    def __init__(self, model: str | os.PathLike | Config | None = None, checkpoint: str | os.PathLike | None = None,
                  device: str = "cpu", score_thr: float = 0.3, batch_size: int = 4, optimize: bool = True,
-                 precision: str = "auto", backend: str = "torch"):
+                 precision: str = "auto", backend: str = "torch", config: str | os.PathLike | Config | None = None):
         from solov2.checkpoint.model_config import resolve_model
-        exported = _exported_path(config, checkpoint)
+        source = config if model is None else model  # `config=` is the former name of the first parameter
+        exported = _exported_path(source, checkpoint)
         if exported is not None:
-            backend = backend_of_file(exported, backend)
-        precision = resolve_precision(precision, device, backend)
-        check_backend(backend, device, precision, exporting=exported is None)
+            runtime = backend_of_file(exported, backend)
+            backend = runtime  # "torchscript" too: the file runs in torch, not our model
+            precision = resolve_precision(precision, device, runtime)
+        else:
+            precision = resolve_precision(precision, device, backend)
+            check_backend(backend, device, precision)
         self.device, self.score_thr, self.batch_size = device, score_thr, batch_size
         self.backend, self.precision = backend, precision
         self._exported = None  # the onnxruntime / openvino backend's ExportedSOLOv2, made on the first call
         if exported is not None:
-            self._open_exported(exported, config if exported != config else None)
+            self._open_exported(exported, source if exported != source else None)
             return
         # Exported runtimes run the network at the precision they are given, not under torch's autocast.
         self.autocast_dtype = autocast_dtype(precision if backend == "torch" else "fp32", device)
-        resolved = resolve_model(config, checkpoint)
+        resolved = resolve_model(source, checkpoint)
         self.cfg, self.checkpoint = resolved.cfg, resolved.checkpoint
         # onnxruntime / OpenVINO optimize the exported graph themselves; BatchNorm folding etc. would only be exported.
         optimize = optimize and backend == "torch"
@@ -114,6 +125,24 @@ class Predictor:
             results += [self._to_numpy(r) for r in self._run(batch)]
         return results[0] if single else results
 
+    def predict_tiled(self, image: ImageLike, tile: int, overlap: int | None = None, min_overlap: float = 0.5) -> dict:
+        """One big image predicted in overlapping ``tile`` x ``tile`` tiles, merged into one result
+        (:mod:`solov2.inference.tiling`): a result as ``predictor(image)`` gives, for the whole image.
+
+        Each tile is resized to the test scale like any image, so a ``tile`` about the test scale's size
+        (``cfg.model.transform.test_scale``) predicts at full resolution, where objects of a few dozen pixels
+        keep their size. ``overlap``: pixels shared by neighbouring tiles (default ``tile // 4``), best at
+        least the largest object's size, so that every object is whole in some tile; detections of one
+        object in two tiles are merged (same class, masks overlapping by ``min_overlap`` where both tiles
+        see them) into one instance, its mask their union."""
+        from solov2.inference.tiling import instances_to_result, merge_tile_results, tile_boxes
+        array = self._as_array(image)
+        overlap = tile // 4 if overlap is None else overlap
+        tiles = tile_boxes(array.shape[:2], tile, overlap)
+        results = self([np.ascontiguousarray(array[y1:y2, x1:x2]) for x1, y1, x2, y2 in tiles])
+        return instances_to_result(merge_tile_results(results, tiles, min_overlap), array.shape[:2],
+                                   self.class_names)
+
     def _run(self, batch: list[torch.Tensor]) -> list[dict]:
         if self.backend == "torch":
             with torch.inference_mode(), precision_autocast(self.autocast_dtype, self.device):
@@ -133,16 +162,19 @@ class Predictor:
     def _to_numpy(self, result: dict) -> dict:
         keep = result["scores"] >= self.score_thr
         labels = result["labels"][keep].cpu().numpy()
-        return {"masks": result["masks"][keep].cpu().numpy(), "labels": labels,
-                "scores": result["scores"][keep].cpu().numpy(),
-                "class_names": [self.class_names[i] for i in labels]}
+        masks = result["masks"][keep]
+        boxes = result["boxes"][keep] if "boxes" in result else masks_to_boxes(masks)
+        return {"masks": masks.cpu().numpy(), "labels": labels, "scores": result["scores"][keep].cpu().numpy(),
+                "boxes": boxes.cpu().numpy(), "class_names": [self.class_names[i] for i in labels]}
 
-    def draw(self, image: ImageLike, result: dict) -> np.ndarray:
-        """The image with coloured masks, class names and scores drawn over it, ``(H', W', 3)`` uint8 RGB
-        (the image's size, or an integer multiple of it for images under 256 pixels, to keep captions legible)."""
+    def draw(self, image: ImageLike, result: dict, min_side: int = 0, boxes: bool = False) -> np.ndarray:
+        """The image with coloured masks, class names and scores drawn over it: ``(H, W, 3)`` uint8 RGB, the
+        image's own size. ``min_side``: an image whose shorter side is below it is first enlarged by an integer
+        factor (nearest neighbour), so that captions stay legible on small images (``solov2 predict`` uses 256);
+        the picture is then ``(k * H, k * W, 3)``. ``boxes``: each instance's box too (``result["boxes"]``)."""
         from solov2.inference.visualize import draw_instances
         return draw_instances(self._as_array(image), result["masks"], result["labels"], result["scores"],
-                              self.class_names, min_side=256)
+                              self.class_names, min_side=min_side, boxes=result["boxes"] if boxes else None)
 
 
 def exported_runtime(model: nn.Module, backend: str, precision: str = "fp32", class_names=None):
@@ -166,7 +198,8 @@ def _exported_path(config, checkpoint) -> str | None:
 
 
 def backend_of_file(path: str, backend: str) -> str:
-    """The backend that runs an exported file: its runtime (``backend`` left at "torch", or naming it)."""
+    """The runtime that runs an exported file (:func:`solov2.deploy.contract.runtime_of`: onnxruntime, openvino or
+    torchscript), checked against ``backend`` (left at "torch", or naming that runtime)."""
     from solov2.deploy.contract import runtime_of
     runtime = runtime_of(path)
     if backend not in BACKENDS:
@@ -193,5 +226,3 @@ def check_backend(backend: str, device: str, precision: str, exporting: bool = T
         raise ValueError(f"Predictor: backend '{backend}' runs {' or '.join(allowed)} on the CPU, got "
                          f"device={device!r}, precision={precision!r}")
 
-
-_check_backend = check_backend  # its former name

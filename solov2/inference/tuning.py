@@ -39,7 +39,7 @@ CACHE_VERSION = 1
 MARGIN = 0.95  # Winograd must be at least 5% faster: near-ties stay on the direct convolution
 # Other processes' CPU use (in cores) above which nothing is measured: oneDNN's threads wait on each other when a
 # core is taken, NNPACK's less, and choices measured on a busy machine made the fp32 seed network up to 1.5x
-# slower than the fixed rule (docs/benchmarks.md).
+# slower than the fixed rule (docs/history.md).
 BUSY_CORES = 0.5
 
 

@@ -20,7 +20,7 @@ def instance_color(index: int) -> tuple[int, int, int]:
 
 
 def draw_instances(image: np.ndarray, masks, labels, scores, class_names: Sequence[str], score_thr: float = 0.0,
-                   alpha: float = 0.5, min_side: int = 0) -> np.ndarray:
+                   alpha: float = 0.5, min_side: int = 0, boxes=None) -> np.ndarray:
     """Overlay instances on an image.
 
     Args:
@@ -33,6 +33,8 @@ def draw_instances(image: np.ndarray, masks, labels, scores, class_names: Sequen
         alpha: opacity of the mask colour.
         min_side: an image whose shorter side is below this is first enlarged by an integer factor (nearest
             neighbour), so that the captions stay legible on small images; 0 never enlarges.
+        boxes: ``(N, 4)`` x1, y1, x2, y2 in the image's pixels (pixel edges, as ``result["boxes"]``) to draw as
+            rectangles in each instance's colour; None (default) draws none.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB with translucent masks, their contours and a "class score" caption each.
@@ -45,6 +47,10 @@ def draw_instances(image: np.ndarray, masks, labels, scores, class_names: Sequen
     scores = None if scores is None else _numpy(scores).astype(np.float64)
     if masks.shape[1:] != image.shape[:2]:
         raise ValueError(f"draw_instances: masks are {masks.shape[1:]} but the image is {image.shape[:2]}")
+    if boxes is not None:
+        boxes = _numpy(boxes).astype(np.float64).reshape(-1, 4)
+        if len(boxes) != len(masks):
+            raise ValueError(f"draw_instances: {len(boxes)} boxes for {len(masks)} masks")
     factor = max(1, -(-min_side // min(image.shape[:2])))
     if factor > 1:
         image = image.repeat(factor, 0).repeat(factor, 1)
@@ -58,6 +64,10 @@ def draw_instances(image: np.ndarray, masks, labels, scores, class_names: Sequen
     for i in keep:  # contours and captions after all fills, so that no fill covers them
         contours, _ = cv2.findContours(masks[i].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, instance_color(i), 1, cv2.LINE_AA)
+        if boxes is not None and boxes[i, 2] > boxes[i, 0]:
+            # Edges -> the last pixel inside: cv2 draws the rectangle on the pixels it is given.
+            x1, y1, x2, y2 = (boxes[i] * factor).round().astype(int)
+            cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), instance_color(i), 1)
     for i in keep:
         name = class_names[labels[i]] if 0 <= labels[i] < len(class_names) else str(labels[i])
         text = name if scores is None else f"{name} {scores[i]:.2f}"

@@ -65,7 +65,7 @@ def use_winograd(model: nn.Module, min_in_channels: int = 256,
     The fixed rule: in SOLOv2 light R50 at 448x768 that is the FPN's and the mask branch's convs on the 1/4 and
     1/8 maps: measured in the network on this project's 2-core CPU, the FPN's 1/4-scale conv went from 112 to
     60 ms and the network (BatchNorm folded, channels_last) from 736 to 665 ms
-    (``benchmarks/inference_speedups.py``, ``docs/benchmarks.md``). Narrower convs
+    (``docs/history.md``). Narrower convs
     (ResNet's 64/128-channel 3x3s) were slower with Winograd in the same measurement, hence the default.
     That is one machine's finding; :func:`optimize_for_inference` measures on the machine it runs on instead.
     """

@@ -14,7 +14,7 @@ from solov2.models.layers import ConvModule
 from solov2.models.mask_feat_head import MaskFeatHead
 from solov2.models.solov2 import SOLOv2
 from solov2.models.solov2_head import SOLOv2Head, SOLOv2LightHead
-from solov2.models.transform import ImageTransform
+from solov2.models.transform import ImageTransform, transform_fields
 from solov2.postprocess import TestConfig
 
 __all__ = ["build_model", "init_backbone_for_training", "head_scale_ranges",
@@ -60,10 +60,7 @@ def build_model(cfg: Any) -> SOLOv2:
     backbone_cfg = dict(model_cfg["backbone"])
     if model_cfg.get("pretrained"):
         backbone_cfg["pretrained"] = model_cfg["pretrained"]
-    transform_cfg = {k: (tuple(v) if isinstance(v, list) and k != "train_scales" else v)
-                     for k, v in dict(model_cfg.get("transform", {})).items()}
-    if "train_scales" in transform_cfg:
-        transform_cfg["train_scales"] = [tuple(s) for s in transform_cfg["train_scales"]]
+    transform_cfg = transform_fields(model_cfg.get("transform", {}))
     return SOLOv2(
         backbone=_build_part(backbone_cfg, "model.backbone", "ResNet"),
         neck=_build_part(model_cfg["neck"], "model.neck", "FPN"),
@@ -118,10 +115,13 @@ def _once_per_node(load):
             dist.barrier()
 
 
-def head_scale_ranges(cfg) -> list[tuple[float, float]]:
-    """``model.bbox_head.scale_ranges`` of a config, or ``SOLOv2Head``'s default when the config has none."""
+def head_scale_ranges(cfg) -> list[tuple[float, float]] | str:
+    """``model.bbox_head.scale_ranges`` of a config, or ``SOLOv2Head``'s default when the config has none;
+    ``"auto"`` (fitted to the training data when training starts) as it is."""
     head = (cfg.get("model") or {}).get("bbox_head") or {}
     ranges = head.get("scale_ranges")
+    if ranges == "auto":
+        return "auto"
     if ranges is None:
         ranges = inspect.signature(SOLOv2Head.__init__).parameters["scale_ranges"].default
     return [tuple(float(v) for v in r) for r in ranges]

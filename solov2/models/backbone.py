@@ -107,7 +107,7 @@ class ResNet(nn.Module):
         zero_init_residual: start each residual block's last BatchNorm at weight 0, so a block starts as the
             identity (MMDetection's ResNet does; torchvision's does not). Matters only from scratch: ImageNet
             weights overwrite it. Off by default: from scratch it halved the demo's mask AP (0.105 vs 0.208)
-            and did not help the light R50 at batch 2 (docs/training.md).
+            and did not help the light R50 at batch 2 (docs/history.md).
 
     Input ``(B, 3, H, W)`` float; output 4 maps of strides 4, 8, 16, 32 with 64/128/256/512 x expansion channels.
     """

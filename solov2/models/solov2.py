@@ -15,7 +15,8 @@ class SOLOv2(nn.Module):
 
     ``model(images, targets)`` in training mode returns ``{"loss_ins": Tensor, "loss_cate": Tensor}``;
     ``model(images)`` in eval mode returns one dict per image with ``masks`` ``(N, H, W)`` bool at the
-    image's own size, ``labels`` ``(N,)`` int64 in ``[0, num_classes)`` and ``scores`` ``(N,)`` float32.
+    image's own size, ``labels`` ``(N,)`` int64 in ``[0, num_classes)``, ``scores`` ``(N,)`` float32 and ``boxes``
+    ``(N, 4)`` float32 x1, y1, x2, y2 in the image's pixels, computed from the masks.
 
     Args (of ``forward``):
         images: list of ``(3, H, W)`` RGB tensors, uint8 or float on the 0..255 scale, any sizes, or a

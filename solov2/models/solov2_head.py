@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,11 @@ from solov2.ops.dynamic_masks import dynamic_masks
 from solov2.postprocess import cell_scores
 from solov2.targets import SHARED_CELLS, build_targets
 
+
+def cell_strides(num_grids: Sequence[int], strides: Sequence[int], device: torch.device | str | None = None) -> Tensor:
+    """``(sum S^2,)`` float32: the stride of the level each grid cell belongs to, cells in level-major, row-major
+    order (the order of the head's outputs and of an exported graph's)."""
+    return torch.cat([torch.full((s * s,), float(st), device=device) for s, st in zip(num_grids, strides)])
 
 class SOLOv2Head(nn.Module):
     """Category branch and kernel branch over S x S grids, one grid per FPN level.
@@ -52,11 +58,14 @@ class SOLOv2Head(nn.Module):
             raise ValueError(f"{type(self).__name__}: use_dcn_in_tower=True needs type_dcn='DCN' or 'DCNv2', "
                              f"got {type_dcn!r}")
         self.use_dcn_in_tower, self.type_dcn = bool(use_dcn_in_tower), type_dcn
-        if not (len(strides) == len(num_grids) == len(scale_ranges)):
+        # 'auto': fitted to the training data by the Trainer before the model is built (solov2.data.report);
+        # a model built from such a config elsewhere predicts (the ranges only assign training targets).
+        auto = isinstance(scale_ranges, str) and scale_ranges == "auto"
+        if not (len(strides) == len(num_grids) == (len(num_grids) if auto else len(scale_ranges))):
             raise ValueError("SOLOv2Head: strides, num_grids and scale_ranges must have one entry per level")
         self.num_classes = num_classes
         self.strides, self.num_grids = list(strides), list(num_grids)
-        self.scale_ranges = [tuple(r) for r in scale_ranges]
+        self.scale_ranges = "auto" if auto else [tuple(r) for r in scale_ranges]
         self.sigma, self.ins_out_channels, self.kernel_size = sigma, ins_out_channels, kernel_size
         self.loss_ins_weight = _dice_weight(loss_ins, loss_ins_weight)
         self.loss_cate = FocalLoss(**_loss_args(loss_cate, "FocalLoss"))
@@ -137,8 +146,7 @@ class SOLOv2Head(nn.Module):
 
     def cell_strides(self, device: torch.device) -> Tensor:
         """``(sum S^2,)`` the stride of the level each cell belongs to."""
-        return torch.cat([torch.full((s * s,), float(st), device=device)
-                          for s, st in zip(self.num_grids, self.strides)])
+        return cell_strides(self.num_grids, self.strides, device)
 
     def loss(self, cate_preds: list[Tensor], kernel_preds: list[Tensor], mask_feats: Tensor,
              gt_masks: list[Tensor], gt_labels: list[Tensor]) -> dict[str, Tensor]:
@@ -151,6 +159,9 @@ class SOLOv2Head(nn.Module):
         Returns: ``{"loss_ins": ..., "loss_cate": ...}``, weighted.
         """
         image_size = tuple(gt_masks[0].shape[-2:])
+        if self.scale_ranges == "auto":
+            raise ValueError("SOLOv2Head: scale_ranges='auto' is fitted to the training set by the trainer "
+                             "(solov2 train); give the ranges to train this model otherwise")
         tg = build_targets(gt_masks, gt_labels, image_size, self.num_grids, self.scale_ranges, self.sigma,
                            self.num_classes, self.shared_cells)
         kernels = self.flatten_kernels(kernel_preds)[tg.pos_image, tg.pos_cell]  # (P, E*k*k)

@@ -56,6 +56,15 @@ def pad_images(images: list[Tensor], size: tuple[int, int]) -> Tensor:
     return batch
 
 
+def transform_fields(cfg: dict) -> dict:
+    """A transform's settings as a config or JSON holds them (tuples may be lists) -> :class:`ImageTransform`'s
+    arguments with their types (``train_scales`` a list of tuples, the other sequences tuples)."""
+    fields = {k: (tuple(v) if isinstance(v, list) and k != "train_scales" else v) for k, v in dict(cfg).items()}
+    if "train_scales" in fields:
+        fields["train_scales"] = [tuple(s) for s in fields["train_scales"]]
+    return fields
+
+
 @dataclass
 class ImageTransform:
     """Args:

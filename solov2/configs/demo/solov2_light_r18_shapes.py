@@ -11,7 +11,7 @@ model = dict(
     # 128 px; the seed's 40 cells at 768 px are 19) and 64 channels make a step 0.65x as long as grids 24..8 with
     # 128 channels, at about the same mask AP per step (0.27-0.29 against 0.30 at 1000 steps); sigma 0.4 gives
     # each small shape more positive cells.
-    # benchmarks/sweeps/demo_speed.py, demo_speed2.py; docs/training.md.
+    # Sweeps of benchmarks/train_sweep.py; docs/history.md.
     bbox_head=dict(num_classes=5, in_channels=64, seg_feat_channels=64, ins_out_channels=64,
                    num_grids=[12, 10, 8, 6, 4], sigma=0.4,
                    scale_ranges=((1, 32), (16, 64), (32, 128), (64, 256), (128, 512))),
@@ -40,12 +40,15 @@ auto_scale_lr = dict(enable=True, base_batch_size=8)  # lr 0.002 is for 8 images
 grad_clip = dict(max_norm=35, norm_type=2)
 # 14 epochs of 125 steps with bf16 autocast on a 2-core CPU with native bf16 (the default there): from a fresh
 # clone, `make demo` gave mask AP 0.509 in 9.7 min in all (README).
-# Measured (benchmarks/sweeps/demo_round4.py, 1 thread each, tested at 160): 15 epochs 0.531 mask AP (0.519 from a
-# fresh clone, but 12.2 min in all); 12 epochs at a random train scale of 128 or 160 px 0.524. At 128 px
-# (demo_speed2.py, demo_round3.py): 12 epochs 0.399-0.439, with lr 0.004 0.440, at batch 4 for 3000 steps 0.431;
-# trained at 96 and tested at 128 (demo_round5.py), 15 epochs 0.380.
+# Measured (benchmarks/train_sweep.py, 1 thread each, tested at 160; docs/history.md): 15 epochs 0.531 mask AP
+# (0.519 from a fresh clone, but 12.2 min in all); 12 epochs at a random train scale of 128 or 160 px 0.524. At
+# 128 px (the same sweeps): 12 epochs 0.399-0.439, with lr 0.004 0.440, at batch 4 for 3000 steps 0.431;
+# trained at 96 and tested at 128, 15 epochs 0.380.
 lr_config = dict(policy='step', warmup='linear', warmup_iters=50, warmup_ratio=0.1, step=[13])
 total_epochs = 14
-checkpoint_config = dict(interval=1, latest_iters=200, max_keep_ckpts=3)
+# An epoch_N.pth (142 MB with AdamW's state) every tenth of the run, rounded up to whole epochs: 7 files for the
+# demo's 14 epochs, 10 for a 60-image set trained 60 epochs (every epoch would be 60); latest.pth every 200 steps.
+# (Checkpoints do not change training: the demo's results are the same as with interval=1.)
+checkpoint_config = dict(interval=0.1, latest_iters=200, max_keep_ckpts=3)
 log_config = dict(interval=20)
 evaluation = dict(interval=0, metric='segm')
