@@ -153,7 +153,7 @@ def test_evaluator_switch(shapes, monkeypatch):
                         lambda self, original=pycocotools.cocoeval.COCOeval.evaluate: used.append(1) or original(self))
     monkeypatch.setattr(faster_coco_eval.COCOeval_faster, "evaluate", lambda self: pytest.fail("not the fallback"))
     assert evaluate_coco(shapes.coco, _predictions(shapes), log=lambda s: None)["mask_AP"] == pytest.approx(1.0)
-    assert used == [1]
+    assert used == [1, 1]  # segm, then bbox
     monkeypatch.setenv("SOLOV2_COCO_EVAL", "detectron")
     with pytest.raises(ValueError, match="SOLOV2_COCO_EVAL.*faster-coco-eval, pycocotools"):
         evaluate_coco(shapes.coco, _predictions(shapes), log=lambda s: None)
