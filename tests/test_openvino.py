@@ -26,6 +26,7 @@ from helpers import (  # noqa: E402
 from solov2 import Predictor, build_model, load_config  # noqa: E402
 from solov2.checkpoint.io import save_checkpoint  # noqa: E402
 from solov2.deploy.export import export_onnx, export_openvino  # noqa: E402
+from solov2.deploy.openvino import shared_core  # noqa: E402
 from solov2.deploy.runtime import load_exported  # noqa: E402
 from solov2.errors import ExportError  # noqa: E402
 
@@ -99,7 +100,7 @@ def test_predictor_backend_from_checkpoint(checkpoint, model):
 
 
 def test_ir_metadata_round_trip(ir, model):
-    read = ov.Core().read_model(ir)
+    read = shared_core().read_model(ir)
     assert json.loads(read.get_rt_info(["class_names"]).astype(str)) == CLASSES
     assert float(read.get_rt_info(["score_thr"]).astype(str)) == model.test_cfg.score_thr
     assert float(read.get_rt_info(["mask_thr"]).astype(str)) == model.test_cfg.mask_thr
@@ -109,6 +110,49 @@ def test_ir_metadata_round_trip(ir, model):
     exported = load_exported(ir)
     assert exported.runtime == "openvino" and exported.class_names == CLASSES
     assert exported.test_cfg == model.test_cfg and exported.transform == model.transform
+
+
+def test_one_core_per_process_and_explicit_close(ir):
+    """Every IR opened in a process compiles on its one ``openvino.Core`` (not a Core, a CPU plugin and a pool of
+    worker threads per file, left to the garbage collector); ``close()`` (or ``with``) releases the compiled model
+    at once, and a closed model refuses to run in one line."""
+    core = shared_core()
+    image = torch.from_numpy(_image(60, SIZES[0])).permute(2, 0, 1)
+    with load_exported(ir) as first, load_exported(ir) as second:
+        assert shared_core() is core
+        assert torch.equal(first([image])[0]["masks"], second([image])[0]["masks"])
+    assert first._session is None and second._session is None
+    first.close()  # closing twice is harmless
+    with pytest.raises(ExportError, match=r"model\.xml: this exported model was closed"):
+        first([image])
+
+
+def test_a_compiled_model_refuses_to_run_in_a_forked_child(ir):
+    """OpenVINO's worker threads do not exist in a forked child, so a model compiled in the parent refuses to
+    run there (one line) instead of hanging or crashing; the parent's model still runs."""
+    import os
+    exported = load_exported(ir)
+    feeds = {"input": np.zeros((1, 3, 224, 384), np.float32), "image_size": np.array([224, 384], np.int64)}
+    assert len(exported._session.run(["cate_scores"], feeds)) == 1
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child does pure Python only, and leaves without running pytest's teardown
+        try:
+            exported._session.run(["cate_scores"], feeds)
+            message = "it ran"
+        except ExportError as exc:
+            message = str(exc)
+        os.write(write_fd, message.encode())
+        os._exit(0)
+    os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read_fd) as pipe:
+        message = pipe.read()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert message == (f"{ir}: an OpenVINO model compiled in process {os.getpid()} cannot run in the forked "
+                       f"process {pid}; open it in that process (or start it with 'spawn')")
+    assert len(exported._session.run(["cate_scores"], feeds)) == 1
+    exported.close()
 
 
 def test_export_and_predict_commands(checkpoint, ir, tmp_path):

@@ -27,6 +27,7 @@ from helpers import (  # noqa: E402
 from solov2 import Predictor, build_model, load_config  # noqa: E402
 from solov2.checkpoint.io import save_checkpoint  # noqa: E402
 from solov2.checkpoint.model_config import checkpoint_meta  # noqa: E402
+from solov2.deploy.openvino import shared_core  # noqa: E402
 from solov2.deploy.quantize import quantize_ir  # noqa: E402
 from solov2.deploy.runtime import load_exported  # noqa: E402
 from solov2.errors import ExportError  # noqa: E402
@@ -80,13 +81,13 @@ def test_int8_metadata_and_runtime(planted_int8):
     q = exported.meta["quantization"]
     assert q["precision"] == "int8" and q["calibration"] == {"source": "random smooth images", "count": 9, "seed": 0}
     assert "NNCF" in q["method"]
-    ops = {op.get_type_name() for op in ov.Core().read_model(path).get_ops()}
+    ops = {op.get_type_name() for op in shared_core().read_model(path).get_ops()}
     assert "FakeQuantize" in ops  # int8 layers, not an fp32 graph with a label
 
 
 def test_quantized_ir_without_calibration_record(planted_int8, tmp_path, capsys):
     _, path = planted_int8
-    model = ov.Core().read_model(path)
+    model = shared_core().read_model(path)
     meta = json.loads(model.get_rt_info(["solov2"]).astype(str))
     del meta["quantization"]
     model.set_rt_info(json.dumps(meta), ["solov2"])

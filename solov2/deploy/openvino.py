@@ -9,18 +9,34 @@ calibration set and its size); an IR with quantized layers but without it is ref
 Precision: OpenVINO's CPU plugin picks bf16 by itself on CPUs with AVX512-BF16 / AMX, which changes results;
 :func:`open_ir` sets ``INFERENCE_PRECISION_HINT`` explicitly: ``f32`` for ``"fp32"`` (the PyTorch model's results,
 tests/test_openvino.py), ``bf16`` for ``"bf16"``.
+
+One ``openvino.Core`` per process (:func:`shared_core`): each ``Core`` loads the CPU plugin and starts its own
+pool of TBB worker threads, and creating one per opened file left them to be torn down by Python's garbage
+collector at an arbitrary later point. A compiled model belongs to the process that compiled it: OpenVINO's
+worker threads do not exist in a ``fork``ed child, so :meth:`OpenVINOSession.run` refuses to run there (one line,
+instead of a hang or a crash); open the file in the child (multiprocessing's ``spawn`` start method, or after the
+fork). :meth:`OpenVINOSession.close` (and ``ExportedSOLOv2.close``) release a compiled model at a known point.
 """
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from solov2.deploy.contract import META_KEY, metadata_props, missing_extra, parse_meta
 from solov2.errors import ExportError, one_line
 
-__all__ = ["OPENVINO_PRECISIONS", "onnx_to_ir", "save_ir", "open_ir", "read_ir_meta", "is_quantized"]
+__all__ = ["OPENVINO_PRECISIONS", "onnx_to_ir", "save_ir", "open_ir", "read_ir_meta", "is_quantized", "shared_core",
+           "OpenVINOSession"]
 
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> INFERENCE_PRECISION_HINT
+
+_core_lock = threading.Lock()
+_core: Any = None
+_core_pid: int | None = None
+# What a forked child inherited (Cores, compiled models): kept alive there, as destroying one would wait on worker
+# threads that do not exist in the child.
+_inherited: list = []
 
 
 def require_openvino(path: str, exporting: bool = False):
@@ -29,6 +45,19 @@ def require_openvino(path: str, exporting: bool = False):
         raise ExportError(f"{path}: OpenVINO IR {reason}")
     import openvino
     return openvino
+
+
+def shared_core(path: str = "openvino"):
+    """This process's one ``openvino.Core`` (created on first use; a ``fork``ed child gets a new one).
+    ``path`` names the file in the error raised when OpenVINO is not installed."""
+    global _core, _core_pid
+    ov = require_openvino(path)
+    with _core_lock:
+        if _core is None or _core_pid != os.getpid():
+            if _core is not None:
+                _inherited.append(_core)
+            _core, _core_pid = ov.Core(), os.getpid()
+        return _core
 
 
 def onnx_to_ir(onnx_path: str):
@@ -71,10 +100,10 @@ def is_quantized(model) -> bool:
 def read_ir_meta(path: str, model=None) -> dict[str, Any]:
     """The ``solov2`` metadata of an IR file, checked: ours, this format version, and a quantized graph's
     calibration record present (one-line :class:`ExportError` otherwise)."""
-    ov = require_openvino(path)
     if model is None:
+        core = shared_core(path)
         try:
-            model = ov.Core().read_model(path)
+            model = core.read_model(path)
         except Exception as exc:
             raise ExportError(f"{path}: OpenVINO cannot read it ({one_line(exc)})") from None
     text = model.get_rt_info([META_KEY]).astype(str) if model.has_rt_info([META_KEY]) else None
@@ -88,26 +117,42 @@ def read_ir_meta(path: str, model=None) -> dict[str, Any]:
 
 
 class OpenVINOSession:
-    """A compiled IR behind the runtime session interface of :mod:`solov2.deploy.runtime`."""
+    """A compiled IR behind the runtime session interface of :mod:`solov2.deploy.runtime`, usable in the process
+    that compiled it; :meth:`close` releases it."""
 
-    def __init__(self, compiled):
+    def __init__(self, compiled, path: str = "the OpenVINO model"):
+        self.path = path
+        self._pid = os.getpid()
         self._compiled = compiled
         self._request = compiled.create_infer_request()
 
     def run(self, names: list[str], feeds: dict[str, Any]) -> list[Any]:
+        if self._compiled is None:
+            raise ExportError(f"{self.path}: this OpenVINO model was closed")
+        if os.getpid() != self._pid:
+            raise ExportError(f"{self.path}: an OpenVINO model compiled in process {self._pid} cannot run in the "
+                              f"forked process {os.getpid()}; open it in that process (or start it with 'spawn')")
         result = self._request.infer(feeds)  # copies of the outputs (share_outputs=False)
         return [result[self._compiled.output(name)] for name in names]
+
+    def close(self) -> None:
+        """Release the infer request and the compiled model now (idempotent); in a forked child they are only
+        dropped, never destroyed, for the reason of :func:`shared_core`."""
+        request, compiled = self._request, self._compiled
+        self._request = self._compiled = None
+        if compiled is not None and os.getpid() != self._pid:
+            _inherited.append((request, compiled))
 
 
 def open_ir(path: str, precision: str = "fp32", threads: int | None = None) -> tuple[OpenVINOSession, dict]:
     """Read and compile an IR for the CPU at ``precision`` (:data:`OPENVINO_PRECISIONS`); ``threads``: the
     plugin's ``INFERENCE_NUM_THREADS`` (None: torch's thread count, so both backends use the same cores).
     Returns ``(session, metadata)``."""
-    ov = require_openvino(path)
+    require_openvino(path)
     if precision not in OPENVINO_PRECISIONS:
         raise ExportError(f"{path}: OpenVINO precision must be one of {', '.join(OPENVINO_PRECISIONS)}, "
                           f"got {precision!r}")
-    core = ov.Core()
+    core = shared_core(path)
     try:
         model = core.read_model(path)
     except Exception as exc:
@@ -121,4 +166,4 @@ def open_ir(path: str, precision: str = "fp32", threads: int | None = None) -> t
         compiled = core.compile_model(model, "CPU", config)
     except Exception as exc:
         raise ExportError(f"{path}: OpenVINO cannot compile it for the CPU ({one_line(exc)})") from None
-    return OpenVINOSession(compiled), meta
+    return OpenVINOSession(compiled, path), meta

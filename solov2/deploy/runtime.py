@@ -166,10 +166,25 @@ class ExportedSOLOv2:
             raise ExportError(f"{self.path}: a dynamic graph takes the image padded to its own size "
                               f"{padded_size(size, d)[0]}x{padded_size(size, d)[1]} for image_size {size}, "
                               f"got {shape[2]}x{shape[3]}")
+        if self._session is None:
+            raise ExportError(f"{self.path}: this exported model was closed")
         x = tensor.detach().float().cpu().contiguous()
         feeds = {"input": x.numpy(), "image_size": torch.tensor(size, dtype=torch.int64).numpy()}
         outs = self._session.run(POSTPROCESSED_NAMES if self.with_postprocess else OUTPUT_NAMES, feeds)
         return tuple(torch.as_tensor(o) for o in outs)
+
+    def close(self) -> None:
+        """Release the runtime's session now (an OpenVINO compiled model and its infer request, an onnxruntime
+        session) rather than whenever the garbage collector gets to it; the object cannot run afterwards."""
+        session, self._session = self._session, None
+        if session is not None and hasattr(session, "close"):
+            session.close()
+
+    def __enter__(self) -> "ExportedSOLOv2":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __call__(self, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:
         check_images(images)
