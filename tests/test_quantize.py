@@ -28,7 +28,7 @@ from solov2 import Predictor, build_model, load_config  # noqa: E402
 from solov2.checkpoint.io import save_checkpoint  # noqa: E402
 from solov2.checkpoint.model_config import checkpoint_meta  # noqa: E402
 from solov2.deploy.openvino import shared_core  # noqa: E402
-from solov2.deploy.quantize import quantize_ir  # noqa: E402
+from solov2.deploy.quantize import cpu_has_vnni, quantize_ir  # noqa: E402
 from solov2.deploy.runtime import load_exported  # noqa: E402
 from solov2.errors import ExportError  # noqa: E402
 
@@ -81,6 +81,8 @@ def test_int8_metadata_and_runtime(planted_int8):
     q = exported.meta["quantization"]
     assert q["precision"] == "int8" and q["calibration"] == {"source": "random smooth images", "count": 9, "seed": 0}
     assert "NNCF" in q["method"]
+    # 7-bit weights where this CPU has no VNNI (8-bit products would saturate), NNCF's default where it has
+    assert q["overflow_fix"] == ("first_layer_only" if cpu_has_vnni() else "enable")
     ops = {op.get_type_name() for op in shared_core().read_model(path).get_ops()}
     assert "FakeQuantize" in ops  # int8 layers, not an fp32 graph with a label
 

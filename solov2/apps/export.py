@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from solov2.apps.arguments import add_cfg_options, add_sources, split_args_sources
+from solov2.deploy.quantize import OVERFLOW_FIXES
 
 __all__ = ["add_export_arguments", "export", "add_quantize_arguments", "quantize"]
 
@@ -48,6 +49,9 @@ def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
                         "training set of the config, data.train, without random flips)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="the graph's static input size, "
                         "multiples of 32 (default: dynamic, as --backend openvino runs)")
+    parser.add_argument("--overflow-fix", choices=OVERFLOW_FIXES, default="auto", help="7-bit weights (enable) "
+                        "for CPUs without VNNI, whose 8-bit products saturate; auto: enable where this CPU has no "
+                        "VNNI, first_layer_only where it has")
     add_cfg_options(parser)
 
 
@@ -55,5 +59,6 @@ def quantize(args: argparse.Namespace) -> None:
     from solov2.deploy.quantize import quantize_main
     split_args_sources(args, "quantize")
     size = tuple(args.input_size) if args.input_size else None
-    out = quantize_main(args.config, args.checkpoint, args.calib_images, args.out, args.images, args.cfg_options, size)
+    out = quantize_main(args.config, args.checkpoint, args.calib_images, args.out, args.images, args.cfg_options, size,
+                        args.overflow_fix)
     print(f"wrote {out}")
