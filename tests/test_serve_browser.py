@@ -1,8 +1,8 @@
 """solov2 serve's page in a real browser: Debian's Chromium (tools/install_chromium.sh; no browser download) driven by
 Playwright, against a uvicorn server on 127.0.0.1 with the tiny trained checkpoint of tests/test_serve.py. Uploads
 two images, checks that the canvas changes where an instance is, downloads the COCO JSON and the PNG masks, moves
-the slider and sees the instances go, toggles a class, fits a phone-width window; saves docs/serve.png. A file
-dropped on the page that is not an image shows the server's error."""
+the slider and sees the instances go, toggles a class, fits a phone-width window; saves docs/serve.png with
+SOLOV2_SCREENSHOT=1. A file dropped on the page that is not an image shows the server's error."""
 import io
 import json
 import os
@@ -25,6 +25,8 @@ from solov2 import Predictor
 from solov2.apps.serve import create_app
 
 CHROMIUM = "/usr/bin/chromium"
+# The README's picture of the page; written only when asked (SOLOV2_SCREENSHOT=1), so that running the tests
+# changes no file of the repository.
 SCREENSHOT = ROOT / "docs/serve.png"
 pytestmark = pytest.mark.slow
 
@@ -129,8 +131,10 @@ def test_page_draws_filters_and_downloads(server, browser, tmp_path):
         saved = np.asarray(Image.open(io.BytesIO(archive.read(names[0]))).convert("L"))
         np.testing.assert_array_equal(saved > 127, mask)
 
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    shot = page.screenshot(full_page=True)
+    assert shot.startswith(b"\x89PNG")
+    if os.environ.get("SOLOV2_SCREENSHOT") == "1":
+        SCREENSHOT.write_bytes(shot)
 
     # The slider hides instances without asking the server: at 1 none is left and the canvas is the image again.
     requests = []
