@@ -99,7 +99,7 @@ def eval_main(config: str | None, checkpoint: str, metric: str | None = None, me
                                 f"with --cfg-options data.{split}.KEY=PATH, or a config first)") from None
     check_eval_classes(resolved, dataset, f"data.{split}")
     metric = metric or (cfg.get("evaluation") or {}).get("metric", "segm")
-    how = "optimized" if optimize and backend == "torch" and not is_exported(checkpoint) else "as built"
+    how = "optimized" if optimize and backend == "torch" else "as built"  # an exported file: its runtime
     print(f"solov2 eval: {checkpoint} on data.{split} ({len(dataset)} images, {metric}): backend {backend}, "
           f"{precision}, {how}, {device}", flush=True)
     with torch.inference_mode(), precision_autocast(dtype, device):
