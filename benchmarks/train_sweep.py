@@ -9,7 +9,8 @@ The demo recipe and the shared-cell semantics were chosen with it:
 Variants come from the command line (``--config``, default the demo config; ``--common``; one ``--variant NAME
 KEY=VALUE ...`` per run) or from a variants file, which defines ``CONFIG`` (a config path or name), ``COMMON``
 (``--cfg-options`` for every run), ``VARIANTS`` (name -> extra ``--cfg-options``) and optionally
-``TRAIN_IMAGES``, ``VAL_IMAGES``, ``IMAGE_SIZE`` of the demo data. ``--seeds`` runs every variant once per seed.
+``TRAIN_IMAGES``, ``VAL_IMAGES``, ``IMAGE_SIZE``, ``SHAPES`` (``write_shapes_coco`` keywords: ``classes``,
+``object_size``) and ``SEEDS`` (the train and val sets' seeds, default 0 and 1) of the generated data. ``--seeds`` runs every variant once per seed.
 The demo's data (``solov2 demo`` writes it) is made first if missing. Each run trains in its own process into
 ``--out/NAME``; the table gives mask AP, AP50, the last logged loss_ins and the minutes each run took.
 """
@@ -35,11 +36,11 @@ def data_options(data: str) -> list[str]:
             f"data.test.ann_file={data}/val/annotations.json", f"data.test.img_prefix={data}/val/images"]
 
 
-def make_data(data: str, train_images: int, val_images: int, image_size: int) -> None:
+def make_data(data: str, train_images: int, val_images: int, image_size: int, seeds=(0, 1), **shapes) -> None:
     from solov2.data.synthetic import write_shapes_coco
-    for split, n, seed in (("train", train_images, 0), ("val", val_images, 1)):
+    for split, n, seed in (("train", train_images, seeds[0]), ("val", val_images, seeds[1])):
         if not os.path.exists(f"{data}/{split}/annotations.json"):
-            write_shapes_coco(f"{data}/{split}", num_images=n, seed=seed, image_size=image_size)
+            write_shapes_coco(f"{data}/{split}", num_images=n, seed=seed, image_size=image_size, **shapes)
 
 
 def run_one(name: str, options: list[str], args, config: str) -> dict:
@@ -91,7 +92,8 @@ def main() -> None:
         variants = {f"{name}_seed{seed}": [*options, f"seed={seed}"]
                     for name, options in variants.items() for seed in args.seeds}
     variants = {k: v for k, v in variants.items() if not args.only or k in args.only}
-    make_data(args.data, spec.get("TRAIN_IMAGES", 1000), spec.get("VAL_IMAGES", 100), spec.get("IMAGE_SIZE", 128))
+    make_data(args.data, spec.get("TRAIN_IMAGES", 1000), spec.get("VAL_IMAGES", 100), spec.get("IMAGE_SIZE", 128),
+              spec.get("SEEDS", (0, 1)), **spec.get("SHAPES", {}))
     os.makedirs(args.out, exist_ok=True)
     common = data_options(os.path.abspath(args.data)) + list(spec.get("COMMON", [])) + args.common
     with ThreadPoolExecutor(args.parallel) as pool:

@@ -47,10 +47,14 @@ def add_make_shapes_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the images")
     parser.add_argument("--image-size", type=int, nargs="+", default=[256], metavar="SIZE",
                         help="the images' side, or H W")
+    parser.add_argument("--classes", nargs="+", metavar="NAME",
+                        help="draw only these shape classes (of disc, rectangle, triangle, ring, star)")
+    parser.add_argument("--object-size", type=float, nargs=2, metavar=("MIN", "MAX"),
+                        help="shape diameters in pixels (default 12 to 0.6 of the shorter image side)")
 
 
 def run_make_shapes(args: argparse.Namespace) -> None:
-    make_shapes_main(args.out, args.num_images, args.seed, size(args.image_size))
+    make_shapes_main(args.out, args.num_images, args.seed, size(args.image_size), args.classes, args.object_size)
 
 
 def add_cityscapes_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,10 +174,16 @@ def labelme_to_coco_main(folder: str, out_json: str, image_root: str | None = No
     return data
 
 
-def make_shapes_main(out: str, num_images: int = 200, seed: int = 0, image_size: int | tuple[int, int] = 256) -> str:
+def make_shapes_main(out: str, num_images: int = 200, seed: int = 0, image_size: int | tuple[int, int] = 256,
+                     classes: list[str] | None = None, object_size: tuple[float, float] | None = None) -> str:
     """``solov2 make-shapes``: the built-in synthetic data set as a COCO folder; returns the annotation file."""
     from solov2.data.synthetic import write_shapes_coco
-    path = write_shapes_coco(out, num_images=num_images, seed=seed, image_size=image_size)
+    from solov2.errors import DataError
+    try:
+        path = write_shapes_coco(out, num_images=num_images, seed=seed, image_size=image_size, classes=classes,
+                                 object_size=object_size)
+    except ValueError as e:
+        raise DataError(f"make-shapes: {e}") from None
     print(f"wrote {num_images} images to {out} ({path})")
     return path
 

@@ -48,16 +48,24 @@ class SyntheticShapes(torch.utils.data.Dataset):
         seed: the demo uses seed 0 for training and seed 1 for validation.
         image_size: ``(H, W)`` or one int for square images.
         flip_prob: probability of a random horizontal flip (from torch's RNG, so it varies per epoch).
+        classes: the shape classes drawn, a subset of :data:`SHAPE_CLASSES` (category ids 1.. in this order);
+            default all five. With other classes and object sizes the same generator makes a second data set
+            that a recipe was not tuned on.
+        object_size: ``(min, max)`` shape diameter in pixels, drawn log-uniformly; default 12 px to 0.6 of the
+            shorter image side.
     """
 
     CLASSES = SHAPE_CLASSES
 
     def __init__(self, num_images: int = 1000, seed: int = 0, image_size: int | tuple[int, int] = 256,
-                 flip_prob: float = 0.0):
+                 flip_prob: float = 0.0, classes: tuple[str, ...] | None = None,
+                 object_size: tuple[float, float] | None = None):
         if num_images < 0:
             raise ValueError(f"SyntheticShapes: num_images must be >= 0, got {num_images}")
         self.num_images, self.seed, self.flip_prob = int(num_images), int(seed), flip_prob
         self.image_size = _as_size(image_size)
+        self.CLASSES = _as_classes(classes)
+        self.object_size = _as_object_size(object_size, self.image_size)
         self.cat_ids = list(range(1, len(self.CLASSES) + 1))
         self.img_ids = list(range(1, self.num_images + 1))
         self._coco: COCO | None = None
@@ -69,7 +77,8 @@ class SyntheticShapes(torch.utils.data.Dataset):
         """Image ``index`` as numpy: ``(H, W, 3)`` uint8 RGB, ``(N, H, W)`` bool masks, ``(N,)`` int64 labels."""
         if not 0 <= index < self.num_images:
             raise IndexError(f"SyntheticShapes: index {index} out of range [0, {self.num_images})")
-        return render_shapes(np.random.default_rng([self.seed, index]), self.image_size)
+        return render_shapes(np.random.default_rng([self.seed, index]), self.image_size, self.CLASSES,
+                             self.object_size)
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict]:
         image, masks, labels = self.render(index)
@@ -84,7 +93,7 @@ class SyntheticShapes(torch.utils.data.Dataset):
     def coco(self) -> COCO:
         """The ground truth as a ``pycocotools`` ``COCO`` (RLE masks), built on first use."""
         if self._coco is None:
-            data = _coco_dict((i, self.render(i)[1:]) for i in range(self.num_images))
+            data = _coco_dict(((i, self.render(i)[1:]) for i in range(self.num_images)), self.CLASSES)
             data["images"] = [_image_entry(i, self.image_size) for i in range(self.num_images)]
             self._coco = COCO()
             self._coco.dataset = data
@@ -93,13 +102,15 @@ class SyntheticShapes(torch.utils.data.Dataset):
         return self._coco
 
 
-def write_shapes_coco(out_dir: str, num_images: int, seed: int = 0, image_size: int | tuple[int, int] = 256) -> str:
+def write_shapes_coco(out_dir: str, num_images: int, seed: int = 0, image_size: int | tuple[int, int] = 256,
+                      classes: tuple[str, ...] | None = None, object_size: tuple[float, float] | None = None) -> str:
     """Write ``out_dir/images/{i:06d}.png`` and ``out_dir/annotations.json`` (COCO format, masks as compressed
     RLE, since polygons cannot describe the rings' holes exactly). Returns the annotation file's path.
 
-    The images and masks are those of ``SyntheticShapes(num_images, seed, image_size)``.
+    The images and masks are those of ``SyntheticShapes(num_images, seed, image_size, classes=classes,
+    object_size=object_size)``.
     """
-    dataset = SyntheticShapes(num_images, seed, image_size)
+    dataset = SyntheticShapes(num_images, seed, image_size, classes=classes, object_size=object_size)
     img_dir = os.path.join(out_dir, "images")
     os.makedirs(img_dir, exist_ok=True)
     instances = []
@@ -109,7 +120,7 @@ def write_shapes_coco(out_dir: str, num_images: int, seed: int = 0, image_size: 
         if not cv2.imwrite(path, np.ascontiguousarray(image[..., ::-1])):  # cv2 writes BGR
             raise OSError(f"{path}: cannot write image")
         instances.append((i, (masks, labels)))
-    data = _coco_dict(instances)
+    data = _coco_dict(instances, dataset.CLASSES)
     data["images"] = [_image_entry(i, dataset.image_size) for i in range(num_images)]
     ann_file = os.path.join(out_dir, "annotations.json")
     with open(ann_file, "w", encoding="utf-8") as f:
@@ -117,16 +128,19 @@ def write_shapes_coco(out_dir: str, num_images: int, seed: int = 0, image_size: 
     return ann_file
 
 
-def render_shapes(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw one image. Returns ``(H, W, 3)`` uint8 RGB, ``(N, H, W)`` bool visible masks, ``(N,)`` int64 labels."""
+def render_shapes(rng: np.random.Generator, size: tuple[int, int], classes: tuple[str, ...] = SHAPE_CLASSES,
+                  object_size: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw one image. Returns ``(H, W, 3)`` uint8 RGB, ``(N, H, W)`` bool visible masks, ``(N,)`` int64 labels
+    (indices into ``classes``). ``object_size``: ``(min, max)`` diameter in pixels (default: see SyntheticShapes)."""
     h, w = size
+    lo, hi = object_size or _as_object_size(None, size)
     image = _texture(rng, h, w, rng.uniform(0, 255, 3), contrast=rng.uniform(15, 70))
     owner = np.full((h, w), -1, dtype=np.int16)  # index of the instance visible at each pixel
     full_area, visible, labels = [], [], []
     for _ in range(rng.integers(1, MAX_INSTANCES + 1)):
         for _ in range(TRIES):
-            label = int(rng.integers(len(SHAPE_CLASSES)))
-            canvas = _draw_shape(rng, label, h, w)
+            label = int(rng.integers(len(classes)))
+            canvas = _draw_shape(rng, classes[label], h, w, lo, hi)
             x, y, bw, bh = cv2.boundingRect(canvas)
             roi = (slice(y, y + bh), slice(x, x + bw))
             m = canvas[roi].astype(bool)
@@ -151,17 +165,14 @@ def _big_enough(visible: int, full: int) -> bool:
     return visible >= max(MIN_VISIBLE, MIN_VISIBLE_FRACTION * full)
 
 
-def _draw_shape(rng: np.random.Generator, label: int, h: int, w: int) -> np.ndarray:
-    """A ``(H, W)`` uint8 0/1 canvas with one shape of class ``label``, drawn without anti-aliasing so that
-    the painted pixels and the mask are the same."""
-    hi = MAX_FRACTION * min(h, w)
-    lo = min(MIN_SIZE, hi)
+def _draw_shape(rng: np.random.Generator, name: str, h: int, w: int, lo: float, hi: float) -> np.ndarray:
+    """A ``(H, W)`` uint8 0/1 canvas with one shape of class ``name`` and a diameter between ``lo`` and ``hi``,
+    drawn without anti-aliasing so that the painted pixels and the mask are the same."""
     r = math.exp(rng.uniform(math.log(lo), math.log(hi))) / 2  # log-uniform: as many small as large shapes
     # keep the center at least r/2 inside the image so that no more than about half a shape is cut off
     cx = rng.uniform(min(r / 2, w / 2), max(w - r / 2, w / 2))
     cy = rng.uniform(min(r / 2, h / 2), max(h - r / 2, h / 2))
     canvas = np.zeros((h, w), dtype=np.uint8)
-    name = SHAPE_CLASSES[label]
     if name in ("disc", "ring"):
         cv2.circle(canvas, (round(cx), round(cy)), max(round(r), 1), 1, -1, cv2.LINE_8)
         if name == "ring":
@@ -212,7 +223,7 @@ def _texture(rng: np.random.Generator, h: int, w: int, color: np.ndarray, contra
     return color + t * (other - color)
 
 
-def _coco_dict(instances) -> dict:
+def _coco_dict(instances, classes: tuple[str, ...] = SHAPE_CLASSES) -> dict:
     """``(index, (masks, labels))`` pairs -> COCO dict with RLE annotations (``images`` left to the caller)."""
     annotations = []
     for i, (masks, labels) in instances:
@@ -224,7 +235,7 @@ def _coco_dict(instances) -> dict:
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(label) + 1,
                                 "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
                                 "area": float(area), "bbox": [float(v) for v in box], "iscrowd": 0})
-    categories = [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(SHAPE_CLASSES)]
+    categories = [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(classes)]
     return {"info": {"description": "solov2 synthetic shapes"}, "annotations": annotations,
             "categories": categories}
 
@@ -238,3 +249,25 @@ def _as_size(size) -> tuple[int, int]:
     if h < 16 or w < 16:
         raise ValueError(f"SyntheticShapes: image_size must be at least 16x16, got {h}x{w}")
     return int(h), int(w)
+
+
+def _as_classes(classes) -> tuple[str, ...]:
+    if classes is None:
+        return SHAPE_CLASSES
+    classes = tuple(classes)
+    unknown = [c for c in classes if c not in SHAPE_CLASSES]
+    if unknown or not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"SyntheticShapes: classes must be distinct names from {', '.join(SHAPE_CLASSES)}; "
+                         f"got {', '.join(classes) or 'none'}")
+    return classes
+
+
+def _as_object_size(object_size, image_size: tuple[int, int]) -> tuple[float, float]:
+    if object_size is None:
+        hi = MAX_FRACTION * min(image_size)
+        return min(MIN_SIZE, hi), hi
+    lo, hi = (float(v) for v in object_size)
+    if not 2 <= lo <= hi <= min(image_size):
+        raise ValueError(f"SyntheticShapes: object_size must be (min, max) with 2 <= min <= max <= the image's "
+                         f"shorter side {min(image_size)}, got ({lo:g}, {hi:g})")
+    return lo, hi
