@@ -10,9 +10,10 @@ Variants come from the command line (``--config``, default the demo config; ``--
 KEY=VALUE ...`` per run) or from a variants file, which defines ``CONFIG`` (a config path or name), ``COMMON``
 (``--cfg-options`` for every run), ``VARIANTS`` (name -> extra ``--cfg-options``) and optionally
 ``TRAIN_IMAGES``, ``VAL_IMAGES``, ``IMAGE_SIZE``, ``SHAPES`` (``write_shapes_coco`` keywords: ``classes``,
-``object_size``) and ``SEEDS`` (the train and val sets' seeds, default 0 and 1) of the generated data. ``--seeds`` runs every variant once per seed.
-The demo's data (``solov2 demo`` writes it) is made first if missing. Each run trains in its own process into
-``--out/NAME``; the table gives mask AP, AP50, the last logged loss_ins and the minutes each run took.
+``object_size``) and ``SEEDS`` (the train and val sets' seeds, default 0 and 1) of the generated data, which is
+made first if missing. ``--seeds`` runs every variant once per seed and ends with a table of each variant's mean
+and standard deviation over the seeds. Each run trains in its own process into ``--out/NAME``; the table gives
+mask AP, AP50, the last logged loss_ins and the minutes each run took.
 """
 from __future__ import annotations
 
@@ -45,13 +46,18 @@ def make_data(data: str, train_images: int, val_images: int, image_size: int, se
 
 def run_one(name: str, options: list[str], args, config: str) -> dict:
     work = os.path.join(args.out, name)
+    if os.path.exists(os.path.join(work, "metrics.json")) and not args.rerun:  # finished in an earlier sweep
+        return finished_row(name, work, 0, minutes=float("nan"))
     cmd = [sys.executable, "-m", "solov2.cli", "train", config, "--work-dir", work, "--device", args.device,
            "--cfg-options", *options] + (["--amp"] if args.amp else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
     start = time.time()
     with open(os.path.join(args.out, f"{name}.log"), "w") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    minutes = (time.time() - start) / 60
+    return finished_row(name, work, rc, (time.time() - start) / 60)
+
+
+def finished_row(name: str, work: str, rc: int, minutes: float) -> dict:
     metrics_file = os.path.join(work, "metrics.json")
     metrics = json.load(open(metrics_file)) if os.path.exists(metrics_file) else {}
     loss_ins = None
@@ -81,7 +87,14 @@ def main() -> None:
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--parallel", type=int, default=1, help="runs at a time")
     p.add_argument("--threads", type=int, default=2, help="OMP threads per run")
+    p.add_argument("--rerun", action="store_true",
+                   help="train again the variants whose work dir already has metrics.json (default: reuse them)")
+    p.add_argument("--summary", metavar="SWEEP_JSON", help="only print the per-variant summary of a finished sweep")
     args = p.parse_args()
+    if args.summary:
+        rows = json.load(open(args.summary))
+        seeds = sorted({int(r["name"].rsplit("_seed", 1)[1]) for r in rows if "_seed" in r["name"]})
+        return print_seed_summary(rows, seeds)
     spec = runpy.run_path(args.variants) if args.variants else {}
     config = args.config or spec.get("CONFIG", DEMO_CONFIG)
     variants = dict(spec.get("VARIANTS", {}))
@@ -104,6 +117,24 @@ def main() -> None:
         ap50 = "" if r["rc"] else f"{r['AP50']:.3f}"
         print(f"| {r['name']} | {ap} | {ap50} | {r['loss_ins']} | {r['minutes']:.1f} |")
     json.dump(rows, open(os.path.join(args.out, "sweep.json"), "w"), indent=1)
+    if args.seeds:
+        print_seed_summary(rows, args.seeds)
+
+
+def print_seed_summary(rows: list[dict], seeds: list[int]) -> None:
+    """One line per variant: mask AP and AP50 as mean and sample standard deviation over the seeds."""
+    import statistics
+    print(f"\n| variant | mask AP (mean +- sd of {len(seeds)} seeds) | AP50 | per seed |\n|---|---:|---:|---|")
+    names = dict.fromkeys(r["name"].rsplit("_seed", 1)[0] for r in rows)
+    for name in names:
+        runs = [r for r in rows if r["name"].rsplit("_seed", 1)[0] == name and not r["rc"]]
+        if not runs:
+            print(f"| {name} | failed (see logs) | | |")
+            continue
+        ap, ap50 = [r["AP"] for r in runs], [r["AP50"] for r in runs]
+        sd = statistics.stdev(ap) if len(ap) > 1 else 0.0
+        print(f"| {name} | {statistics.mean(ap):.3f} +- {sd:.3f} | {statistics.mean(ap50):.3f} | "
+              f"{', '.join(f'{a:.3f}' for a in ap)} |")
 
 if __name__ == "__main__":
     main()

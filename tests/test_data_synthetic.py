@@ -1,6 +1,5 @@
 """The built-in shapes data set: determinism, exact visible masks, and the COCO file round trip."""
 import json
-import time
 
 import cv2
 import numpy as np
@@ -92,11 +91,29 @@ def test_write_shapes_coco_round_trip(tmp_path):
         assert (ta["image_id"], ta["file_name"]) == (tb["image_id"], tb["file_name"])
 
 
-def test_generation_is_fast():
-    ds = SyntheticShapes(num_images=60, seed=0, image_size=256)
-    ds.render(0)
-    start = time.perf_counter()
-    for i in range(60):
-        ds.render(i)
-    per_image = (time.perf_counter() - start) / 60
-    assert per_image < 0.02  # ~4 ms here; generous for slow CI machines
+def test_other_classes_and_object_sizes_make_a_second_data_set(tmp_path):
+    ds = SyntheticShapes(num_images=30, seed=3, image_size=128, classes=("ring", "star"), object_size=(8, 20))
+    assert ds.CLASSES == ("ring", "star") and ds.cat_ids == [1, 2]
+    sizes, labels = [], []
+    for i in range(len(ds)):
+        _, masks, lab = ds.render(i)
+        labels += lab.tolist()
+        for m in masks:
+            ys, xs = np.nonzero(m)
+            sizes.append(max(np.ptp(xs), np.ptp(ys)) + 1)
+    assert set(labels) == {0, 1}
+    assert max(sizes) <= 22 and min(sizes) >= 4  # a diameter of 8..20 px (a polygon's extent may round up)
+    data = json.load(open(write_shapes_coco(str(tmp_path), 3, seed=3, image_size=128, classes=("ring", "star"))))
+    assert [c["name"] for c in data["categories"]] == ["ring", "star"]
+    # the default set is unchanged by the new options: image i still depends only on (seed, i)
+    default = SyntheticShapes(num_images=2, seed=3, image_size=128)
+    same = SyntheticShapes(num_images=2, seed=3, image_size=128, classes=default.CLASSES, object_size=None)
+    assert np.array_equal(default.render(1)[0], same.render(1)[0])
+
+
+def test_make_shapes_refuses_unknown_classes_and_sizes_in_one_line(tmp_path, capsys):
+    from solov2.cli import main
+    for args in (["--classes", "hexagon"], ["--object-size", "30", "10"], ["--object-size", "4", "500"]):
+        assert main(["make-shapes", str(tmp_path / "out"), "--num-images", "1", "--image-size", "64", *args]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "make-shapes" in err
