@@ -80,7 +80,7 @@ def main() -> None:
     p.add_argument("--variant", nargs="+", action="append", default=[], metavar=("NAME", "KEY=VALUE"),
                    help="one run: its name, then its --cfg-options (repeat for more runs)")
     p.add_argument("--seeds", type=int, nargs="+", help="run every variant once per seed (NAME_seedN, seed=N)")
-    p.add_argument("--only", nargs="*", help="run only these variant names")
+    p.add_argument("--only", nargs="*", help="run only these variant names, in this order")
     p.add_argument("--data", default="runs/demo/data", help="demo data folder (made if missing)")
     p.add_argument("--out", default="runs/sweep", help="one work dir per variant below this folder")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -104,7 +104,8 @@ def main() -> None:
     if args.seeds:
         variants = {f"{name}_seed{seed}": [*options, f"seed={seed}"]
                     for name, options in variants.items() for seed in args.seeds}
-    variants = {k: v for k, v in variants.items() if not args.only or k in args.only}
+    if args.only:  # in the order given
+        variants = {k: variants[k] for k in args.only if k in variants}
     make_data(args.data, spec.get("TRAIN_IMAGES", 1000), spec.get("VAL_IMAGES", 100), spec.get("IMAGE_SIZE", 128),
               spec.get("SEEDS", (0, 1)), **spec.get("SHAPES", {}))
     os.makedirs(args.out, exist_ok=True)

@@ -1,4 +1,6 @@
 """Copy-paste and large-scale jitter (solov2/data/augment.py) and their data set wrapper."""
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +144,38 @@ def test_build_dataset_reads_the_augment_key(tmp_path):
     from helpers import DEMO_CONFIG
     loaded = load_config(DEMO_CONFIG, ["data.train.augment={'copy_paste': 0.5}"])
     assert loaded.data.train.augment.copy_paste == 0.5
+
+
+def test_max_images_turns_the_augmentation_off_for_larger_data_sets(caplog):
+    cfg = dict(type="SyntheticShapes", num_images=4, image_size=32, augment=dict(copy_paste=0.5, max_images=4))
+    assert isinstance(build_dataset(cfg), AugmentedDataset)  # 4 images: at most max_images
+    with caplog.at_level(logging.INFO, logger="solov2"):
+        plain = build_dataset({**cfg, "num_images": 5})
+    assert isinstance(plain, SyntheticShapes) and "augment is off: 5 training images" in caplog.text
+    with pytest.raises(ConfigError, match="max_images"):
+        build_dataset({**cfg, "augment": dict(copy_paste=0.5, max_images="many")})
+    assert isinstance(build_dataset({**cfg, "augment": dict(max_images=10)}), SyntheticShapes)  # nothing to apply
+
+
+def test_the_demo_config_augments_small_training_sets_only():
+    from helpers import DEMO_CONFIG
+
+    from solov2.data.augment import resolve_lsj_size
+    for images, augmented in ((60, True), (200, True), (1000, False)):
+        cfg = load_config(DEMO_CONFIG)
+        augment = cfg.data.train.augment
+        cfg.data.train = dict(type="SyntheticShapes", num_images=images, image_size=128, augment=augment)
+        resolve_lsj_size(cfg)
+        assert cfg.data.train["augment"]["lsj"]["size"] == (128, 128)  # the train scale, written into the config
+        assert isinstance(build_dataset(cfg.data.train), AugmentedDataset) == augmented
+
+
+def test_lsj_without_a_size_takes_the_largest_train_scale():
+    from solov2.data.augment import resolve_lsj_size
+    cfg = {"model": {"transform": {"train_scales": [(1333, 640), (1333, 800)]}},
+           "data": {"train": {"augment": {"lsj": {"scale": (0.1, 2.0)}}}}}
+    resolve_lsj_size(cfg)
+    assert cfg["data"]["train"]["augment"]["lsj"]["size"] == (800, 1333)  # (h, w): short side, long side
+    del cfg["model"]["transform"]["train_scales"], cfg["data"]["train"]["augment"]["lsj"]["size"]
+    with pytest.raises(ConfigError, match="lsj has no size"):
+        resolve_lsj_size(cfg)

@@ -59,7 +59,12 @@ def test_checkpoint_interval():
 def test_demo_config_writes_at_most_ten_checkpoints_and_keeps_its_schedule():
     from solov2.config import load_config
     cfg = load_config(ROOT / "configs/demo/solov2_light_r18_shapes.py")
-    assert dict(cfg.lr_config) == dict(policy="step", warmup="linear", warmup_iters=50, warmup_ratio=0.1, step=[13])
+    # the decay is a fraction of the run: at epoch 13 of the demo's 14 (as a whole-epoch step=[13] did), and near
+    # the end of a longer run
+    demo = build_schedule(0.002, cfg.lr_config, total_iters=14 * 125)
+    old = build_schedule(0.002, {**cfg.lr_config, "step": [13]}, total_iters=14 * 125)
+    assert [demo.lr_at(i // 125, i) for i in range(1750)] == [old.lr_at(i // 125, i) for i in range(1750)]
+    assert build_schedule(0.002, cfg.lr_config, total_iters=480).step_iters == [446]
     for epochs in (14, 60, 200):
         assert epochs // checkpoint_interval(cfg.checkpoint_config.interval, epochs) <= 10
 

@@ -22,5 +22,7 @@ VARIANTS = {
     "schedule_ema": SCHEDULE + EMA,
     "schedule_copy_paste": SCHEDULE + [f"data.train.augment={COPY_PASTE}"],
     "schedule_lsj": SCHEDULE + [f"data.train.augment={LSJ}"],
+    # the default for small sets (the demo config's data.train.augment, which applies up to 200 images)
+    "copy_paste_lsj": SCHEDULE + [f"data.train.augment={dict(**COPY_PASTE, **LSJ)}"],
     "all": SCHEDULE + EMA + [f"data.train.augment={dict(**COPY_PASTE, **LSJ)}"],
 }

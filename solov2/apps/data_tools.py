@@ -84,10 +84,12 @@ def check_data_main(config: str, cfg_options=None, split: str = "train", out: st
 
     from solov2.config import load_config
     from solov2.data import build_dataset
+    from solov2.data.augment import resolve_lsj_size
     from solov2.data.report import data_report, format_report, save_report_picture, training_scale
     from solov2.errors import ConfigError
     from solov2.models import head_scale_ranges
     cfg = load_config(config, cfg_options)
+    resolve_lsj_size(cfg)
     if cfg.data.get(split) is None:
         sets = sorted(k for k in cfg.data if k in ("train", "val", "test"))
         raise ConfigError(f"{config}: data.{split} is not set; data has {sets}")

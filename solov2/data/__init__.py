@@ -1,6 +1,8 @@
 """Data sets and loaders. A config's ``type='CocoDataset'`` is looked up in one plain dict, :data:`DATASETS`."""
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
 
@@ -34,15 +36,26 @@ def build_dataset(cfg: dict, default_args: dict | None = None) -> torch.utils.da
     caller can pass e.g. ``skip_bad_images=True`` to every kind of data set). An unknown ``type``, an unknown
     key in ``cfg`` or a missing required argument raises :class:`ConfigError`.
 
-    ``augment=dict(copy_paste=P, lsj=dict(size=(h, w), scale=(lo, hi)), min_visible=16)`` (any of the keys;
-    off when absent or empty) wraps the data set in :class:`~solov2.data.augment.AugmentedDataset`.
+    ``augment=dict(copy_paste=P, lsj=dict(size=(h, w), scale=(lo, hi)), min_visible=16, max_images=N)`` (any
+    of the keys; off when absent or empty) wraps the data set in :class:`~solov2.data.augment.AugmentedDataset`;
+    with ``max_images``, only a data set of at most N images is wrapped (the small-data recipe: measured to help
+    on small training sets, docs/small_data.md), and a larger one says in one log line that it is not.
     """
     cfg = dict(cfg)
-    augment = cfg.pop("augment", None)
+    augment = dict(cfg.pop("augment", None) or {})
+    max_images = augment.pop("max_images", None)
     if augment:
         from solov2.data.augment import AugmentedDataset
-        check_keys(AugmentedDataset, dict(augment), "data set augment", skip=("dataset",))
-        return AugmentedDataset(build_dataset(cfg, default_args), **augment)
+        check_keys(AugmentedDataset, augment, "data set augment", skip=("dataset",))
+        if max_images is not None and (not isinstance(max_images, int) or max_images < 0):
+            raise ConfigError(f"data.train.augment.max_images: a number of images >= 0 or None, got {max_images!r}")
+        dataset = build_dataset(cfg, default_args)
+        if max_images is not None and len(dataset) > max_images:
+            logging.getLogger("solov2").info(
+                "data.train.augment is off: %d training images, more than its max_images=%d", len(dataset),
+                max_images)
+            return dataset
+        return AugmentedDataset(dataset, **augment)
     if "type" not in cfg:
         raise ConfigError(f"dataset config has no 'type'; known types: {sorted(DATASETS)}")
     name = cfg.pop("type")

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from solov2.errors import ConfigError
 
-__all__ = ["copy_paste", "large_scale_jitter", "resize_crop", "AugmentedDataset", "PAD_VALUE"]
+__all__ = ["copy_paste", "large_scale_jitter", "resize_crop", "AugmentedDataset", "PAD_VALUE", "resolve_lsj_size"]
 
 # The padding colour of large-scale jitter: ImageNet's mean RGB, which the model's normalization maps to 0 (the
 # value the model pads its batches with), so jitter's padding looks like the model's own.
@@ -174,3 +174,20 @@ class AugmentedDataset(Dataset):
             src_image, src_target = self._jitter(self.dataset[other], rng)
             image, target = copy_paste(image, target, src_image, src_target, rng, self.min_visible)
         return image, target
+
+
+def resolve_lsj_size(cfg) -> None:
+    """A config's ``data.train.augment.lsj`` without ``size`` jitters to the model's largest train scale: set
+    ``size=(short side, long side)`` of ``model.transform.train_scales`` (in place, so the checkpoint's config
+    says what was used). Then a config that changes the train scale keeps its jitter right. Anything else is
+    left as it is."""
+    data = cfg.get("data") or {}
+    lsj = ((data.get("train") or {}).get("augment") or {}).get("lsj")
+    if not isinstance(lsj, dict) or "size" in lsj:
+        return
+    scales = ((cfg.get("model") or {}).get("transform") or {}).get("train_scales")
+    if not scales:
+        raise ConfigError("data.train.augment.lsj has no size and model.transform.train_scales is not set: "
+                          "give lsj=dict(size=(h, w), ...)")
+    long, short = max((max(int(v) for v in s), min(int(v) for v in s)) for s in scales)
+    lsj["size"] = (short, long)

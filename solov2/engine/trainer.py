@@ -112,6 +112,8 @@ def _build_train_loader(cfg: Config, seed: int):
     """The sampler yields ``(index, augmentation seed)`` keys (see ``rng``); the loader's own generator (re-seeded
     every epoch) draws its workers' base seed, so creating a loader iterator leaves torch's global RNG alone."""
     from solov2.data import build_dataset, collate
+    from solov2.data.augment import resolve_lsj_size
+    resolve_lsj_size(cfg)
     dataset = build_dataset(cfg.data.train, {"skip_bad_images": cfg.data.get("skip_bad_images", False)})
     sampler = TrainSampler(len(dataset), shuffle=True, seed=seed, rank=du.get_rank(),
                            world_size=du.get_world_size(), keyed=True)
