@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 from cityscapes_fixture import make_tiny_cityscapes
+from helpers import TINY_SHAPES, TRAINED_DATA
 
 
 @pytest.fixture
@@ -51,3 +52,26 @@ def no_tuning_by_default(tmp_path_factory):
         patch.setenv("SOLOV2_TUNE", "0")
         patch.setenv("SOLOV2_CACHE_DIR", str(tmp_path_factory.mktemp("solov2_cache")))
         yield
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory) -> Path:
+    """``latest.pth`` of tests/data/tiny_shapes.py trained for 70 iterations (AdamW, batch 8) on the 8 synthetic
+    128x128 images of ``TRAINED_DATA``, which are also its val and test sets: a model that finds the shapes of its
+    training images. Trained once per test session and shared (tests/test_cli.py, tests/test_serve.py,
+    tests/test_serve_browser.py); tests read it and write elsewhere. fp32 (SOLOV2_AMP=0) as every test's training:
+    the function-scoped fixture that sets it is not active yet when a session fixture runs."""
+    from solov2.cli import main
+    work = tmp_path_factory.mktemp("trained_tiny")
+    data = repr(TRAINED_DATA)
+    size = TRAINED_DATA["image_size"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOLOV2_AMP", "0")
+        assert main(["train", str(TINY_SHAPES), "--work-dir", str(work), "--device", "cpu", "--cfg-options",
+                     f"data.train={data}", f"data.val={data}", f"data.test={data}", "data.imgs_per_gpu=8",
+                     f"model.transform.train_scales=[({size}, {size})]", f"model.transform.test_scale=({size}, {size})",
+                     "evaluation.interval=-1",
+                     "checkpoint_config.interval=1000",  # 1 iteration per epoch: no checkpoint per epoch
+                     "max_iters=70", "optimizer={'type': 'AdamW', 'lr': 0.002, 'weight_decay': 0.0001}",
+                     "lr_config.step=[1000]", "total_epochs=1000", "lr_config.warmup_iters=10"]) == 0
+    return work / "latest.pth"

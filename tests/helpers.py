@@ -14,6 +14,9 @@ from solov2 import build_model, load_config
 ROOT = Path(__file__).resolve().parents[1]
 SEED_CONFIG = ROOT / "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"
 DEMO_CONFIG = ROOT / "configs/demo/solov2_light_r18_shapes.py"
+TINY_SHAPES = ROOT / "tests/data/tiny_shapes.py"
+# The training (and val and test) set of conftest.py's ``trained_tiny`` checkpoint.
+TRAINED_DATA = {"image_size": 128, "num_images": 8, "seed": 0, "type": "SyntheticShapes"}
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, path: Path, min_iter: int, timeout: float) -> None:
@@ -119,3 +122,37 @@ def torch_results(model, images: list[np.ndarray], score_thr: float = 0.05) -> l
         out.append({"masks": r["masks"][keep].numpy(), "labels": r["labels"][keep].numpy(),
                     "scores": r["scores"][keep].numpy()})
     return out
+
+
+def shapes_image(index: int = 0, size: int = TRAINED_DATA["image_size"]) -> tuple[np.ndarray, dict]:
+    """Image ``index`` of ``TRAINED_DATA`` drawn at ``size`` px (at the default size, a training image of the
+    ``trained_tiny`` checkpoint): ``(H, W, 3)`` uint8 and its ground truth."""
+    from solov2.data import SyntheticShapes
+    image, target = SyntheticShapes(num_images=TRAINED_DATA["num_images"], seed=TRAINED_DATA["seed"],
+                                    image_size=size)[index]
+    return image.permute(1, 2, 0).numpy(), target
+
+
+def png(image: np.ndarray) -> bytes:
+    """``image`` (``(H, W, 3)`` uint8) as the bytes of a PNG file."""
+    import io
+
+    from PIL import Image
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG")
+    return out.getvalue()
+
+
+def post_image(url: str, image: bytes, name: str = "a.png", **fields) -> dict:
+    """POST /predict to a running `solov2 serve` with the standard library (multipart by hand); the JSON answer."""
+    import json
+    import urllib.request
+    boundary = "solov2boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+                 f"Content-Type: image/png\r\n\r\n".encode() + image + f"\r\n--{boundary}--\r\n".encode())
+    request = urllib.request.Request(f"{url}/predict", data=b"".join(parts), method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.loads(answer.read())

@@ -81,6 +81,7 @@ def test_the_images_are_the_built_in_shapes_or_a_folder(tmp_path):
         benchmark_images(images=str(tmp_path / "a.png"))
 
 
+@pytest.mark.slow  # two benchmark runs and the model over the same images
 def test_detections_per_image_are_the_models_also_optimized(detecting_checkpoint, monkeypatch):
     import solov2.inference.predictor
     expected = _detections(detecting_checkpoint, batch=2, num_images=4)
@@ -98,6 +99,7 @@ def test_detections_per_image_are_the_models_also_optimized(detecting_checkpoint
     assert report["results"]["end_to_end_fp32"]["detections_per_image"] == expected
 
 
+@pytest.mark.slow  # four benchmark rows timed
 @pytest.mark.parametrize("detecting", [False, True])
 def test_end_to_end_is_never_below_the_network(detecting, detecting_checkpoint):
     """The issue: with few iterations, end to end came out below the network alone. With no detections the
@@ -114,6 +116,7 @@ def test_end_to_end_is_never_below_the_network(detecting, detecting_checkpoint):
         assert (e2e["detections_per_image"] > 0) == detecting
 
 
+@pytest.mark.slow  # an export and an onnxruntime session
 def test_onnxruntime_rows(detecting_checkpoint):
     pytest.importorskip("onnxruntime")
     report = run_benchmark(detecting_checkpoint, image_size=(128, 160), iters=2, warmup=0, num_images=2,
@@ -127,6 +130,7 @@ def test_onnxruntime_rows(detecting_checkpoint):
     assert 0 < results["network_onnxruntime_fp32"]["median_ms"] <= results["end_to_end_onnxruntime_fp32"]["median_ms"]
 
 
+@pytest.mark.slow  # a fresh process per row
 def test_each_row_has_its_own_peak_memory(detecting_checkpoint):
     """A fresh process per row: a row with 8 times the pixels peaks higher, and above what loading took."""
     spec = {"config": detecting_checkpoint, "checkpoint": None, "overrides": None, "device": "cpu", "batch": 1,
@@ -139,6 +143,7 @@ def test_each_row_has_its_own_peak_memory(detecting_checkpoint):
     assert large["peak_mb"] - large["model_mb"] > small["peak_mb"] - small["model_mb"] + 20, (small, large)
 
 
+@pytest.mark.slow  # a fresh process per row
 def test_report_has_memory_per_row(detecting_checkpoint):
     report = run_benchmark(detecting_checkpoint, image_size=(128, 160), iters=1, warmup=0, num_images=1,
                            precisions=["bf16"], verbose=False)

@@ -1,9 +1,10 @@
 """End to end through the command line: train on built-in data, eval (COCO and Cityscapes), predict, export."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import ROOT, SEED_CONFIG
+from helpers import ROOT, SEED_CONFIG, TRAINED_DATA
 from PIL import Image
 
 from solov2.cli import main
@@ -13,14 +14,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The tiny config trained on 8 images, evaluated on the same 8 images, and the untrained model's metrics.
+def trained(trained_tiny, tmp_path_factory):
+    """The session's trained tiny checkpoint (conftest.py: 70 iterations on 8 images, evaluated on the same 8
+    images) and its metrics, and those of the same config trained for 1 iteration with learning rate 0.
 
     Evaluating on the training images keeps this fast: it proves that the whole pipeline (data, targets,
     losses, optimizer, post-processing, COCO evaluation) learns; `make demo` measures generalization.
     """
     work = tmp_path_factory.mktemp("train")
-    data = {"image_size": 128, "num_images": 8, "seed": 0, "type": "SyntheticShapes"}
+    data = repr(TRAINED_DATA)
     common = ["--cfg-options", f"data.train={data}", f"data.val={data}", f"data.test={data}",
               "data.imgs_per_gpu=8", "model.transform.train_scales=[(128, 128)]",
               "model.transform.test_scale=(128, 128)", "evaluation.interval=-1",
@@ -29,16 +31,13 @@ def trained(tmp_path_factory):
                  *common, "max_iters=1", "optimizer.lr=0.0"]) == 0
     assert main(["eval", TINY, str(work / "untrained/latest.pth"), "--metrics-out", str(work / "m0.json"),
                  *common]) == 0
-    assert main(["train", TINY, "--work-dir", str(work / "run"), "--device", "cpu", *common, "max_iters=70",
-                 "optimizer={'type': 'AdamW', 'lr': 0.002, 'weight_decay': 0.0001}", "lr_config.step=[1000]",
-                 "total_epochs=1000", "lr_config.warmup_iters=10"]) == 0
-    assert main(["eval", TINY, str(work / "run/latest.pth"), "--metrics-out", str(work / "m1.json"), *common]) == 0
-    return work
+    assert main(["eval", TINY, str(trained_tiny), "--metrics-out", str(work / "m1.json"), *common]) == 0
+    return SimpleNamespace(metrics=work, checkpoint=str(trained_tiny))
 
 
 def test_training_beats_the_untrained_model(trained):
-    before = json.loads((trained / "m0.json").read_text())
-    after = json.loads((trained / "m1.json").read_text())
+    before = json.loads((trained.metrics / "m0.json").read_text())
+    after = json.loads((trained.metrics / "m1.json").read_text())
     assert {"mask_AP", "mask_AP50", "mask_AP75"} <= set(after)
     assert after["mask_AP50"] > before["mask_AP50"] + 0.2, (before, after)
     assert after["mask_AP"] > before["mask_AP"] + 0.1, (before, after)
@@ -47,9 +46,9 @@ def test_training_beats_the_untrained_model(trained):
 def test_eval_of_the_optimized_and_bf16_model(trained, tmp_path):
     common = ["--cfg-options", "data.val={'image_size': 128, 'num_images': 8, 'seed': 0, 'type': 'SyntheticShapes'}",
               "model.transform.test_scale=(128, 128)"]
-    plain = json.loads((trained / "m1.json").read_text())
+    plain = json.loads((trained.metrics / "m1.json").read_text())
     for extra, name in (([], "opt.json"), (["--precision", "bf16"], "bf16.json")):
-        assert main(["eval", TINY, str(trained / "run/latest.pth"), "--metrics-out", str(tmp_path / name),
+        assert main(["eval", TINY, trained.checkpoint, "--metrics-out", str(tmp_path / name),
                      *extra, *common]) == 0
     optimized = json.loads((tmp_path / "opt.json").read_text())
     bf16 = json.loads((tmp_path / "bf16.json").read_text())
@@ -64,7 +63,7 @@ def test_predict_writes_pictures_and_coco_json(trained, tmp_path):
     image = SyntheticShapes(num_images=1, seed=0, image_size=128)[0][0].permute(1, 2, 0).numpy()
     Image.fromarray(image).save(folder / "a.png")
     out = tmp_path / "out"
-    assert main(["predict", TINY, str(trained / "run/latest.pth"), str(tmp_path / "in"), "--out", str(out),
+    assert main(["predict", TINY, trained.checkpoint, str(tmp_path / "in"), "--out", str(out),
                  "--score-thr", "0.2", "--save-masks"]) == 0
     picture = np.asarray(Image.open(out / "nested/a.png_pred.png"))  # mirrors in/nested/a.png
     assert picture.shape == (256, 256, 3)  # a 128 px image is drawn at twice its size
@@ -82,7 +81,7 @@ def test_export_from_the_command_line_gives_the_trained_models_instances(trained
     from solov2.checkpoint.io import load_weights
     from solov2.data import SyntheticShapes
     from solov2.deploy.runtime import load_exported
-    checkpoint, out = str(trained / "run/latest.pth"), str(tmp_path / "model.onnx")
+    checkpoint, out = trained.checkpoint, str(tmp_path / "model.onnx")
     args = ["export", TINY, checkpoint, "--out", out, "--input-size", "96", "96"]  # the config's test scale
     assert main(args + (["--with-postprocess"] if with_postprocess else [])) == 0
     model = build_model(load_config(TINY)).eval()
@@ -100,11 +99,11 @@ def test_export_from_the_command_line_gives_the_trained_models_instances(trained
 def test_predict_bad_inputs_one_line(trained, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["predict", TINY, str(trained / "run/latest.pth"), str(empty)]) == 1
+    assert main(["predict", TINY, trained.checkpoint, str(empty)]) == 1
     assert capsys.readouterr().err.strip() == f"error: {empty}: folder has no images or videos"
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG broken")
-    assert main(["predict", TINY, str(trained / "run/latest.pth"), str(bad)]) == 1
+    assert main(["predict", TINY, trained.checkpoint, str(bad)]) == 1
     last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert last_line.startswith(f"error: {bad}: cannot read image")
 
@@ -115,7 +114,7 @@ def test_checkpoint_of_another_architecture_is_named(trained, tmp_path, capsys):
     import torch
 
     from solov2.checkpoint.io import read_checkpoint
-    ckpt = read_checkpoint(str(trained / "run/latest.pth"))
+    ckpt = read_checkpoint(trained.checkpoint)
     ckpt["meta"] = {"classes": ckpt["meta"]["classes"]}
     torch.save(ckpt, tmp_path / "old.pth")
     assert main(["eval", str(SEED_CONFIG), str(tmp_path / "old.pth")]) == 1
@@ -154,12 +153,12 @@ def test_predict_on_a_video_and_a_broken_one(trained, tmp_path, capsys):
         writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     writer.release()
     out = tmp_path / "out"
-    assert main(["predict", TINY, str(trained / "run/latest.pth"), str(video), "--out", str(out)]) == 0
+    assert main(["predict", TINY, trained.checkpoint, str(video), "--out", str(out)]) == 0
     result = cv2.VideoCapture(str(out / "clip.mp4_pred.mp4"))
     assert int(result.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
-    assert main(["predict", TINY, str(trained / "run/latest.pth"), str(broken), "--out", str(out)]) == 1
+    assert main(["predict", TINY, trained.checkpoint, str(broken), "--out", str(out)]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {broken}: cannot open video"
 
 

@@ -1,4 +1,5 @@
-"""The seed's command on CPU: `tools/train.py <seed config> --gpus 2` on a tiny Cityscapes tree (gloo)."""
+"""The seed's command on CPU: `tools/train.py <seed config> --gpus 2` on a tiny Cityscapes tree (gloo), marked slow;
+and the helpers of solov2.distributed in one process, alone and in a one-process gloo group (fast)."""
 import os
 import re
 import shlex
@@ -11,7 +12,6 @@ from helpers import DEMO_CONFIG, ROOT, SEED_CONFIG, wait_for_checkpoint
 
 from solov2.checkpoint.io import read_checkpoint
 
-pytestmark = pytest.mark.slow
 
 
 def seed_command(root, work, *extra):
@@ -23,6 +23,7 @@ def seed_command(root, work, *extra):
             "lr_config.warmup_iters=2", "evaluation.interval=-1", "model.pretrained=None"]
 
 
+@pytest.mark.slow  # training processes
 def test_two_process_training_on_cpu(tiny_cityscapes, tmp_path):
     work = tmp_path / "work"
     done = subprocess.run(seed_command(tiny_cityscapes, work) + ["max_iters=2"], cwd=ROOT, capture_output=True,
@@ -39,6 +40,7 @@ def test_two_process_training_on_cpu(tiny_cityscapes, tmp_path):
     assert len(list((work / "tensorboard").iterdir())) == 1
 
 
+@pytest.mark.slow  # training processes
 def test_killed_two_process_run_resumes(tiny_cityscapes, tmp_path):
     work = tmp_path / "work"
     cmd = seed_command(tiny_cityscapes, work) + ["max_iters=5"]
@@ -73,6 +75,7 @@ def demo_command(tmp_path, work, *extra):
             "evaluation.interval=-1", "checkpoint_config.latest_iters=1"]
 
 
+@pytest.mark.slow  # training processes
 def test_two_processes_with_trainable_batchnorm_and_sync_bn_on_cpu(tmp_path):
     from solov2 import build_model, load_config
     from solov2.engine.trainer import fingerprint
@@ -92,6 +95,7 @@ def test_two_processes_with_trainable_batchnorm_and_sync_bn_on_cpu(tmp_path):
     assert any(k.endswith("running_mean") for k in saved)
 
 
+@pytest.mark.slow  # training processes
 def test_ctrl_c_stops_every_process_and_rank_0_saves(tmp_path):
     work = tmp_path / "work"
     cmd = demo_command(tmp_path, work) + ["max_iters=50"]
@@ -113,3 +117,39 @@ def test_ctrl_c_stops_every_process_and_rank_0_saves(tmp_path):
                              cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_checkpoint(str(latest))["meta"]["iter"] == stopped + 1
+
+
+def test_helpers_alone_and_in_a_one_process_gloo_group(monkeypatch):
+    """Without a group every helper answers for one process; in a real (one-process, gloo) group they take the
+    collective path and give the same answers; torchrun is recognised by its three variables."""
+    import torch
+    import torch.distributed as dist
+
+    from solov2 import distributed
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert not distributed.in_torchrun()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not distributed.in_torchrun()  # LOCAL_RANK too
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert distributed.in_torchrun()
+    assert (distributed.backend_for("cuda"), distributed.backend_for("cpu")) == ("nccl", "gloo")
+    values = {"loss_b": torch.tensor(2.0), "loss_a": torch.tensor(0.5, dtype=torch.bfloat16)}
+
+    def answers():
+        return (distributed.get_rank(), distributed.get_world_size(), distributed.is_main_process(),
+                distributed.all_gather_object({"k": 1}), distributed.reduce_mean(values),
+                distributed.any_process(True), distributed.any_process(False))
+    expected = (0, 1, True, [{"k": 1}], {"loss_a": 0.5, "loss_b": 2.0}, True, False)
+    assert not distributed.is_distributed() and answers() == expected
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(distributed.free_port()))
+    distributed.init_process_group(0, 1, "cpu")
+    try:
+        assert distributed.is_distributed() and dist.get_backend() == "gloo"
+        assert answers() == expected
+        distributed.barrier()
+    finally:
+        distributed.cleanup()
+    assert not distributed.is_distributed()

@@ -141,8 +141,9 @@ def _assert_same_state(a, b):
             assert torch.equal(v, ob[i][k]), (i, k)
 
 
-# With 2 loader workers (~12 s: worker start-up) it is an end-to-end run; the in-process case stays quick.
-@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+# Training runs: in-process (~8 s) and with 2 loader workers (~12 s more: worker start-up).
+@pytest.mark.slow  # four training runs
+@pytest.mark.parametrize("workers", [0, 2])
 def test_resume_with_augmentation_is_bit_exact(tmp_path, workers):
     import shutil
     opts = {**SHORT, "data.workers_per_gpu": workers}
@@ -234,6 +235,7 @@ def _train_args(work, *extra):
             "evaluation.interval=-1", "checkpoint_config.latest_iters=2"]
 
 
+@pytest.mark.slow  # a training run
 @pytest.mark.parametrize("when", ["mid-iteration", "checkpoint-write"])
 def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, monkeypatch, capsys, when):
     from solov2.models.solov2 import SOLOv2

@@ -85,6 +85,7 @@ def test_planted_detections(reference):
     assert ref["masks"].flatten(1).any(1).all()
 
 
+@pytest.mark.slow  # export + runtime parity (the fast set keeps test_static_export_gives_the_single_image_answer)
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_exported_matches_pytorch(model, reference, tmp_path, fmt):
     image, ref = reference
@@ -108,6 +109,7 @@ def test_exported_matches_pytorch(model, reference, tmp_path, fmt):
         exported.run(torch.zeros(1, 3, 256, 384))
 
 
+@pytest.mark.slow  # export + runtime parity
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_with_postprocess_in_the_graph(model, reference, tmp_path, fmt):
     image, ref = reference
@@ -130,6 +132,7 @@ def test_export_with_postprocess_in_the_graph(model, reference, tmp_path, fmt):
         _assert_same_instances(exported([other])[0], model([other])[0])
 
 
+@pytest.mark.slow  # export + runtime parity
 @pytest.mark.parametrize("with_postprocess", [False, True])
 def test_dynamic_onnx_other_size(model, tmp_path, with_postprocess):
     # Portrait: resized to 373x224 and padded to 384x224, a shape the graph was not traced with.
@@ -150,7 +153,7 @@ def test_bad_input_size_at_export(model, tmp_path):
         export_onnx(model, str(tmp_path / "bad.onnx"), input_size=(230, 384))
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", [SIZES[0], *(pytest.param(s, marks=pytest.mark.slow) for s in SIZES[1:])])
 def test_larger_input_gives_the_single_image_outputs(size):
     """The graph's computation in PyTorch: an image padded far beyond its own padded size, with its size
     given, gives the outputs of the image alone (no planted scores: the category branch is compared too)."""
@@ -215,6 +218,7 @@ def _onnx_props(path):
     return {p.key: p.value for p in onnx.load(path).metadata_props}
 
 
+@pytest.mark.slow  # exports and runs the graph
 def test_metadata_holds_class_names_and_thresholds(model, tmp_path):
     names = [f"thing{i}" for i in range(model.num_classes)]
     path = export_onnx(model, str(tmp_path / "m.onnx"), input_size=INPUT_SIZE, class_names=names)
@@ -240,6 +244,7 @@ def test_metadata_holds_class_names_and_thresholds(model, tmp_path):
         export_onnx(model, str(tmp_path / "bad.onnx"), input_size=INPUT_SIZE, class_names=["a", "b"])
 
 
+@pytest.mark.slow  # exports and runs the graph
 def test_export_command_takes_test_time_settings(model, tmp_path):
     from solov2.checkpoint.io import save_checkpoint
     from solov2.cli import main
@@ -255,6 +260,7 @@ def test_export_command_takes_test_time_settings(model, tmp_path):
     assert exported.test_cfg.score_thr == 0.25 and exported.input_size == (384, 384)
 
 
+@pytest.mark.slow  # exports and runs the graph
 def test_readme_deployment_contract(model, tmp_path):
     """docs/deployment.md, the contract's steps 2-7, with onnxruntime, NumPy and a bilinear resize only
     (no solov2 code), read from the file's metadata: the model's instances for a tall image."""
@@ -291,6 +297,7 @@ def test_readme_deployment_contract(model, tmp_path):
     _assert_same_instances(got, ref)
 
 
+@pytest.mark.slow  # exports and runs the graph
 def test_torchscript_file_stands_in_for_the_checkpoint(model, reference, tmp_path):
     """A TorchScript file runs wherever an exported file does (Predictor, predict, eval), told from a checkpoint
     by its contents, whatever its suffix."""

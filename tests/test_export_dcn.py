@@ -42,6 +42,7 @@ def _reference(model, x):
         return wrapper(x, size)
 
 
+@pytest.mark.slow  # export + onnxruntime parity (test_strided_grouped_pack_matches_onnxruntime stays fast)
 def test_onnx_export_runs_in_onnxruntime_with_the_models_outputs(dcn_model, tmp_path):
     x = torch.randn(1, 3, *INPUT)
     path = export_onnx(dcn_model, str(tmp_path / "dcn.onnx"), input_size=INPUT)

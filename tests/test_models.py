@@ -11,7 +11,12 @@ from solov2.models.backbone import ResNet, load_pretrained_backbone
 COCO = sorted((ROOT / "configs/solov2/coco").glob("*.py"))
 
 
-@pytest.mark.parametrize("path", COCO + [ROOT / "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"],
+# The biggest networks, and the full R50 head again under other schedules, only in the full run.
+SLOW_VARIANTS = {"solov2_x101_dcn_fpn_3x", "solov2_r50_fpn_1x", "solov2_r50_fpn_3x_adelaidet"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_VARIANTS else p for p in
+                                  COCO + [ROOT / "configs/solov2/cityscapes/solov2_light_448_r50_fpn_2gpu_3x.py"]],
                          ids=lambda p: p.stem)
 def test_variant_output_shapes(path):
     cfg = load_config(path)

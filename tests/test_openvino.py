@@ -59,6 +59,7 @@ def ir(model, tmp_path_factory):
 
 
 
+@pytest.mark.slow  # compiled-model runs against PyTorch
 def test_fp32_matches_pytorch_over_sizes(model, ir):
     """OpenVINO fp32 (precision hint f32, set explicitly) gives the PyTorch model's instances for each image
     alone: same labels, scores within 1e-3, mask IoU >= 0.99."""
@@ -71,6 +72,7 @@ def test_fp32_matches_pytorch_over_sizes(model, ir):
         assert_same_instances(got, ref, 1e-3, 0.99)
 
 
+@pytest.mark.slow  # an export and compiled-model runs
 def test_static_ir_gives_the_single_image_answer(model, tmp_path):
     """A static IR at the default (square) input size: the image's own answer, at two aspect ratios."""
     path = export_openvino(model, str(tmp_path / "static.xml"), class_names=CLASSES)
@@ -82,6 +84,7 @@ def test_static_ir_gives_the_single_image_answer(model, tmp_path):
         assert_same_instances({k: v.numpy() for k, v in got.items()}, ref, 1e-3, 0.99)
 
 
+@pytest.mark.slow  # exports and compiled-model runs
 def test_predictor_backend_from_checkpoint(checkpoint, model):
     """``Predictor(CHECKPOINT, backend="openvino")``: exported on the first call; fp32 matches torch, bf16 is
     OpenVINO's bf16 (close, not equal)."""
@@ -115,6 +118,7 @@ def test_ir_metadata_round_trip(ir, model):
     assert exported.test_cfg == model.test_cfg and exported.transform == model.transform
 
 
+@pytest.mark.slow  # compiles the IR
 def test_one_core_per_process_and_explicit_close(ir):
     """Every IR opened in a process compiles on its one ``openvino.Core`` (not a Core, a CPU plugin and a pool of
     worker threads per file, left to the garbage collector); ``close()`` (or ``with``) releases the compiled model
@@ -130,6 +134,7 @@ def test_one_core_per_process_and_explicit_close(ir):
         first([image])
 
 
+@pytest.mark.slow  # compiles the IR
 def test_a_compiled_model_refuses_to_run_in_a_forked_child(ir):
     """OpenVINO's worker threads do not exist in a forked child, so a model compiled in the parent refuses to
     run there (one line) instead of hanging or crashing; the parent's model still runs."""
@@ -158,6 +163,7 @@ def test_a_compiled_model_refuses_to_run_in_a_forked_child(ir):
     exported.close()
 
 
+@pytest.mark.slow  # export and predict through the command line
 def test_export_and_predict_commands(checkpoint, ir, tmp_path):
     from PIL import Image
 
@@ -180,6 +186,7 @@ def test_export_and_predict_commands(checkpoint, ir, tmp_path):
     assert [r["category_name"] for r in results] == expected["class_names"]
 
 
+@pytest.mark.slow  # export and evaluation through the command line
 def test_eval_command_on_an_exported_file(model, tmp_path):
     """`solov2 eval CONFIG.py model.xml` and `eval CHECKPOINT --backend openvino` score the same data alike."""
     from solov2.apps.data_tools import make_shapes_main
@@ -245,6 +252,7 @@ def test_missing_extra_names_it(checkpoint, ir, monkeypatch):
         load_exported(ir)
 
 
+@pytest.mark.slow  # compiled-model runs
 def test_precision_and_backend_mismatch(checkpoint, ir, tmp_path, model):
     with pytest.raises(ValueError, match="backend 'openvino' runs fp32 or bf16 on the CPU"):
         Predictor(load_config(SEED_CONFIG, OPTIONS), checkpoint, backend="openvino", precision="fp16")

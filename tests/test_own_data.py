@@ -147,6 +147,7 @@ def test_val_categories_differing_from_trains_stop_before_training(data, tmp_pat
     assert not list(work.glob("*.pth"))
 
 
+@pytest.mark.slow  # training runs
 @pytest.mark.parametrize("when,options", [("after training", []),
                                           ("at epoch 1", ["evaluation.interval=1", "max_iters=4"])])
 def test_evaluation_error_names_the_checkpoint(data, tmp_path, capsys, when, options):

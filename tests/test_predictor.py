@@ -89,6 +89,7 @@ def test_draw_returns_the_images_size_unless_asked_to_enlarge(checkpoint):
     assert predictor.draw(small, result, min_side=256).shape == (288, 480, 3)  # 3x: the shorter side reaches 256
 
 
+@pytest.mark.slow  # end to end on a batch and each image alone
 def test_results_do_not_depend_on_the_batch(checkpoint):
     # Landscape, square, tall and the reference size: four different padded sizes in one batch.
     predictor = _predictor(checkpoint)
@@ -118,6 +119,7 @@ def test_bf16_is_close_to_fp32(checkpoint, reference):
     assert_same_instances(predictor(_image()), reference, 0.01, 0.97)  # measured: 0.0024, 0.990
 
 
+@pytest.mark.slow  # export + onnxruntime parity
 def test_onnxruntime_backend_gives_the_same_instances(checkpoint, reference):
     pytest.importorskip("onnxruntime")
     predictor = _predictor(checkpoint, backend="onnxruntime")  # exported on the first call, planted hook included

@@ -28,7 +28,7 @@ from solov2 import Predictor, build_model, load_config  # noqa: E402
 from solov2.checkpoint.io import save_checkpoint  # noqa: E402
 from solov2.checkpoint.model_config import checkpoint_meta  # noqa: E402
 from solov2.deploy.openvino import shared_core  # noqa: E402
-from solov2.deploy.quantize import cpu_has_vnni, quantize_ir  # noqa: E402
+from solov2.deploy.quantize import calibration_images, cpu_has_vnni, quantize_ir  # noqa: E402
 from solov2.deploy.runtime import load_exported  # noqa: E402
 from solov2.errors import ExportError  # noqa: E402
 
@@ -47,6 +47,7 @@ def planted_int8(tmp_path_factory):
     return model, path
 
 
+@pytest.mark.slow  # NNCF calibration and compiled-model runs
 def test_int8_is_close_to_fp32(planted_int8):
     """Tolerance: every planted instance is found again with its label and a mask IoU >= 0.85; the scores of at
     least 80% of them within 0.02 of fp32, and all within 0.3.
@@ -74,6 +75,7 @@ def test_int8_is_close_to_fp32(planted_int8):
     assert max(diffs) <= 0.3 and np.mean(np.array(diffs) <= 0.02) >= 0.8, diffs
 
 
+@pytest.mark.slow  # NNCF calibration (the planted_int8 fixture)
 def test_int8_metadata_and_runtime(planted_int8):
     _, path = planted_int8
     exported = load_exported(path)
@@ -87,6 +89,7 @@ def test_int8_metadata_and_runtime(planted_int8):
     assert "FakeQuantize" in ops  # int8 layers, not an fp32 graph with a label
 
 
+@pytest.mark.slow  # NNCF calibration (the planted_int8 fixture)
 def test_quantized_ir_without_calibration_record(planted_int8, tmp_path, capsys):
     _, path = planted_int8
     model = shared_core().read_model(path)
@@ -106,6 +109,7 @@ def test_quantized_ir_without_calibration_record(planted_int8, tmp_path, capsys)
     assert "\n" not in err and "without its calibration record" in err
 
 
+@pytest.mark.slow  # two quantizations through the command line
 def test_quantize_command(tmp_path):
     """`solov2 quantize CKPT --calib-images N --out` on the training set the checkpoint's config names (the
     default), and with --images DIR; the records say which and how many."""
@@ -138,3 +142,29 @@ def test_quantize_command(tmp_path):
     result = Predictor(out2, score_thr=0.0)(image)
     assert result["masks"].shape[1:] == image.shape[:2] and result["class_names"] == [names[i] for i in
                                                                                       result["labels"]]
+
+
+def test_calibration_images_are_a_seeded_choice_and_bad_sources_are_refused(tmp_path):
+    """What `solov2 quantize` calibrates on, without quantizing (the fast set's test of this module): a seeded
+    choice of ``count`` images of the training set (all of them when it holds fewer), flip off, as uint8 RGB;
+    or of a folder's images; a bad count or no source is a one-line error."""
+    from PIL import Image
+    data = {"type": "SyntheticShapes", "num_images": 5, "seed": 0, "image_size": 64, "flip_prob": 1.0}
+    loaders, source = calibration_images(3, data_cfg=data)
+    assert len(loaders) == 3 and source == "data.train SyntheticShapes"
+    images = [load() for load in loaders]
+    assert all(im.dtype == torch.uint8 and im.shape == (3, 64, 64) for im in images)
+    again = [load() for load in calibration_images(3, data_cfg=data)[0]]
+    assert all(torch.equal(a, b) for a, b in zip(images, again))  # the same choice every time (seed 0)
+    from solov2.data import SyntheticShapes
+    unflipped = [SyntheticShapes(num_images=5, seed=0, image_size=64)[i][0] for i in range(5)]
+    assert all(any(torch.equal(im, u) for u in unflipped) for im in images)  # as at test time: no flip
+    assert len(calibration_images(50, data_cfg=data)[0]) == 5  # all there are
+    for k in range(2):
+        Image.fromarray(_image(k, (40, 48))).save(tmp_path / f"{k}.png")
+    loaders, source = calibration_images(5, images_dir=str(tmp_path))
+    assert source == str(tmp_path) and sorted(tuple(load().shape) for load in loaders) == [(3, 40, 48)] * 2
+    with pytest.raises(ValueError, match="--calib-images must be positive, got 0"):
+        calibration_images(0, images_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="calibration needs --images DIR"):
+        calibration_images(3)

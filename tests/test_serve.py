@@ -1,6 +1,6 @@
-"""solov2 serve: the JSON API through FastAPI's ASGI test client, on a tiny trained checkpoint; the inference queue
-(arrival order, 503 when full, batches equal to single images); Ctrl-C and the missing extra through the CLI."""
-import io
+"""solov2 serve: the JSON API through FastAPI's ASGI test client, on the tiny trained checkpoint (conftest.py's
+trained_tiny); the inference queue (arrival order, 503 when full, batches equal to single images); Ctrl-C and the
+missing extra through the CLI."""
 import json
 import os
 import queue
@@ -15,57 +15,17 @@ import urllib.request
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ROOT
-from PIL import Image
+from helpers import ROOT, TRAINED_DATA, png, post_image, shapes_image
 from pycocotools import mask as mask_utils
 
 from solov2 import Predictor
 from solov2.apps.serve import InferenceQueue, create_app
 from solov2.cli import main
-from solov2.data import SyntheticShapes
 
 TINY = str(ROOT / "tests/data/tiny_shapes.py")
 CLASSES = ["disc", "rectangle", "triangle", "ring", "star"]
-SIZE = 96
+SIZE = TRAINED_DATA["image_size"]  # the uploads: shapes_image's default size
 INSTANCE_KEYS = {"class_id", "class_name", "category_id", "score", "bbox", "segmentation"}
-
-
-def trained_checkpoint(tmp_path_factory) -> str:
-    """The tiny config trained for 30 iterations on 8 synthetic 96x96 images, once per test session (this module
-    and tests/test_serve_browser.py share it through the session's temporary folder)."""
-    work = tmp_path_factory.getbasetemp() / "serve_trained"
-    if not (work / "latest.pth").exists():
-        data = {"image_size": SIZE, "num_images": 8, "seed": 0, "type": "SyntheticShapes"}
-        assert main(["train", TINY, "--work-dir", str(work), "--device", "cpu", "--cfg-options", f"data.train={data}",
-                     "data.imgs_per_gpu=8", "evaluation.interval=-1", "checkpoint_config.interval=1000",
-                     "max_iters=30", "optimizer={'type': 'AdamW', 'lr': 0.002, 'weight_decay': 0.0001}",
-                     "lr_config.step=[1000]", "total_epochs=1000", "lr_config.warmup_iters=10"]) == 0
-    return str(work / "latest.pth")
-
-
-def shapes_image(index: int = 0, size: int = SIZE) -> tuple[np.ndarray, dict]:
-    """A training image of the checkpoint (``(H, W, 3)`` uint8) and its ground truth."""
-    image, target = SyntheticShapes(num_images=8, seed=0, image_size=size)[index]
-    return image.permute(1, 2, 0).numpy(), target
-
-
-def png(image: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, format="PNG")
-    return out.getvalue()
-
-
-def post_image(url: str, image: bytes, name: str = "a.png", **fields) -> dict:
-    """POST /predict to a running server with the standard library (multipart by hand); the JSON answer."""
-    boundary = "solov2boundary"
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-                 f"Content-Type: image/png\r\n\r\n".encode() + image + f"\r\n--{boundary}--\r\n".encode())
-    request = urllib.request.Request(f"{url}/predict", data=b"".join(parts), method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        return json.loads(answer.read())
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +58,8 @@ def client(predictor):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return trained_checkpoint(tmp_path_factory)
+def checkpoint(trained_tiny):
+    return str(trained_tiny)
 
 
 def _post(client, data: bytes, name: str = "a.png", **form):
@@ -197,7 +157,7 @@ def test_bad_uploads_get_4xx_json_and_the_server_goes_on(predictor):
         _error(_post(client, good[: len(good) // 2], "cut.png"), 400, "cut.png", "cannot read image")
         _error(_post(client, good + b"\0" * (limit - len(good) + 1), "big.png"), 413, "big.png", "upload limit")
         _error(_post(client, os.urandom(200_000), "huge.png"), 413, "over the limit")  # refused by its length
-        _error(_post(client, wide, "wide.png"), 413, "97x97", "megapixels")
+        _error(_post(client, wide, "wide.png"), 413, f"{SIZE + 1}x{SIZE + 1}", "megapixels")
         _error(_post(client, good, score_thr="2"), 422, "score_thr")
         _error(client.post("/predict", data={"score_thr": "0.5"}), 422, "image")
         answer = _post(client, good)

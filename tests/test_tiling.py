@@ -70,6 +70,7 @@ def _big_image(size=(1200, 1600), tile=256, overlap=64, seed=0):
     return image, np.stack(masks)
 
 
+@pytest.mark.slow  # tiles a big image
 def test_objects_cut_by_tile_borders_give_one_instance_each():
     image, truth = _big_image()
     predictor = OraclePredictor()

@@ -112,6 +112,7 @@ def test_reset_forgets_this_machine(cache, tmp_path, capsys):
     assert len(cache) == 2 * n  # measured again
 
 
+@pytest.mark.slow  # measures every convolution of a 448x768 network
 def test_tune_command_measures_and_prints_the_choices(cache, capsys):
     assert main(["tune", CONFIG, "--threads", "1"]) == 0
     out = capsys.readouterr().out
@@ -119,6 +120,7 @@ def test_tune_command_measures_and_prints_the_choices(cache, capsys):
     assert len(cache) > 5
 
 
+@pytest.mark.slow  # real measurements, then three models run
 def test_results_equal_the_untuned_model(monkeypatch, tmp_path):
     """Real measurements (whatever they choose): outputs equal the fixed rule's and the plain model's (fp32)."""
     monkeypatch.delenv("SOLOV2_TUNE")

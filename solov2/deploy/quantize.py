@@ -56,8 +56,8 @@ def calibration_images(count: int, images_dir: str | None = None, data_cfg: dict
         raise ValueError(f"{cfg.get('ann_file') or cfg.get('root')}: the training set has no images to calibrate on")
     chosen = sorted(random.Random(seed).sample(range(len(dataset)), min(count, len(dataset))))
     loaders = [lambda i=i: dataset[i][0] for i in chosen]
-    source = cfg.get("ann_file") or cfg.get("root") or cfg.get("type")
-    return loaders, f"data.train {os.path.abspath(source) if isinstance(source, str) else source}"
+    path = cfg.get("ann_file") or cfg.get("root")  # a file or folder; a generated data set has only its type
+    return loaders, f"data.train {os.path.abspath(path) if isinstance(path, str) else cfg.get('type')}"
 
 
 def cpu_has_vnni() -> bool:
