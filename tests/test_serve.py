@@ -157,7 +157,8 @@ def test_bad_uploads_get_4xx_json_and_the_server_goes_on(predictor):
         _error(_post(client, good[: len(good) // 2], "cut.png"), 400, "cut.png", "cannot read image")
         _error(_post(client, good + b"\0" * (limit - len(good) + 1), "big.png"), 413, "big.png", "upload limit")
         _error(_post(client, os.urandom(200_000), "huge.png"), 413, "over the limit")  # refused by its length
-        _error(_post(client, wide, "wide.png"), 413, f"{SIZE + 1}x{SIZE + 1}", "megapixels")
+        _error(_post(client, wide, "wide.png"), 413, f"{SIZE + 1}x{SIZE + 1} is {(SIZE + 1) ** 2:,} pixels",
+               f"over the limit of {SIZE * SIZE:,}")  # both exact: rounded megapixels once read "0.0"
         _error(_post(client, good, score_thr="2"), 422, "score_thr")
         _error(client.post("/predict", data={"score_thr": "0.5"}), 422, "image")
         answer = _post(client, good)

@@ -185,8 +185,8 @@ def check_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> tup
     except Exception as exc:  # PIL raises UnidentifiedImageError, and others on broken headers
         return 400, f"{name}: not an image file that can be read ({type(exc).__name__}: {str(exc)[:200]})"
     if width * height > max_pixels:
-        return 413, (f"{name}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
-                     f"{max_pixels / 1e6:g}")
+        return 413, (f"{name}: {width}x{height} is {width * height:,} pixels ({width * height / 1e6:.3g} megapixels), "
+                     f"over the limit of {max_pixels:,} ({max_pixels / 1e6:.3g} megapixels)")
     return None
 
 
