@@ -9,8 +9,8 @@ CONFIG = "configs/demo/solov2_light_r18_shapes.py"
 TRAIN_IMAGES, VAL_IMAGES, IMAGE_SIZE = 100, 200, 160
 SHAPES = {"object_size": (6, 20)}
 SEEDS = (30, 31)
-COMMON = ["total_epochs=20", "lr_config.step=[0.93]", "data.train.augment=None", "model.transform.train_scales=[(160, 160)]",
-          "model.transform.test_scale=(160, 160)"]
+COMMON = ["total_epochs=20", "lr_config.step=[0.93]", "data.train.augment=None",
+          "model.transform.train_scales=[(160, 160)]", "model.transform.test_scale=(160, 160)"]
 VARIANTS = {
     "fixed_ranges": [],
     "auto_ranges": ["model.bbox_head.scale_ranges=auto"],
