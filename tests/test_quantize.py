@@ -149,7 +149,9 @@ def test_calibration_images_are_a_seeded_choice_and_bad_sources_are_refused(tmp_
     choice of ``count`` images of the training set (all of them when it holds fewer), flip off, as uint8 RGB;
     or of a folder's images; a bad count or no source is a one-line error."""
     from PIL import Image
-    data = {"type": "SyntheticShapes", "num_images": 5, "seed": 0, "image_size": 64, "flip_prob": 1.0}
+    # the small-data augmentation of the demo config is left out too (calibration sees images as they are)
+    data = {"type": "SyntheticShapes", "num_images": 5, "seed": 0, "image_size": 64, "flip_prob": 1.0,
+            "augment": {"copy_paste": 1.0, "lsj": {"scale": (0.5, 2.0)}}}
     loaders, source = calibration_images(3, data_cfg=data)
     assert len(loaders) == 3 and source == "data.train SyntheticShapes"
     images = [load() for load in loaders]

@@ -49,6 +49,7 @@ def calibration_images(count: int, images_dir: str | None = None, data_cfg: dict
         raise ValueError("calibration needs --images DIR, or a config whose data.train names the training set")
     from solov2.data import build_dataset
     cfg = dict(data_cfg)
+    cfg.pop("augment", None)  # calibrate on the images as they are: no copy-paste or jitter, and no flips
     if "flip_prob" in cfg:
         cfg["flip_prob"] = 0.0
     dataset = build_dataset(cfg)
