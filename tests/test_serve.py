@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ROOT, TRAINED_DATA, png, post_image, shapes_image
+from helpers import ROOT, TRAINED_DATA, mask_iou, png, post_image, shapes_image
 from pycocotools import mask as mask_utils
 
 from solov2 import Predictor
@@ -235,7 +235,7 @@ def test_batched_images_get_the_results_they_get_alone(predictor):
         for label, score, mask in zip(result["labels"][:top], result["scores"][:top], result["masks"][:top]):
             match = next((j for j in sorted(unmatched) if alone["labels"][j] == label
                           and abs(alone["scores"][j] - score) <= 1e-4
-                          and (mask & alone["masks"][j]).sum() / max((mask | alone["masks"][j]).sum(), 1) >= 0.999),
+                          and mask_iou(mask, alone["masks"][j]) >= 0.999),
                          None)  # detections that tie within float noise may come in either order
             assert match is not None, f"no detection alone matches label {label} score {score:.5f}"
             unmatched.remove(match)
