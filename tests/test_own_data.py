@@ -214,3 +214,12 @@ def test_two_processes_stop_with_the_same_one_line_error(data, tmp_path):
                            "max_iters=2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1].startswith("error: data.val has 5 categories ['disc'")
+
+
+@pytest.mark.slow  # a training run
+def test_train_a_packaged_config_by_name(data, tmp_path):
+    """The README's own-data step: `solov2 train NAME` with a packaged config's name, not a path."""
+    work = tmp_path / "by_name"
+    assert main(["train", "solov2_light_r18_shapes", "--work-dir", str(work), "--device", "cpu", "--cfg-options",
+                 *data_options(data["train"], data["val"]), *SMALL, "max_iters=1", "evaluation.interval=-1"]) == 0
+    assert (work / "solov2_light_r18_shapes.py").is_file() and (work / "latest.pth").is_file()

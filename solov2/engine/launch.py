@@ -105,7 +105,7 @@ def _spawned_worker(rank: int, world: int, opts: dict, stopped_at) -> None:
 
 def _train_worker(rank: int, world: int, opts: dict) -> dict:
     from solov2 import distributed as du
-    from solov2.config import load_config
+    from solov2.config import find_config, load_config
     from solov2.engine.trainer import Trainer
     setup_logging(opts["work_dir"], rank)
     if world > 1 and not du.is_distributed():
@@ -117,7 +117,8 @@ def _train_worker(rank: int, world: int, opts: dict) -> dict:
         cfg = load_config(opts["config"], opts["cfg_options"])
         if rank == 0:
             os.makedirs(opts["work_dir"], exist_ok=True)
-            cfg.dump(os.path.join(opts["work_dir"], Path(opts["config"]).name))
+            # a packaged config given by name is dumped under its file's name (the .py tells the format)
+            cfg.dump(os.path.join(opts["work_dir"], Path(find_config(opts["config"])).name))
             logging.getLogger("solov2").info("training %s in %s on %s x%d", opts["config"], opts["work_dir"],
                                              device, world)
         trainer = Trainer(cfg, opts["work_dir"], device=device, amp=opts["amp"], resume=opts["resume"],
