@@ -136,7 +136,7 @@ def fit_problems(schedule: StepSchedule, run_iters: int, iters_per_epoch: int) -
         return None
     return ("schedule does not fit the run: " + "; ".join(problems)
             + " (give lengths as fractions of the run, e.g. lr_config.warmup_iters=0.05 step=[0.75], "
-              "see solov2/engine/schedule.py)")
+              "see lr_config in docs/configuration.md)")
 
 
 def checkpoint_interval(interval, total_epochs: int) -> int:
