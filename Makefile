@@ -29,12 +29,17 @@ lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check solov2 tests benchmarks tools
 	$(VENV)/bin/lint-imports
 
+# Two pytest-xdist workers, one test file at a time each (a module's fixtures are built once): alone, pytest keeps
+# about one of the two cores busy (subprocess start-ups, Python); tests/conftest.py trains the shared checkpoint once.
+# OpenVINO's tests run after the rest, in workers of their own: the whole suite in one process once ended in a
+# SIGSEGV whose cause is not settled (docs/development.md).
+PYTEST_PARALLEL := -n 2 --dist loadfile
 OPENVINO_TESTS := tests/test_openvino.py tests/test_quantize.py
 
 test: lint
 	sh tools/install_chromium.sh
-	$(PY) -m pytest -q $(addprefix --ignore=,$(OPENVINO_TESTS))
-	$(PY) -m pytest -q $(OPENVINO_TESTS)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(addprefix --ignore=,$(OPENVINO_TESTS))
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(OPENVINO_TESTS)
 
 test-fast: lint
 	$(PY) -m pytest -q -m "not slow"

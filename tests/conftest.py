@@ -1,7 +1,9 @@
 """Shared pytest fixtures."""
+import os
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from cityscapes_fixture import make_tiny_cityscapes
 from helpers import TINY_SHAPES, TRAINED_DATA
 
@@ -61,8 +63,19 @@ def trained_tiny(tmp_path_factory) -> Path:
     training images. Trained once per test session and shared (tests/test_cli.py, tests/test_serve.py,
     tests/test_serve_browser.py); tests read it and write elsewhere. fp32 (SOLOV2_AMP=0) as every test's training:
     the function-scoped fixture that sets it is not active yet when a session fixture runs."""
+    # Under pytest-xdist (make test runs two workers) the workers share the parent of their temp folders: the first
+    # to take the lock trains, the other waits and reuses the checkpoint.
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _train_tiny(tmp_path_factory.mktemp("trained_tiny"))
+    work = tmp_path_factory.getbasetemp().parent / "trained_tiny"
+    with FileLock(str(work) + ".lock"):
+        if not (work / "latest.pth").exists():
+            _train_tiny(work)
+    return work / "latest.pth"
+
+
+def _train_tiny(work: Path) -> Path:
     from solov2.cli import main
-    work = tmp_path_factory.mktemp("trained_tiny")
     data = repr(TRAINED_DATA)
     size = TRAINED_DATA["image_size"]
     with pytest.MonkeyPatch.context() as patch:
