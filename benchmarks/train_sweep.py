@@ -101,11 +101,16 @@ def main() -> None:
     variants.update({name: options for name, *options in args.variant})
     if not variants:
         p.error("no variants: give --variant NAME KEY=VALUE ... or --variants FILE")
+    if args.only:  # in the order given; a variant name, with or without its _seedN
+        unknown = [k for k in args.only if k.rsplit("_seed", 1)[0] not in variants]
+        if unknown:
+            p.error(f"--only: no variant named {', '.join(unknown)} (known: {', '.join(variants)})")
     if args.seeds:
         variants = {f"{name}_seed{seed}": [*options, f"seed={seed}"]
                     for name, options in variants.items() for seed in args.seeds}
-    if args.only:  # in the order given
-        variants = {k: variants[k] for k in args.only if k in variants}
+    if args.only:
+        variants = {k: v for name in args.only for k, v in variants.items()
+                    if name in (k, k.rsplit("_seed", 1)[0])}
     make_data(args.data, spec.get("TRAIN_IMAGES", 1000), spec.get("VAL_IMAGES", 100), spec.get("IMAGE_SIZE", 128),
               spec.get("SEEDS", (0, 1)), **spec.get("SHAPES", {}))
     os.makedirs(args.out, exist_ok=True)
@@ -117,7 +122,10 @@ def main() -> None:
         ap = "failed (see log)" if r["rc"] else f"{r['AP']:.3f}"
         ap50 = "" if r["rc"] else f"{r['AP50']:.3f}"
         print(f"| {r['name']} | {ap} | {ap50} | {r['loss_ins']} | {r['minutes']:.1f} |")
-    json.dump(rows, open(os.path.join(args.out, "sweep.json"), "w"), indent=1)
+    # Merged with the rows of earlier sweeps into the same folder, so that a partial sweep (--only) keeps them.
+    path = os.path.join(args.out, "sweep.json")
+    earlier = [r for r in (json.load(open(path)) if os.path.exists(path) else []) if r["name"] not in variants]
+    json.dump(earlier + rows, open(path, "w"), indent=1)
     if args.seeds:
         print_seed_summary(rows, args.seeds)
 

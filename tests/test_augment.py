@@ -166,7 +166,7 @@ def test_the_demo_config_augments_small_training_sets_only():
         augment = cfg.data.train.augment
         cfg.data.train = dict(type="SyntheticShapes", num_images=images, image_size=128, augment=augment)
         resolve_lsj_size(cfg)
-        assert cfg.data.train["augment"]["lsj"]["size"] == (128, 128)  # the train scale, written into the config
+        assert cfg.data.train["augment"]["lsj"]["size"] == (160, 160)  # the small set's train scale, into the config
         assert isinstance(build_dataset(cfg.data.train), AugmentedDataset) == augmented
 
 
@@ -179,3 +179,40 @@ def test_lsj_without_a_size_takes_the_largest_train_scale():
     del cfg["model"]["transform"]["train_scales"], cfg["data"]["train"]["augment"]["lsj"]["size"]
     with pytest.raises(ConfigError, match="lsj has no size"):
         resolve_lsj_size(cfg)
+
+
+def test_a_small_set_trains_and_predicts_at_least_at_the_augments_scales():
+    from helpers import TINY_SHAPES
+
+    from solov2.data.augment import resolve_lsj_size, resolve_scales
+    augment = dict(copy_paste=1.0, lsj=dict(scale=(0.5, 2.0)), max_images=4, min_train_scale=(160, 160),
+                   min_test_scale=224)
+    for images, augmented in ((4, True), (5, False)):
+        cfg = load_config(TINY_SHAPES)
+        before = dict(cfg.model.transform)
+        cfg.data.train = dict(type="SyntheticShapes", num_images=images, image_size=32, augment=dict(augment))
+        resolve_lsj_size(cfg)
+        assert cfg.data.train["augment"]["lsj"]["size"] == (160, 160)  # jitter to the raised train scale
+        dataset = build_dataset(cfg.data.train)
+        logged = []
+        resolve_scales(cfg, dataset, log=logged.append)
+        if augmented:
+            assert cfg.model.transform["train_scales"] == [(160, 160)]
+            assert cfg.model.transform["test_scale"] == (224, 224)
+            assert logged == ["data.train.augment: 4 training images, the model trains at [(160, 160)] and "
+                              "predicts at (224, 224)"]
+        else:  # more than max_images: neither the augmentation nor its scales
+            assert not isinstance(dataset, AugmentedDataset) and dict(cfg.model.transform) == before
+            assert logged == []
+    # A larger scale of the model's own is kept; a smaller one among several is raised.
+    cfg = load_config(TINY_SHAPES, {"model.transform.train_scales": [(96, 96), (320, 320)],
+                                    "model.transform.test_scale": (320, 320)})
+    cfg.data.train = dict(type="SyntheticShapes", num_images=4, image_size=32, augment=dict(augment))
+    resolve_lsj_size(cfg)
+    resolve_scales(cfg, build_dataset(cfg.data.train))
+    assert cfg.data.train["augment"]["lsj"]["size"] == (320, 320)
+    assert cfg.model.transform["train_scales"] == [(160, 160), (320, 320)]
+    assert tuple(cfg.model.transform["test_scale"]) == (320, 320)
+    cfg.data.train["augment"]["min_test_scale"] = (0, 224)
+    with pytest.raises(ConfigError, match="augment.min_test_scale: a scale of two sizes"):
+        resolve_scales(cfg, build_dataset(cfg.data.train))

@@ -104,7 +104,9 @@ def test_check_data_command(tiny, tmp_path, capsys):
     assert main(["check-data", str(DEMO_CONFIG), "--out", str(out), "--cfg-options", f"data.train.ann_file={ann_file}",
                  f"data.train.img_prefix={folder}", "model.bbox_head.num_classes=3"]) == 0
     text = capsys.readouterr().out
-    assert "at the training input scale 128x128" in text  # the demo config's middle training scale
+    # A set this small trains at the demo config's small-data scale (data.train.augment.train_scale), and says so.
+    assert "data.train.augment: 2 training images, the model trains at [(160, 160)]" in text
+    assert "at the training input scale 160x160" in text
     assert "annotations dropped (or" in text and "ids 7" in text and (out / "data_report.png").exists()
     assert main(["check-data", str(DEMO_CONFIG), "--cfg-options", "data.train.ann_file=/nope.json"]) == 1
     assert capsys.readouterr().err.strip() == "error: /nope.json: annotation file not found"
@@ -167,8 +169,8 @@ def test_check_data_fit_prints_the_proposal_and_its_option(tiny, tmp_path, capsy
     opts = [f"data.train.ann_file={ann_file}", f"data.train.img_prefix={folder}", "model.bbox_head.num_classes=3"]
     assert main(["check-data", str(DEMO_CONFIG), "--out", str(tmp_path), "--fit", "--cfg-options", *opts]) == 0
     text = capsys.readouterr().out
-    # sizes 4, 12, 20 and 40 px at 100 px, measured at 128 px
-    expected = propose_scale_ranges(np.array([4, 12, 20, 40]) * 1.28)
+    # sizes 4, 12, 20 and 40 px at 100 px, measured at the small set's train scale, 160 px
+    expected = propose_scale_ranges(np.array([4, 12, 20, 40]) * 1.6)
     line = [s for s in text.splitlines() if s.startswith("train with them:")][0]
     assert "--cfg-options \"model.bbox_head.scale_ranges=((1, " in line
     assert line.split("scale_ranges=")[1].split('"')[0] == "(" + ", ".join(f"({a:g}, {b:g})" for a, b in expected) + ")"

@@ -424,6 +424,19 @@ def test_the_end_of_training_says_where_the_checkpoint_is(tmp_path, capsys):
 
 
 @pytest.mark.slow  # a training run
+def test_a_small_sets_scales_are_stored_in_the_checkpoint(tmp_path):
+    from solov2 import Predictor
+    augment = {"copy_paste": 1.0, "max_images": 4, "min_train_scale": (128, 128), "min_test_scale": (160, 160)}
+    opts = {"data.train.num_images": 4, "max_iters": 1, "evaluation.interval": -1, "data.train.augment": augment}
+    train_main(TINY, str(tmp_path), cfg_options=opts, device="cpu", seed=0)
+    transform = read_checkpoint(str(tmp_path / "latest.pth"))["meta"]["config"]["model"]["transform"]
+    # TINY's 96 px raised to the augment's minimums
+    assert [list(s) for s in transform["train_scales"]] == [[128, 128]] and list(transform["test_scale"]) == [160, 160]
+    assert "the model trains at [(128, 128)] and predicts at (160, 160)" in (tmp_path / "train.log").read_text()
+    assert tuple(Predictor(str(tmp_path / "latest.pth")).cfg.model.transform.test_scale) == (160, 160)
+
+
+@pytest.mark.slow  # a training run
 def test_auto_scale_ranges_are_fitted_and_stored_in_the_checkpoint(tmp_path):
     from solov2 import Predictor
     from solov2.data import SyntheticShapes

@@ -13,4 +13,4 @@ CONFIG, COMMON = _few["CONFIG"], _few["COMMON"]
 TRAIN_IMAGES, VAL_IMAGES, IMAGE_SIZE = 60, 300, 128
 SHAPES = {"classes": ("triangle", "ring", "star"), "object_size": (8, 48)}
 SEEDS = (20, 21)
-VARIANTS = {name: _few["VARIANTS"][name] for name in ("as_before", "copy_paste_lsj")}
+VARIANTS = _few["VARIANTS"]

@@ -84,7 +84,7 @@ def check_data_main(config: str, cfg_options=None, split: str = "train", out: st
 
     from solov2.config import load_config
     from solov2.data import build_dataset
-    from solov2.data.augment import resolve_lsj_size
+    from solov2.data.augment import resolve_lsj_size, resolve_scales
     from solov2.data.report import data_report, format_report, save_report_picture, training_scale
     from solov2.errors import ConfigError
     from solov2.models import head_scale_ranges
@@ -96,6 +96,8 @@ def check_data_main(config: str, cfg_options=None, split: str = "train", out: st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # dropped annotations are listed by the report itself
         dataset = build_dataset(cfg.data[split])
+    if split == "train":
+        resolve_scales(cfg, dataset, log=print)  # a small set's train scale, as training will use it
     scale = training_scale(cfg) if split == "train" else None
     ranges = head_scale_ranges(cfg)
     if fit or ranges == "auto":

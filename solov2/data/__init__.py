@@ -39,11 +39,15 @@ def build_dataset(cfg: dict, default_args: dict | None = None) -> torch.utils.da
     ``augment=dict(copy_paste=P, lsj=dict(size=(h, w), scale=(lo, hi)), min_visible=16, max_images=N)`` (any
     of the keys; off when absent or empty) wraps the data set in :class:`~solov2.data.augment.AugmentedDataset`;
     with ``max_images``, only a data set of at most N images is wrapped (the small-data recipe: measured to help
-    on small training sets, docs/small_data.md), and a larger one says in one log line that it is not.
+    on small training sets, docs/small_data.md), and a larger one says in one log line that it is not. Its
+    ``min_train_scale`` / ``min_test_scale`` raise the model's scales when it is wrapped (applied by the trainer:
+    :func:`~solov2.data.augment.resolve_scales`); ignored here.
     """
     cfg = dict(cfg)
     augment = dict(cfg.pop("augment", None) or {})
     max_images = augment.pop("max_images", None)
+    for key in ("min_train_scale", "min_test_scale"):  # the model's, applied by the trainer (augment.resolve_scales)
+        augment.pop(key, None)
     if augment:
         from solov2.data.augment import AugmentedDataset
         check_keys(AugmentedDataset, augment, "data set augment", skip=("dataset",))

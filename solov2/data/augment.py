@@ -21,7 +21,8 @@ from torch.utils.data import Dataset
 
 from solov2.errors import ConfigError
 
-__all__ = ["copy_paste", "large_scale_jitter", "resize_crop", "AugmentedDataset", "PAD_VALUE", "resolve_lsj_size"]
+__all__ = ["copy_paste", "large_scale_jitter", "resize_crop", "AugmentedDataset", "PAD_VALUE", "resolve_lsj_size",
+           "resolve_scales"]
 
 # The padding colour of large-scale jitter: ImageNet's mean RGB, which the model's normalization maps to 0 (the
 # value the model pads its batches with), so jitter's padding looks like the model's own.
@@ -179,15 +180,47 @@ class AugmentedDataset(Dataset):
 def resolve_lsj_size(cfg) -> None:
     """A config's ``data.train.augment.lsj`` without ``size`` jitters to the model's largest train scale: set
     ``size=(short side, long side)`` of ``model.transform.train_scales`` (in place, so the checkpoint's config
-    says what was used). Then a config that changes the train scale keeps its jitter right. Anything else is
-    left as it is."""
+    says what was used), after raising them to the augment's ``min_train_scale`` (:func:`resolve_scales`). Then
+    a config that changes the train scale keeps its jitter right. Anything else is left as it is."""
     data = cfg.get("data") or {}
-    lsj = ((data.get("train") or {}).get("augment") or {}).get("lsj")
+    augment = (data.get("train") or {}).get("augment") or {}
+    lsj = augment.get("lsj")
     if not isinstance(lsj, dict) or "size" in lsj:
         return
-    scales = ((cfg.get("model") or {}).get("transform") or {}).get("train_scales")
+    scales = list(((cfg.get("model") or {}).get("transform") or {}).get("train_scales") or [])
+    if augment.get("min_train_scale") and scales:
+        floor = min(int(v) for v in augment["min_train_scale"])
+        scales = [s if min(int(v) for v in s) >= floor else augment["min_train_scale"] for s in scales]
     if not scales:
         raise ConfigError("data.train.augment.lsj has no size and model.transform.train_scales is not set: "
                           "give lsj=dict(size=(h, w), ...)")
     long, short = max((max(int(v) for v in s), min(int(v) for v in s)) for s in scales)
     lsj["size"] = (short, long)
+
+
+def resolve_scales(cfg, dataset, log=None) -> None:
+    """``data.train.augment.min_train_scale`` / ``min_test_scale``: when the augmentation applies to ``dataset``
+    (it is an :class:`AugmentedDataset`, so the set is within ``max_images``), the model trains and predicts at
+    least at these scales: a ``model.transform`` scale with a shorter short side is replaced, a larger one is kept.
+    Set in place, so the checkpoint's stored config and everything that predicts from it use them. Small objects
+    of a small set gain from a larger scale at a cost that a small set can pay (docs/small_data.md). Anything else
+    is left as it is."""
+    augment = ((cfg.get("data") or {}).get("train") or {}).get("augment") or {}
+    chosen = {key: augment.get(key) for key in ("min_train_scale", "min_test_scale") if augment.get(key)}
+    if not chosen or not isinstance(dataset, AugmentedDataset):
+        return
+    transform = cfg.model.setdefault("transform", {})
+    for key, value in chosen.items():
+        scale = (int(value), int(value)) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+        if len(scale) != 2 or min(scale) < 1:
+            raise ConfigError(f"data.train.augment.{key}: a scale of two sizes > 0, got {value!r}")
+        if key == "min_train_scale":
+            scales = [tuple(int(v) for v in s) for s in transform.get("train_scales") or []]
+            raised = [s if min(s) >= min(scale) else scale for s in scales] or [scale]
+            transform["train_scales"] = list(dict.fromkeys(raised))  # two raised scales become one
+        elif min(int(v) for v in transform.get("test_scale") or (0, 0)) < min(scale):
+            transform["test_scale"] = scale
+    if log:
+        test = transform.get("test_scale")
+        log(f"data.train.augment: {len(dataset)} training images, the model trains at "
+            f"{transform.get('train_scales')} and predicts at {tuple(test) if test else test}")

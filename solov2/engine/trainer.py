@@ -112,9 +112,10 @@ def _build_train_loader(cfg: Config, seed: int):
     """The sampler yields ``(index, augmentation seed)`` keys (see ``rng``); the loader's own generator (re-seeded
     every epoch) draws its workers' base seed, so creating a loader iterator leaves torch's global RNG alone."""
     from solov2.data import build_dataset, collate
-    from solov2.data.augment import resolve_lsj_size
+    from solov2.data.augment import resolve_lsj_size, resolve_scales
     resolve_lsj_size(cfg)
     dataset = build_dataset(cfg.data.train, {"skip_bad_images": cfg.data.get("skip_bad_images", False)})
+    resolve_scales(cfg, dataset, log=logger.info if du.get_rank() == 0 else None)
     sampler = TrainSampler(len(dataset), shuffle=True, seed=seed, rank=du.get_rank(),
                            world_size=du.get_world_size(), keyed=True)
     loader = DataLoader(SeededSamples(dataset), batch_size=cfg.data.imgs_per_gpu, sampler=sampler,
