@@ -216,3 +216,11 @@ def test_a_small_set_trains_and_predicts_at_least_at_the_augments_scales():
     cfg.data.train["augment"]["min_test_scale"] = (0, 224)
     with pytest.raises(ConfigError, match="augment.min_test_scale: a scale of two sizes"):
         resolve_scales(cfg, build_dataset(cfg.data.train))
+
+
+def test_min_train_scale_may_be_one_number():
+    from solov2.data.augment import resolve_lsj_size
+    cfg = {"model": {"transform": {"train_scales": [(128, 128)]}},
+           "data": {"train": {"augment": {"lsj": {"scale": (0.5, 2.0)}, "min_train_scale": 160}}}}
+    resolve_lsj_size(cfg)
+    assert cfg["data"]["train"]["augment"]["lsj"]["size"] == (160, 160)

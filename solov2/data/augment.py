@@ -187,15 +187,28 @@ def resolve_lsj_size(cfg) -> None:
     lsj = augment.get("lsj")
     if not isinstance(lsj, dict) or "size" in lsj:
         return
-    scales = list(((cfg.get("model") or {}).get("transform") or {}).get("train_scales") or [])
-    if augment.get("min_train_scale") and scales:
-        floor = min(int(v) for v in augment["min_train_scale"])
-        scales = [s if min(int(v) for v in s) >= floor else augment["min_train_scale"] for s in scales]
+    scales = [_as_scale(s, "model.transform.train_scales")
+              for s in ((cfg.get("model") or {}).get("transform") or {}).get("train_scales") or []]
+    if augment.get("min_train_scale"):
+        scales = _raised(scales, _as_scale(augment["min_train_scale"], "data.train.augment.min_train_scale"))
     if not scales:
         raise ConfigError("data.train.augment.lsj has no size and model.transform.train_scales is not set: "
                           "give lsj=dict(size=(h, w), ...)")
-    long, short = max((max(int(v) for v in s), min(int(v) for v in s)) for s in scales)
+    long, short = max((max(s), min(s)) for s in scales)
     lsj["size"] = (short, long)
+
+
+def _as_scale(value, key: str) -> tuple[int, int]:
+    scale = (int(value), int(value)) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+    if len(scale) != 2 or min(scale) < 1:
+        raise ConfigError(f"{key}: a scale of two sizes > 0, got {value!r}")
+    return scale
+
+
+def _raised(scales: list[tuple[int, int]], floor: tuple[int, int]) -> list[tuple[int, int]]:
+    """Each scale whose short side is below ``floor``'s replaced by ``floor`` (duplicates merged); ``[floor]``
+    for none."""
+    return list(dict.fromkeys(s if min(s) >= min(floor) else floor for s in scales)) or [floor]
 
 
 def resolve_scales(cfg, dataset, log=None) -> None:
@@ -211,13 +224,10 @@ def resolve_scales(cfg, dataset, log=None) -> None:
         return
     transform = cfg.model.setdefault("transform", {})
     for key, value in chosen.items():
-        scale = (int(value), int(value)) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
-        if len(scale) != 2 or min(scale) < 1:
-            raise ConfigError(f"data.train.augment.{key}: a scale of two sizes > 0, got {value!r}")
+        scale = _as_scale(value, f"data.train.augment.{key}")
         if key == "min_train_scale":
-            scales = [tuple(int(v) for v in s) for s in transform.get("train_scales") or []]
-            raised = [s if min(s) >= min(scale) else scale for s in scales] or [scale]
-            transform["train_scales"] = list(dict.fromkeys(raised))  # two raised scales become one
+            scales = [_as_scale(s, "model.transform.train_scales") for s in transform.get("train_scales") or []]
+            transform["train_scales"] = _raised(scales, scale)
         elif min(int(v) for v in transform.get("test_scale") or (0, 0)) < min(scale):
             transform["test_scale"] = scale
     if log:
