@@ -80,7 +80,7 @@ def main() -> None:
     p.add_argument("--variant", nargs="+", action="append", default=[], metavar=("NAME", "KEY=VALUE"),
                    help="one run: its name, then its --cfg-options (repeat for more runs)")
     p.add_argument("--seeds", type=int, nargs="+", help="run every variant once per seed (NAME_seedN, seed=N)")
-    p.add_argument("--only", nargs="*", help="run only these variant names, in this order")
+    p.add_argument("--only", nargs="*", help="run only these variants (NAME, or NAME_seedN: one seed), in this order")
     p.add_argument("--data", default="runs/demo/data", help="demo data folder (made if missing)")
     p.add_argument("--out", default="runs/sweep", help="one work dir per variant below this folder")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -102,7 +102,7 @@ def main() -> None:
     if not variants:
         p.error("no variants: give --variant NAME KEY=VALUE ... or --variants FILE")
     if args.only:  # in the order given; a variant name, with or without its _seedN
-        unknown = [k for k in args.only if k.rsplit("_seed", 1)[0] not in variants]
+        unknown = [k for k in args.only if variant_of(k) not in variants]
         if unknown:
             p.error(f"--only: no variant named {', '.join(unknown)} (known: {', '.join(variants)})")
     if args.seeds:
@@ -110,7 +110,7 @@ def main() -> None:
                     for name, options in variants.items() for seed in args.seeds}
     if args.only:
         variants = {k: v for name in args.only for k, v in variants.items()
-                    if name in (k, k.rsplit("_seed", 1)[0])}
+                    if name in (k, variant_of(k))}
     make_data(args.data, spec.get("TRAIN_IMAGES", 1000), spec.get("VAL_IMAGES", 100), spec.get("IMAGE_SIZE", 128),
               spec.get("SEEDS", (0, 1)), **spec.get("SHAPES", {}))
     os.makedirs(args.out, exist_ok=True)
@@ -130,13 +130,18 @@ def main() -> None:
         print_seed_summary(rows, args.seeds)
 
 
+def variant_of(run_name: str) -> str:
+    """The variant of a run: ``NAME`` of ``NAME_seedN`` (a run without a seed is its variant)."""
+    return run_name.rsplit("_seed", 1)[0]
+
+
 def print_seed_summary(rows: list[dict], seeds: list[int]) -> None:
     """One line per variant: mask AP and AP50 as mean and sample standard deviation over the seeds."""
     import statistics
     print(f"\n| variant | mask AP (mean +- sd of {len(seeds)} seeds) | AP50 | per seed |\n|---|---:|---:|---|")
-    names = dict.fromkeys(r["name"].rsplit("_seed", 1)[0] for r in rows)
+    names = dict.fromkeys(variant_of(r["name"]) for r in rows)
     for name in names:
-        runs = [r for r in rows if r["name"].rsplit("_seed", 1)[0] == name and not r["rc"]]
+        runs = [r for r in rows if variant_of(r["name"]) == name and not r["rc"]]
         if not runs:
             print(f"| {name} | failed (see logs) | | |")
             continue

@@ -46,10 +46,10 @@ def build_dataset(cfg: dict, default_args: dict | None = None) -> torch.utils.da
     cfg = dict(cfg)
     augment = dict(cfg.pop("augment", None) or {})
     max_images = augment.pop("max_images", None)
-    for key in ("min_train_scale", "min_test_scale"):  # the model's, applied by the trainer (augment.resolve_scales)
+    from solov2.data.augment import MODEL_SCALE_KEYS, AugmentedDataset
+    for key in MODEL_SCALE_KEYS:  # the model's, applied by the trainer (augment.resolve_scales)
         augment.pop(key, None)
     if augment:
-        from solov2.data.augment import AugmentedDataset
         check_keys(AugmentedDataset, augment, "data set augment", skip=("dataset",))
         if max_images is not None and (not isinstance(max_images, int) or max_images < 0):
             raise ConfigError(f"data.train.augment.max_images: a number of images >= 0 or None, got {max_images!r}")

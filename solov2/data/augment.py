@@ -24,6 +24,9 @@ from solov2.errors import ConfigError
 __all__ = ["copy_paste", "large_scale_jitter", "resize_crop", "AugmentedDataset", "PAD_VALUE", "resolve_lsj_size",
            "resolve_scales"]
 
+# The augment keys that are the model's (raised by resolve_scales), not AugmentedDataset's.
+MODEL_SCALE_KEYS = ("min_train_scale", "min_test_scale")
+
 # The padding colour of large-scale jitter: ImageNet's mean RGB, which the model's normalization maps to 0 (the
 # value the model pads its batches with), so jitter's padding looks like the model's own.
 PAD_VALUE = (124, 116, 104)
@@ -219,7 +222,7 @@ def resolve_scales(cfg, dataset, log=None) -> None:
     of a small set gain from a larger scale at a cost that a small set can pay (docs/small_data.md). Anything else
     is left as it is."""
     augment = ((cfg.get("data") or {}).get("train") or {}).get("augment") or {}
-    chosen = {key: augment.get(key) for key in ("min_train_scale", "min_test_scale") if augment.get(key)}
+    chosen = {key: augment.get(key) for key in MODEL_SCALE_KEYS if augment.get(key)}
     if not chosen or not isinstance(dataset, AugmentedDataset):
         return
     transform = cfg.model.setdefault("transform", {})
@@ -228,7 +231,8 @@ def resolve_scales(cfg, dataset, log=None) -> None:
         if key == "min_train_scale":
             scales = [_as_scale(s, "model.transform.train_scales") for s in transform.get("train_scales") or []]
             transform["train_scales"] = _raised(scales, scale)
-        elif min(int(v) for v in transform.get("test_scale") or (0, 0)) < min(scale):
+        elif not transform.get("test_scale") or \
+                min(_as_scale(transform["test_scale"], "model.transform.test_scale")) < min(scale):
             transform["test_scale"] = scale
     if log:
         test = transform.get("test_scale")
