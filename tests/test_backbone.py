@@ -109,7 +109,21 @@ def test_wrong_architecture_or_name_fails_before_any_download(hub):
         ResNet(depth=50, pretrained="torchvision://resnet05").load_pretrained()
     with pytest.raises(ValueError, match="pytorch-style"):
         ResNet(depth=50, style="caffe", pretrained="torchvision://resnet50").load_pretrained()
+    with pytest.raises(ValueError, match="base_channels 32"):
+        ResNet(depth=18, base_channels=32, pretrained="torchvision://resnet18").load_pretrained()
     assert not hub.exists()
+
+
+def test_base_channels_scales_every_stage_and_64_is_torchvisions_resnet():
+    narrow = ResNet(depth=18, base_channels=32, frozen_stages=-1)
+    assert narrow.out_channels == [32, 64, 128, 256]
+    outs = narrow(torch.zeros(1, 3, 64, 96))
+    assert [tuple(o.shape) for o in outs] == [(1, 32, 16, 24), (1, 64, 8, 12), (1, 128, 4, 6), (1, 256, 2, 3)]
+    shapes = {k: v.shape for k, v in ResNet(depth=18).state_dict().items()}
+    tv = {k: v.shape for k, v in torchvision.models.resnet18(weights=None).state_dict().items() if "fc." not in k}
+    assert shapes == tv
+    with pytest.raises(ValueError, match="base_channels must be a positive"):
+        ResNet(depth=18, base_channels=0)
 
 
 def test_resnext_weights_load_with_groups(hub):

@@ -14,9 +14,10 @@ Models (``--model``): ``demo`` = the README demo's network (ResNet-18 light, 64-
 ``seed`` = the seed README's light R50 (8 classes) on 448 x 768 shapes images, stem and layer1 frozen and
 BatchNorm in eval mode as the official config trains from ImageNet weights.
 
-Our variants, timed interleaved with MMDetection's (``solov2.apps.benchmark.time_interleaved``):
-``ours_fp32`` (float32, as ``solov2 train --precision fp32``), ``ours_bf16`` (bf16 autocast, as ``--amp``; the
-default on CPUs with native bf16, see ``solov2.engine.trainer.default_amp``). MMDetection has no CPU mixed
+Our variants (``--ours``), timed interleaved with MMDetection's (``solov2.apps.benchmark.time_interleaved``):
+``fp32`` (float32, as ``solov2 train --no-amp``), ``fp32_cl`` (float32 with the weights, and so every
+activation, in channels_last memory format), ``bf16`` (bf16 autocast, as ``--amp``; the default on CPUs with
+native bf16, see ``solov2.precision.default_amp``; emulated, so slow, on other CPUs). MMDetection has no CPU mixed
 precision (its ``AmpOptimWrapper`` needs CUDA), so its figure is float32.
 """
 from __future__ import annotations
@@ -146,6 +147,8 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ours", nargs="+", choices=("fp32", "fp32_cl", "bf16"), default=["fp32", "fp32_cl", "bf16"],
+                   help="our variants to time beside MMDetection's fp32 step")
     args = p.parse_args(argv)
     import mmdet
 
@@ -165,7 +168,10 @@ def main(argv=None) -> int:
         theirs = _mm_loss(mm, mm_data)
     print(f"same weights, same batch: ours loss_ins {mine['loss_ins']:.4f} loss_cate {mine['loss_cate']:.4f} | "
           f"mmdet loss_mask {theirs['loss_mask']:.4f} loss_cls {theirs['loss_cls']:.4f}")
-    models = {"mmdet_fp32": mm, "ours_fp32": ours, "ours_bf16": copy.deepcopy(ours)}
+    models = {"mmdet_fp32": mm}
+    for variant in args.ours:
+        model = copy.deepcopy(ours)
+        models[f"ours_{variant}"] = model.to(memory_format=torch.channels_last) if variant == "fp32_cl" else model
     fns = {}
     for name, model in models.items():
         loss = mm_loss(model) if name.startswith("mmdet") else (lambda m=model: m(images, targets))

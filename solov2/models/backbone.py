@@ -108,14 +108,17 @@ class ResNet(nn.Module):
             identity (MMDetection's ResNet does; torchvision's does not). Matters only from scratch: ImageNet
             weights overwrite it. Off by default: from scratch it halved the demo's mask AP (0.105 vs 0.208)
             and did not help the light R50 at batch 2 (docs/history.md).
+        base_channels: the stem's and the first stage's width (MMDetection's name); the stages have 1, 2, 4 and
+            8 times it. 64 is every ImageNet ResNet; a narrower one is for training from scratch on a CPU.
 
-    Input ``(B, 3, H, W)`` float; output 4 maps of strides 4, 8, 16, 32 with 64/128/256/512 x expansion channels.
+    Input ``(B, 3, H, W)`` float; output 4 maps of strides 4, 8, 16, 32 with (1, 2, 4, 8) x ``base_channels`` x
+    expansion channels (64/128/256/512 x expansion by default).
     """
 
     def __init__(self, depth: int = 50, frozen_stages: int = 1, norm_eval: bool = True,
                  pretrained: str | None = None, groups: int = 1, base_width: int = 64, style: str = "pytorch",
                  zero_init_residual: bool = False, dcn: dict | None = None,
-                 stage_with_dcn=(False, False, False, False)):
+                 stage_with_dcn=(False, False, False, False), base_channels: int = 64):
         super().__init__()
         if depth not in ARCH_SETTINGS:
             raise ValueError(f"ResNet: depth must be one of {sorted(ARCH_SETTINGS)}, got {depth}")
@@ -131,16 +134,19 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet: stage_with_dcn needs one entry per stage (4), got {tuple(stage_with_dcn)}")
         self.dcn, self.stage_with_dcn = dcn, tuple(bool(v) for v in stage_with_dcn)
         self._fallback_on_stride = fallback_on_stride
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = _bn(64)
+        if base_channels < 1:
+            raise ValueError(f"ResNet: base_channels must be a positive number of channels, got {base_channels}")
+        self.base_channels = base_channels
+        widths = [base_channels * k for k in (1, 2, 4, 8)]
+        self.inplanes = base_channels
+        self.conv1 = nn.Conv2d(3, base_channels, 7, stride=2, padding=3, bias=False)
+        self.bn1 = _bn(base_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0], dcn=dcn if self.stage_with_dcn[0] else None)
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dcn=dcn if self.stage_with_dcn[1] else None)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dcn=dcn if self.stage_with_dcn[2] else None)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dcn=dcn if self.stage_with_dcn[3] else None)
-        self.out_channels = [c * block.expansion for c in (64, 128, 256, 512)]
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            self._make_layer(block, width, n, stride=1 if i == 0 else 2, dcn=dcn if with_dcn else None)
+            for i, (width, n, with_dcn) in enumerate(zip(widths, layers, self.stage_with_dcn)))
+        self.out_channels = [c * block.expansion for c in widths]
         self._init_weights(zero_init_residual)
         self._freeze_stages()
 
@@ -169,10 +175,11 @@ class ResNet(nn.Module):
     def _check_torchvision_arch(self, spec: str) -> None:
         """Refuse weights of another architecture before anything is downloaded."""
         depth, groups, base_width = TORCHVISION_ARCHS[_torchvision_name(spec)]
-        if (depth, groups, base_width) != (self.depth, self._groups, self._base_width):
+        if (depth, groups, base_width, 64) != (self.depth, self._groups, self._base_width, self.base_channels):
             raise ValueError(f"{spec}: weights of depth {depth}, groups {groups}, base_width {base_width}, but "
                              f"the backbone has depth {self.depth}, groups {self._groups}, base_width "
-                             f"{self._base_width}; set model.pretrained to the matching torchvision:// name")
+                             f"{self._base_width}, base_channels {self.base_channels}; set model.pretrained "
+                             f"to the matching torchvision:// name")
         if self._style != "pytorch":
             raise ValueError(f"{spec}: torchvision weights are pytorch-style (stride on the 3x3 conv), the "
                              f"backbone is style={self._style!r}; use detectron2's MSRA weights or pretrained=None")

@@ -4,7 +4,9 @@ _base_ = ['../_base_/models/solov2_light_r50_fpn.py', '../_base_/default_runtime
 
 model = dict(
     pretrained=None,  # offline, from scratch: no ImageNet weights, every layer and BN trained
-    backbone=dict(depth=18, frozen_stages=-1, norm_eval=False),
+    # base_channels: `solov2 demo` trains at 32 (half width) where training runs in fp32 on a CPU
+    # (solov2/apps/demo.py, FP32_CPU_RECIPE); 64 where it runs in bf16 and on GPUs.
+    backbone=dict(depth=18, frozen_stages=-1, norm_eval=False, base_channels=64),
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
     mask_feat_head=dict(in_channels=64, out_channels=64, num_classes=64),
     # A cheap head for a CPU: its towers run over every grid cell, so grids of 12..4 cells (11 pixels a cell at
