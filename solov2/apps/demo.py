@@ -15,12 +15,12 @@ __all__ = ["add_arguments", "main", "demo_main", "demo_recipe", "FP32_CPU_RECIPE
 
 DEMO_CONFIG = "solov2_light_r18_shapes"  # a packaged config (solov2/configs/demo/), found by name
 # The demo's recipe where it trains in fp32 on a CPU (no native bf16: AVX2-only CPUs, most laptops), so that it fits
-# its 10 minutes there too: a ResNet-18 of half width, trained 16 epochs instead of 14 at twice the learning rate.
-# On a 2-core AVX2-only EPYC (fp32, 2 threads) a step of 8 images took 0.22 s instead of 0.40 s. Mask AP on the
-# demo's val set (benchmarks/train_sweep.py, 1 thread per run; docs/benchmarks.md, "The demo"): the config as it is
-# 0.522; half width 0.481 (14 epochs), 0.491 (16), 0.489 (14 at lr 0.004).
+# its 10 minutes there too: a ResNet-18 of half width, trained 15 epochs instead of 14 at twice the learning rate.
+# Measured on a 2-core AVX2-only EPYC, fp32, 2 threads (docs/benchmarks.md, "The demo"): a step of 8 images takes
+# 0.20 s instead of 0.40 s; `solov2 demo` gave mask AP 0.518 in 8 min (16 epochs: 0.524, 30 s longer), where the
+# config as it is gave 0.522 in about 15 min.
 FP32_CPU_RECIPE = {"model.backbone.base_channels": 32, "model.neck.in_channels": [32, 64, 128, 256],
-                   "optimizer.lr": 0.004, "total_epochs": 16, "lr_config.step": [15 / 16]}
+                   "optimizer.lr": 0.004, "total_epochs": 15, "lr_config.step": [14 / 15]}
 
 
 def demo_recipe(amp: bool | None, device: str = "cpu") -> tuple[dict, str]:
@@ -35,7 +35,7 @@ def demo_recipe(amp: bool | None, device: str = "cpu") -> tuple[dict, str]:
     if device != "cpu":
         return {}, f"demo: fp32 on {device}: the config's ResNet-18 (64..512 channels)"
     return dict(FP32_CPU_RECIPE), ("demo: fp32 on this CPU (no native bf16): ResNet-18 at half width "
-                                   "(32..256 channels, model.backbone.base_channels=32), 16 epochs at lr 0.004, "
+                                   "(32..256 channels, model.backbone.base_channels=32), 15 epochs at lr 0.004, "
                                    "to fit 10 minutes")
 
 
