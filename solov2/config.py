@@ -124,7 +124,8 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> None:
 
 # Top-level keys that configs may leave out and the command line may still set.
 OPTIONAL_TOP_LEVEL = {"max_iters", "load_from", "resume_from", "work_dir", "evaluation", "seed", "grad_clip",
-                      "accumulate_steps", "sync_bn", "find_unused_parameters", "auto_scale_lr", "ema"}
+                      "accumulate_steps", "sync_bn", "find_unused_parameters", "auto_scale_lr", "ema",
+                      "channels_last"}
 # Nested keys that configs may leave out and the command line may still set (whole, as a dict literal).
 OPTIONAL_NESTED = {"data.train.augment"}
 

@@ -15,12 +15,12 @@ __all__ = ["add_arguments", "main", "demo_main", "demo_recipe", "FP32_CPU_RECIPE
 
 DEMO_CONFIG = "solov2_light_r18_shapes"  # a packaged config (solov2/configs/demo/), found by name
 # The demo's recipe where it trains in fp32 on a CPU (no native bf16: AVX2-only CPUs, most laptops), so that it fits
-# its 10 minutes there too: a ResNet-18 of half width, trained 15 epochs instead of 14 at twice the learning rate.
-# Measured on a 2-core AVX2-only EPYC, fp32, 2 threads (docs/benchmarks.md, "The demo"): a step of 8 images takes
-# 0.20 s instead of 0.40 s; `solov2 demo` gave mask AP 0.518 in 8 min (16 epochs: 0.524, 30 s longer), where the
-# config as it is gave 0.522 in about 15 min.
+# its 10 minutes there too: a ResNet-18 of half width in channels_last, trained 15 epochs instead of 14 at twice
+# the learning rate. On a 2-core AVX2-only EPYC, fp32, 2 threads (docs/benchmarks.md, "The demo"): a step of 8
+# images 0.20 s instead of 0.40 s; `solov2 demo` mask AP 0.518 in 8 min (16 epochs: 0.524, 30 s longer), where
+# the config as it is gave 0.522 in about 15 min.
 FP32_CPU_RECIPE = {"model.backbone.base_channels": 32, "model.neck.in_channels": [32, 64, 128, 256],
-                   "optimizer.lr": 0.004, "total_epochs": 15, "lr_config.step": [14 / 15]}
+                   "optimizer.lr": 0.004, "total_epochs": 15, "lr_config.step": [14 / 15], "channels_last": True}
 
 
 def demo_recipe(amp: bool | None, device: str = "cpu") -> tuple[dict, str]:

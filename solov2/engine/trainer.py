@@ -150,10 +150,10 @@ class Trainer:
         self.classes, self.cat_ids = resolve_classes(cfg, self.dataset)
         resolve_scale_ranges(cfg, self.dataset, log=logger.info if self.rank == 0 else None)
         model = build_model(cfg).to(device)
-        if torch.device(device).type == "cpu" and not amp:
-            # NHWC weights, so every convolution runs oneDNN's channels-last kernels: a demo step took 0.20 s
-            # instead of 0.22 s on a 2-core AVX2 CPU in fp32 (docs/benchmarks.md). Not measured in bf16 (--amp), so
-            # left out there. Checkpoints load either way.
+        if cfg.get("channels_last"):
+            # NHWC weights, so that convolutions run oneDNN's channels-last kernels. Per network: on a 2-core AVX2
+            # CPU in fp32 a demo step (ResNet-18 light, 8 x 128 px) took 0.90x the time, the seed's light R50
+            # (2 x 448x768) 1.23x (benchmarks/mmdet_compare/train_step.py). Checkpoints load either way.
             model = model.to(memory_format=torch.channels_last)
         model = self._batchnorm_across_processes(model)
         # The random train scale: re-seeded from (seed, rank, iteration, micro-batch) before every forward.
