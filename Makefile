@@ -34,12 +34,14 @@ lint: $(VENV)/.installed-dev
 # OpenVINO's tests run after the rest, in workers of their own: the whole suite in one process once ended in a
 # SIGSEGV whose cause is not settled (docs/development.md).
 PYTEST_PARALLEL := -n 2 --dist loadfile
+# The slowest tests at the end of each run: where `make test`'s minutes go (issue 22's 8-minute target).
+PYTEST_DURATIONS := --durations=15
 OPENVINO_TESTS := tests/test_openvino.py tests/test_quantize.py
 
 test: lint
 	sh tools/install_chromium.sh
-	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(addprefix --ignore=,$(OPENVINO_TESTS))
-	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(OPENVINO_TESTS)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_DURATIONS) $(addprefix --ignore=,$(OPENVINO_TESTS))
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_DURATIONS) $(OPENVINO_TESTS)
 
 test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
