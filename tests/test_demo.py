@@ -21,7 +21,9 @@ def test_an_explicit_precision_or_a_gpu_keeps_the_configs_network(monkeypatch):
     assert demo.demo_recipe(True, "cpu")[0] == {}
     assert demo.demo_recipe(False, "cpu")[0] == demo.FP32_CPU_RECIPE
     options, line = demo.demo_recipe(None, "cuda:1")
-    assert options == {} and "cuda:1" in line
+    assert options == {} and line.startswith("demo: fp32 on cuda:1")
+    options, line = demo.demo_recipe(True, "cuda")
+    assert options == {} and line.startswith("demo: fp16 autocast on cuda")  # --amp on a GPU is fp16
 
 
 def test_the_fp32_recipe_builds_a_half_width_network_that_runs():

@@ -30,10 +30,10 @@ def demo_recipe(amp: bool | None, device: str = "cpu") -> tuple[dict, str]:
     native bf16; ``SOLOV2_AMP`` pins it). Training in bf16, or on a GPU: the config as it is. Training in fp32 on a
     CPU: :data:`FP32_CPU_RECIPE`."""
     amp = default_amp(device) if amp is None else amp
+    if device != "cpu":
+        return {}, f"demo: {'fp16 autocast' if amp else 'fp32'} on {device}: the config's ResNet-18 (64..512 channels)"
     if amp:
         return {}, "demo: bf16 autocast on this CPU: the config's ResNet-18 (64..512 channels)"
-    if device != "cpu":
-        return {}, f"demo: fp32 on {device}: the config's ResNet-18 (64..512 channels)"
     return dict(FP32_CPU_RECIPE), ("demo: fp32 on this CPU (no native bf16): ResNet-18 at half width "
                                    "(32..256 channels, model.backbone.base_channels=32), 15 epochs at lr 0.004, "
                                    "to fit 10 minutes")
