@@ -38,9 +38,11 @@ PYTEST_PARALLEL := -n 2 --dist loadfile
 PYTEST_DURATIONS := --durations=15
 OPENVINO_TESTS := tests/test_openvino.py tests/test_quantize.py
 
+# SOLOV2_TEST_SHARED: a folder both runs share (tests/conftest.py trains the shared checkpoint there once).
 test: lint
 	sh tools/install_chromium.sh
-	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_DURATIONS) $(addprefix --ignore=,$(OPENVINO_TESTS))
+	shared=$$(mktemp -d) && trap 'rm -rf "$$shared"' EXIT && export SOLOV2_TEST_SHARED="$$shared" && \
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_DURATIONS) $(addprefix --ignore=,$(OPENVINO_TESTS)) && \
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_DURATIONS) $(OPENVINO_TESTS)
 
 test-fast: lint

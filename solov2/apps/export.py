@@ -52,6 +52,13 @@ def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overflow-fix", choices=OVERFLOW_FIXES, default="auto", help="7-bit weights (enable) "
                         "for CPUs without VNNI, whose 8-bit products saturate; auto: enable where this CPU has no "
                         "VNNI, first_layer_only where it has")
+    parser.add_argument("--max-drop", type=float, metavar="AP", help="accuracy control: keep the layers that cost "
+                        "most in float32 until int8 loses at most this much mask AP (absolute, e.g. 0.005) on "
+                        "the config's data.val (default: every layer int8, no control)")
+    parser.add_argument("--val-images", type=int, default=300, metavar="N", help="with --max-drop: the images of "
+                        "data.val to measure mask AP on (drawn with seed 0)")
+    parser.add_argument("--keep-fp32", nargs="+", default=[], metavar="REGEX", help="leave the graph's operations "
+                        "whose names match in float32 (NNCF's ignored scope, e.g. '/solo_cate.*')")
     add_cfg_options(parser)
 
 
@@ -60,5 +67,5 @@ def quantize(args: argparse.Namespace) -> None:
     split_args_sources(args, "quantize")
     size = tuple(args.input_size) if args.input_size else None
     out = quantize_main(args.config, args.checkpoint, args.calib_images, args.out, args.images, args.cfg_options, size,
-                        args.overflow_fix)
+                        args.overflow_fix, args.max_drop, args.val_images, args.keep_fp32)
     print(f"wrote {out}")
