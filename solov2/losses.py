@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import sigmoid_focal_loss as _tv_sigmoid_focal_loss
 
 if TYPE_CHECKING:  # targets.py imports nothing from here; the name is only an annotation
     from solov2.targets import SOLOv2Targets
@@ -26,6 +25,8 @@ def sigmoid_focal_loss(logits: Tensor, labels: Tensor, num_classes: int, alpha: 
     """
     logits = logits.float()
     onehot = F.one_hot(labels, num_classes + 1)[:, :num_classes].to(logits.dtype)
+    # imported here: torchvision.ops imports torch._dynamo (~1.5 s), which inference never needs
+    from torchvision.ops import sigmoid_focal_loss as _tv_sigmoid_focal_loss
     loss = _tv_sigmoid_focal_loss(logits, onehot, alpha=alpha, gamma=gamma, reduction="sum")
     return loss / (avg_factor if avg_factor is not None else max(len(labels), 1))
 

@@ -1,7 +1,7 @@
 """Exporting models with deformable convolutions (``torchvision::deform_conv2d``).
 
 * TorchScript: the traced graph calls ``torchvision::deform_conv2d``; loading it needs torchvision's ops
-  registered (``import torchvision`` first; :func:`solov2.deploy.export.load_exported` does, through solov2.models).
+  registered (``import torchvision`` first; :func:`solov2.deploy.runtime.load_exported` does).
 * ONNX: the op becomes the standard ``DeformConv`` of opset 19 (same offset layout and mask as torchvision:
   ``(dy, dx)`` pairs per kernel point). torch's exporter has no rule for it, so :func:`prepare_onnx_export`
   registers one, raises the opset to 19 and, when onnxruntime is installed, checks that it runs

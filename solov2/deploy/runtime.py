@@ -241,6 +241,7 @@ def _open_onnx(path: str):
 
 
 def _open_torchscript(path: str):
+    import torchvision  # noqa: F401  (registers torchvision::deform_conv2d, which a DCN model's graph calls)
     extra = {META_KEY: ""}
     try:
         with quiet_deprecations():

@@ -26,7 +26,6 @@ import math
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
-from torchvision.ops import deform_conv2d
 
 __all__ = ["DeformConvPack", "ModulatedDeformConvPack", "CONV_TYPES", "build_conv", "is_deform_conv"]
 
@@ -80,6 +79,7 @@ class _DeformConvBase(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in, H, W)`` -> ``(B, out, H', W')``, H' and W' as for ``nn.Conv2d`` with the same settings."""
         offset, mask = self.offset_and_mask(x)
+        from torchvision.ops import deform_conv2d  # here, not at import: torchvision.ops imports torch._dynamo (~1.5 s)
         return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
                              dilation=self.dilation, mask=mask)
 
