@@ -17,6 +17,8 @@ DEMO_CONFIG = ROOT / "configs/demo/solov2_light_r18_shapes.py"
 TINY_SHAPES = ROOT / "tests/data/tiny_shapes.py"
 # The training (and val and test) set of conftest.py's ``trained_tiny`` checkpoint.
 TRAINED_DATA = {"image_size": 128, "num_images": 8, "seed": 0, "type": "SyntheticShapes"}
+# ... and its network: the demo's fp32 CPU width (conftest.py's trained_tiny).
+TRAINED_WIDTH = {"model.backbone.base_channels": 32, "model.neck.in_channels": [32, 64, 128, 256]}
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, path: Path, min_iter: int, timeout: float) -> None:

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import ROOT, SEED_CONFIG, TRAINED_DATA
+from helpers import ROOT, SEED_CONFIG, TRAINED_DATA, TRAINED_WIDTH
 from PIL import Image
 
 from solov2.cli import main
@@ -84,7 +84,7 @@ def test_export_from_the_command_line_gives_the_trained_models_instances(trained
     checkpoint, out = trained.checkpoint, str(tmp_path / "model.onnx")
     args = ["export", TINY, checkpoint, "--out", out, "--input-size", "96", "96"]  # the config's test scale
     assert main(args + (["--with-postprocess"] if with_postprocess else [])) == 0
-    model = build_model(load_config(TINY)).eval()
+    model = build_model(load_config(TINY, TRAINED_WIDTH)).eval()
     load_weights(model, checkpoint)
     image = SyntheticShapes(num_images=1, seed=0, image_size=128)[0][0]
     with torch.no_grad():
