@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(trained_tiny, tmp_path_factory):
     """The session's trained tiny checkpoint (conftest.py: 70 iterations on 8 images, evaluated on the same 8
-    images) and its metrics, and those of the same config trained for 1 iteration with learning rate 0.
+    images) and its metrics, and those of the same network trained for 1 iteration with learning rate 0.
 
     Evaluating on the training images keeps this fast: it proves that the whole pipeline (data, targets,
     losses, optimizer, post-processing, COCO evaluation) learns; `make demo` measures generalization.
@@ -27,8 +27,8 @@ def trained(trained_tiny, tmp_path_factory):
               "data.imgs_per_gpu=8", "model.transform.train_scales=[(128, 128)]",
               "model.transform.test_scale=(128, 128)", "evaluation.interval=-1",
               "checkpoint_config.interval=1000"]  # 1 iteration per epoch: no checkpoint per epoch
-    assert main(["train", TINY, "--work-dir", str(work / "untrained"), "--device", "cpu",
-                 *common, "max_iters=1", "optimizer.lr=0.0"]) == 0
+    assert main(["train", TINY, "--work-dir", str(work / "untrained"), "--device", "cpu", *common,
+                 *(f"{k}={v}" for k, v in TRAINED_WIDTH.items()), "max_iters=1", "optimizer.lr=0.0"]) == 0
     assert main(["eval", TINY, str(work / "untrained/latest.pth"), "--metrics-out", str(work / "m0.json"),
                  *common]) == 0
     assert main(["eval", TINY, str(trained_tiny), "--metrics-out", str(work / "m1.json"), *common]) == 0
