@@ -19,7 +19,9 @@ fork). :meth:`OpenVINOSession.close` (and ``ExportedSOLOv2.close``) release a co
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import threading
 from typing import Any
 
@@ -27,7 +29,7 @@ from solov2.deploy.contract import META_KEY, metadata_props, missing_extra, pars
 from solov2.errors import ExportError, one_line
 
 __all__ = ["OPENVINO_PRECISIONS", "onnx_to_ir", "save_ir", "open_ir", "read_ir_meta", "is_quantized", "shared_core",
-           "OpenVINOSession"]
+           "OpenVINOSession", "repair_signal_stack"]
 
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> INFERENCE_PRECISION_HINT
 
@@ -37,6 +39,49 @@ _core_pid: int | None = None
 # What a forked child inherited (Cores, compiled models): kept alive there, as destroying one would wait on worker
 # threads that do not exist in the child.
 _inherited: list = []
+
+
+class _SignalStack(ctypes.Structure):  # Linux's stack_t
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+_SS_DISABLE = 2
+_own_signal_stack: Any = None  # allocated once, never freed
+
+
+def repair_signal_stack() -> bool:
+    """Give the calling thread a live alternate signal stack again where OpenVINO left it on freed memory; returns
+    whether it did (Linux; elsewhere a no-op).
+
+    Each ``openvino.Core``'s CPU plugin installs an alternate signal stack of its own on the thread that compiles
+    with it and, when the plugin is destroyed, puts back the one it found. Two Cores whose lifetimes overlap and
+    that are freed in the order they were made (NNCF's temporary ones during ``solov2 quantize``) leave the thread
+    on the first plugin's stack, already freed. Python installs its signal handlers with ``SA_ONSTACK``, so the
+    next signal with a Python handler (SIGCHLD when a subprocess or DataLoader worker ends, SIGINT) cannot be
+    delivered and the kernel kills the process with SIGSEGV, without a traceback (faulthandler needs that stack
+    too). Measured with OpenVINO 2026.4: tests/test_openvino.py reproduces it."""
+    global _own_signal_stack
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    current = _SignalStack()
+    if libc.sigaltstack(None, ctypes.byref(current)) != 0 or current.ss_flags & _SS_DISABLE or not current.ss_sp:
+        return False
+    if _is_mapped(current.ss_sp):
+        return False
+    if _own_signal_stack is None:
+        _own_signal_stack = ctypes.create_string_buffer(max(int(current.ss_size), 1 << 16))
+    ours = _SignalStack(ctypes.addressof(_own_signal_stack), 0, len(_own_signal_stack))
+    return libc.sigaltstack(ctypes.byref(ours), None) == 0
+
+
+def _is_mapped(address: int) -> bool:
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split(" ", 1)[0].split("-"))
+            if start <= address < end:
+                return True
+    return False
 
 
 def require_openvino(path: str, exporting: bool = False):

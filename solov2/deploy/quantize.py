@@ -20,6 +20,7 @@ mask AP that this module measured on it after NNCF finished (:class:`MaskAPValid
 """
 from __future__ import annotations
 
+import gc
 import os
 import random
 import re
@@ -153,7 +154,7 @@ def quantize_ir(model: nn.Module, loaders: Sequence, source: str, out_path: str,
     ``"auto"`` chooses ``"enable"`` where this CPU has no VNNI (:func:`cpu_has_vnni`) and NNCF's default
     (first layer only) where it has. The choice is recorded in the IR's metadata."""
     from solov2.deploy.export import export_onnx
-    from solov2.deploy.openvino import onnx_to_ir, require_openvino, save_ir, set_meta
+    from solov2.deploy.openvino import onnx_to_ir, repair_signal_stack, require_openvino, save_ir, set_meta
     require_openvino(out_path, exporting=True)
     try:
         import nncf
@@ -201,6 +202,9 @@ def quantize_ir(model: nn.Module, loaders: Sequence, source: str, out_path: str,
         **({"accuracy_control": control} if control else {}),
     }
     set_meta(quantized, meta)
+    # NNCF's temporary Cores, freed now, can leave this thread's signal stack on freed memory (repair_signal_stack)
+    gc.collect()
+    repair_signal_stack()
     return save_ir(quantized, out_path)
 
 
