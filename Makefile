@@ -31,20 +31,15 @@ lint: $(VENV)/.installed-dev
 
 # Two pytest-xdist workers, one test file at a time each (a module's fixtures are built once): alone, pytest keeps
 # about one of the two cores busy (subprocess start-ups, Python); tests/conftest.py trains the shared checkpoint once.
-# OpenVINO's tests run after the rest, in workers of their own: the whole suite in one process ended in a SIGSEGV.
-# Its cause is found and fixed (OpenVINO's plugins leave a freed signal stack; solov2.deploy.openvino.
-# repair_signal_stack, docs/development.md); the two runs are to be merged once CI has run with the fix.
+# One run for the whole suite: the SIGSEGV that once split off OpenVINO's files is found and fixed (OpenVINO's
+# plugins left a freed signal stack; solov2.deploy.openvino.repair_signal_stack, docs/development.md).
 PYTEST_PARALLEL := -n 2 --dist loadfile
 # The slowest tests at the end of each run: where `make test`'s minutes go (issue 22's 8-minute target).
 PYTEST_DURATIONS := --durations=15
-OPENVINO_TESTS := tests/test_openvino.py tests/test_quantize.py
 
-# SOLOV2_TEST_SHARED: a folder both runs share (tests/conftest.py trains the shared checkpoint there once).
 test: lint
 	sh tools/install_chromium.sh
-	shared=$$(mktemp -d) && trap 'rm -rf "$$shared"' EXIT && export SOLOV2_TEST_SHARED="$$shared" && \
-	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_DURATIONS) $(addprefix --ignore=,$(OPENVINO_TESTS)) && \
-	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_DURATIONS) $(OPENVINO_TESTS)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_DURATIONS)
 
 test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
