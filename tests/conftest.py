@@ -66,12 +66,10 @@ def trained_tiny(tmp_path_factory) -> Path:
     elsewhere. fp32 (SOLOV2_AMP=0) as every test's training: the function-scoped fixture that sets it is not
     active yet when a session fixture runs."""
     # Under pytest-xdist (make test runs two workers) the workers share the parent of their temp folders: the first
-    # to take the lock trains, the other waits and reuses the checkpoint. SOLOV2_TEST_SHARED, when set, names a
-    # folder that several pytest runs share, so that they train it once.
-    shared = os.environ.get("SOLOV2_TEST_SHARED")
-    if not shared and not os.environ.get("PYTEST_XDIST_WORKER"):
+    # to take the lock trains, the other waits and reuses the checkpoint.
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
         return _train_tiny(tmp_path_factory.mktemp("trained_tiny"))
-    work = Path(shared or tmp_path_factory.getbasetemp().parent) / "trained_tiny"
+    work = tmp_path_factory.getbasetemp().parent / "trained_tiny"
     with FileLock(str(work) + ".lock"):
         if not (work / "latest.pth").exists():
             _train_tiny(work)
