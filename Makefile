@@ -30,7 +30,8 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/lint-imports
 
 # Two pytest-xdist workers, one test file at a time each (a module's fixtures are built once): alone, pytest keeps
-# about one of the two cores busy (subprocess start-ups, Python); tests/conftest.py trains the shared checkpoint once.
+# about one of the two cores busy (subprocess start-ups, Python); tests/conftest.py trains the shared checkpoint once
+# and gives each worker its share of the cores as torch threads.
 # One run for the whole suite: the SIGSEGV that once split off OpenVINO's files is found and fixed (OpenVINO's
 # plugins left a freed signal stack; solov2.deploy.openvino.repair_signal_stack, docs/development.md).
 PYTEST_PARALLEL := -n 2 --dist loadfile
@@ -42,7 +43,7 @@ test: lint
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_DURATIONS)
 
 test-fast: lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_PARALLEL)
 
 # The documentation site (mkdocs.yml); --strict turns a broken link or a page left out of the nav into an error.
 docs: $(VENV)/.installed-dev
