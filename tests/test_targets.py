@@ -100,3 +100,27 @@ def test_all_pairs_trains_every_instance_on_a_shared_cell():
     assert level0_pairs == first + second
     small = torch.nn.functional.interpolate(masks[None].float(), size=(32, 32), mode="bilinear")[0] >= 0.5
     assert torch.equal(t.mask_targets[0].bool(), small[0]) and torch.equal(t.mask_targets[9].bool(), small[1])
+
+
+def test_a_batch_is_each_image_assigned_alone_and_concatenated():
+    """The batch is assigned at once; the result must be the per-image assignments side by side: category grids
+    image by image within each level, pairs image-major, each image's own instances owning its cells."""
+    import pytest
+    from solov2.data.synthetic import SyntheticShapes
+    data = SyntheticShapes(4, seed=3, image_size=(128, 160))
+    masks, labels = zip(*((t["masks"], t["labels"]) for _, t in (data[i] for i in range(4))))
+    masks, labels = list(masks), list(labels)
+    masks[1], labels[1] = masks[1][:0], labels[1][:0]  # an image without instances
+    ranges = [(1, 32), (16, 64), (32, 128), (64, 256), (128, 512)]
+    for mode in ("all_pairs", "last_owner"):
+        batch = build_targets(masks, labels, (128, 160), GRIDS, ranges, 0.2, 5, mode)
+        alone = [build_targets([m], [lb], (128, 160), GRIDS, ranges, 0.2, 5, mode) for m, lb in zip(masks, labels)]
+        assert len(batch.pos_cell) > 50
+        assert torch.equal(batch.pos_image, torch.cat([torch.full_like(a.pos_cell, i) for i, a in enumerate(alone)]))
+        assert torch.equal(batch.pos_cell, torch.cat([a.pos_cell for a in alone]))
+        assert torch.equal(batch.mask_targets, torch.cat([a.mask_targets for a in alone]))
+        levels = [torch.stack(per_image) for per_image in zip(*(a.cate_labels.split([s * s for s in GRIDS])
+                                                               for a in alone))]
+        assert torch.equal(batch.cate_labels, torch.cat([lv.flatten() for lv in levels]))
+    with pytest.raises(ValueError, match="shared_cells"):
+        build_targets(masks, labels, (128, 160), GRIDS, ranges, 0.2, 5, "first_owner")

@@ -5,8 +5,9 @@
 
 A step is what each trainer does per iteration: MMDetection's ``data_preprocessor`` (normalize, pad) +
 ``model.loss`` + backward + gradient clipping (max norm 35, as both configs) + SGD (momentum 0.9, weight
-decay 1e-4); ours ``model(images, targets)`` (our transform resizes/normalizes/pads inside the model) +
-backward + the same clipping and SGD. The decoded images and masks are the same tensors on both sides, made
+decay 1e-4, torch's defaults, as its ``OptimWrapper`` builds it); ours ``model(images, targets)`` (our transform
+resizes/normalizes/pads inside the model) + backward + the same clipping + the same SGD as ``solov2 train`` builds
+it (``build_optimizer``: fused on CPU). The decoded images and masks are the same tensors on both sides, made
 before timing (MMDetection's pipeline runs in data-loader workers, ours in the dataset: neither is timed).
 
 Models (``--model``): ``demo`` = the README demo's network (ResNet-18 light, 64-channel FPN, 5 classes) on
@@ -123,9 +124,15 @@ def _box(mask: np.ndarray) -> list[int]:
     return [xs[0], ys[0], xs[-1] + 1, ys[-1] + 1]
 
 
-def sgd(model):
-    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9,
-                           weight_decay=1e-4)
+def sgd(model, ours: bool):
+    """Each trainer's SGD (momentum 0.9, weight decay 1e-4): ours is built as ``solov2 train`` builds it
+    (``build_optimizer``: fused where the device has a fused kernel), MMDetection's as its ``OptimWrapper``
+    does (``torch.optim.SGD`` with torch's defaults)."""
+    settings = dict(lr=1e-4, momentum=0.9, weight_decay=1e-4)
+    if ours:
+        from solov2.engine.trainer import build_optimizer
+        return build_optimizer(model, dict(type="SGD", **settings))
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], **settings)
 
 
 def step_fn(model, optimizer, loss_fn, dtype=None):
@@ -175,7 +182,8 @@ def main(argv=None) -> int:
     fns = {}
     for name, model in models.items():
         loss = mm_loss(model) if name.startswith("mmdet") else (lambda m=model: m(images, targets))
-        fns[name] = step_fn(model, sgd(model), loss, torch.bfloat16 if name.endswith("bf16") else None)
+        dtype = torch.bfloat16 if name.endswith("bf16") else None
+        fns[name] = step_fn(model, sgd(model, ours=not name.startswith("mmdet")), loss, dtype)
     load = os.getloadavg()[0]
     times = time_interleaved(fns, args.iters, args.warmup)
     h, w = spec["size"]
