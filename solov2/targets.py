@@ -100,7 +100,7 @@ def _cover(regions: Tensor, num_grid: int) -> Tensor:
     return inside_rows[:, :, None] & inside_cols[:, None, :]
 
 
-def _assign_level(cover: Tensor, image: Tensor, num_images: int, shared_cells: str
+def _assign_level(cover: Tensor, image_of: Tensor, num_images: int, shared_cells: str
                   ) -> tuple[Tensor, Tensor, Tensor]:
     """One level of a batch: ``(K, S, S)`` cover of K instances, ``(K,)`` image of each (non-decreasing) ->
     (``(B, S*S)`` owner per cell, -1 for none; ``(P,)`` pair instance; ``(P,)`` pair cell).
@@ -112,7 +112,7 @@ def _assign_level(cover: Tensor, image: Tensor, num_images: int, shared_cells: s
     owner = torch.full((num_images, cover.shape[1]), -1, dtype=torch.int64, device=cover.device)
     if cover.shape[0]:
         ids = torch.arange(cover.shape[0], device=cover.device)[:, None].expand_as(cover)
-        owner.scatter_reduce_(0, image[:, None].expand_as(cover), torch.where(cover, ids, -1), "amax")
+        owner.scatter_reduce_(0, image_of[:, None].expand_as(cover), torch.where(cover, ids, -1), "amax")
     if shared_cells == "last_owner":
         img, cell = torch.nonzero(owner >= 0, as_tuple=True)
         return owner, owner[img, cell], cell
@@ -139,8 +139,8 @@ def build_targets(gt_masks: list[Tensor], gt_labels: list[Tensor], image_size: t
     num_images = len(gt_masks)
     masks, labels = torch.cat(gt_masks), torch.cat(gt_labels)
     device = masks.device
-    image = torch.repeat_interleave(torch.arange(num_images, device=device),
-                                    torch.tensor([len(m) for m in gt_masks], device=device))
+    image_of = torch.repeat_interleave(torch.arange(num_images, device=device),  # each instance's image
+                                       torch.tensor([len(m) for m in gt_masks], device=device))
     boxes, centers, valid = masks_to_boxes_and_centers(masks)
     scales = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     if masks.shape[0]:
@@ -153,13 +153,13 @@ def build_targets(gt_masks: list[Tensor], gt_labels: list[Tensor], image_size: t
     for num_grid, (lo, hi) in zip(num_grids, scale_ranges):
         hit = torch.nonzero(valid & (scales >= lo) & (scales <= hi)).flatten()
         cover = _cover(center_regions(boxes[hit], centers[hit], (h, w), num_grid, sigma), num_grid)
-        owner, inst, cell = _assign_level(cover, image[hit], num_images, shared_cells)
+        owner, inst, cell = _assign_level(cover, image_of[hit], num_images, shared_cells)
         cate = torch.full_like(owner, num_classes)
         owned = owner >= 0
         cate[owned] = labels[hit[owner[owned]]]
         cate_levels.append(cate.flatten())
         pair_inst.append(hit[inst])
-        pair_image.append(image[hit[inst]])
+        pair_image.append(image_of[hit[inst]])
         pair_cell.append(cell + offset)
         offset += num_grid * num_grid
     pos_image, order = torch.sort(torch.cat(pair_image), stable=True)  # level-major -> image-major
