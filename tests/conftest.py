@@ -16,7 +16,8 @@ def pytest_configure(config):
     if workers > 1:
         import torch
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # the subprocesses that tests start
         torch.set_num_threads(threads)
 
