@@ -6,8 +6,13 @@
 # runs/cuda_check).
 #
 #     bash benchmarks/cuda_check.sh [OUT_DIR]          # STEPS="2 3" runs only those steps (4 needs 1's model)
+#
+# Step 5, the seed network beside MMDetection 3.3 on the same GPU (batch 1 and 8, fp32 and fp16), needs an
+# interpreter with MMDetection: MMDET_PY (default /tmp/mmdet-venv/bin/python, made by
+# `SOLOV2_PY=python3 WHEELS=<carried wheels> bash benchmarks/mmdet_compare/setup.sh`); without one it says so
+# and is skipped.
 set -u
-want() { [[ " ${STEPS:-1 2 3 4} " == *" $1 "* ]]; }
+want() { [[ " ${STEPS:-1 2 3 4 5} " == *" $1 "* ]]; }
 OUT_DIR=${1:-runs/cuda_check}
 mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1
@@ -90,4 +95,15 @@ for precision in ("fp32", "fp16"):
     print(f"cuda {precision} vs cpu fp32: {count} instances, same instances and labels {same}, "
           f"max score difference {worst_score:.2e}, min mask IoU {worst_iou:.4f}")
 EOF
+fi
+
+if want 5; then
+echo "== 5. the seed network beside MMDetection 3.3 on this GPU (same weights; batch 1 and 8, fp32 and fp16)"
+MMDET_PY=${MMDET_PY:-/tmp/mmdet-venv/bin/python}
+if ! "$MMDET_PY" -c "import mmdet, mmcv, mmengine" > /dev/null 2>&1; then
+  echo "skipped: $MMDET_PY cannot import mmdet, mmcv and mmengine (benchmarks/mmdet_compare/setup.sh makes it)"
+else
+  timeout 300 "$MMDET_PY" benchmarks/mmdet_compare/network_speed.py --device cuda --batch 1 8 --precision fp32 fp16 \
+    --iters 30 --warmup 10 2>&1 | grep -v Warning | tee "$OUT_DIR/mmdet_gpu.log" | tail -14
+fi
 fi

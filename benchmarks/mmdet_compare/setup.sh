@@ -2,6 +2,8 @@
 # Create a separate virtual environment with MMDetection 3.3.0 for benchmarks/mmdet_compare/run_mmdet.py.
 #
 #   bash benchmarks/mmdet_compare/setup.sh [VENV_DIR]      (default /tmp/mmdet-venv)
+#   WHEELS=DIR bash benchmarks/mmdet_compare/setup.sh      (offline, e.g. a lent GPU machine: pip installs only
+#                                                          from DIR, and what SOLOV2_PY's site-packages has)
 #
 # * mmcv-lite 2.1.0 instead of mmcv: the full mmcv 2.1 has no wheel on PyPI for recent torch and its source
 #   build fails; SOLOv2 without DCN uses no compiled mmcv op, and mmcv-lite installs as the `mmcv` package
@@ -23,8 +25,12 @@ SOLOV2_SITE=$("$SOLOV2_PY" -c 'import sysconfig; print(sysconfig.get_paths()["pu
 VENV_SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$SOLOV2_SITE" > "$VENV_SITE/zz_solov2_torch.pth"   # appended after this venv's own site-packages
 
-"$VENV/bin/pip" install --quiet --upgrade pip
-"$VENV/bin/pip" install "mmdet==3.3.0" "mmcv-lite==2.1.0" "mmengine>=0.7.1,<1.0.0"
+if [[ -n "${WHEELS:-}" ]]; then
+  "$VENV/bin/pip" install --no-index --find-links "$WHEELS" "mmdet==3.3.0" "mmcv-lite==2.1.0" "mmengine>=0.7.1,<1.0.0"
+else
+  "$VENV/bin/pip" install --quiet --upgrade pip
+  "$VENV/bin/pip" install "mmdet==3.3.0" "mmcv-lite==2.1.0" "mmengine>=0.7.1,<1.0.0"
+fi
 
 # mmcv-lite ships mmcv/ops/*.py but not the compiled mmcv._ext they load at import time, and mmdet imports
 # mmcv.ops (roi_align, in mmdet.structures.mask) on `import mmdet.structures`. This stub makes those imports
