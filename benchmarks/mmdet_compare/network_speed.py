@@ -35,7 +35,7 @@ def build_models(device: torch.device) -> dict:
     ours = build_ours(CONFIG)
     mm = build_mmdet(ours.num_classes)
     copy_our_weights(ours, mm)
-    fast = optimize_for_inference(ours)
+    fast = optimize_for_inference(ours, winograd=device.type == "cpu")  # Winograd is a CPU kernel (NNPACK)
     return {name: m.to(device).eval() for name, m in (("mmdet", mm), ("ours", ours), ("ours_optimized", fast))}
 
 
