@@ -14,7 +14,6 @@ recipe (:data:`solov2.apps.demo.FP32_CPU_RECIPE`) eager and with the backbone + 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -26,12 +25,8 @@ DEMO = "solov2_light_r18_shapes"
 
 
 def median_seconds(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    from solov2.apps.benchmark import summarize, time_interleaved
+    return summarize(time_interleaved({"fn": fn}, runs, warmup=0)["fn"])["median_ms"] / 1e3
 
 
 def infer() -> None:

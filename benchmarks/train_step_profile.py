@@ -19,8 +19,6 @@ transposed weights). The total says what the step would save if every such convo
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections import Counter, defaultdict
 
 import torch
@@ -72,20 +70,14 @@ def make_step(model: nn.Module, images, targets):
 
 def time_split(step) -> None:
     from torch.profiler import ProfilerActivity, profile
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    median = median_ms(step, runs=5, warmup=2)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     groups: dict[str, float] = defaultdict(float)
     for event in prof.key_averages():
         groups[GROUPS.get(event.key, "everything else")] += event.self_cpu_time_total / 1e3
     total = sum(groups.values())
-    print(f"step: {statistics.median(times) * 1e3:.0f} ms median of 5; profiled step {total:.0f} ms of CPU time:")
+    print(f"step: {median:.0f} ms median of 5; profiled step {total:.0f} ms of CPU time:")
     for name, ms in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<22}{ms:8.0f} ms  {100 * ms / total:5.1f} %")
 
@@ -106,14 +98,9 @@ def conv_shapes(model: nn.Module, step) -> Counter:
     return shapes
 
 
-def median_ms(fn, runs: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def median_ms(fn, runs: int = 5, warmup: int = 1) -> float:
+    from solov2.apps.benchmark import summarize, time_interleaved
+    return summarize(time_interleaved({"fn": fn}, runs, warmup)["fn"])["median_ms"]
 
 
 def winograd_table(shapes: Counter) -> None:

@@ -1,4 +1,5 @@
 """Target assignment on hand-built images; the expected cells are worked out by hand in the comments."""
+import pytest
 import torch
 from helpers import rect_masks
 
@@ -105,7 +106,6 @@ def test_all_pairs_trains_every_instance_on_a_shared_cell():
 def test_a_batch_is_each_image_assigned_alone_and_concatenated():
     """The batch is assigned at once; the result must be the per-image assignments side by side: category grids
     image by image within each level, pairs image-major, each image's own instances owning its cells."""
-    import pytest
     from solov2.data.synthetic import SyntheticShapes
     data = SyntheticShapes(4, seed=3, image_size=(128, 160))
     masks, labels = zip(*((t["masks"], t["labels"]) for _, t in (data[i] for i in range(4))))
