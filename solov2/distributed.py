@@ -18,6 +18,21 @@ def in_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
+def usable_cpu_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """How many CPU cores this process may run on: its affinity mask, capped by a cgroup v2 CPU quota
+    (``docker --cpus``, Kubernetes limits). ``os.cpu_count()`` is the host's count in a container, and dividing
+    that among training processes oversubscribes the cores a container really has."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open(os.path.join(cgroup_root, "cpu.max")) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))  # a quota of 1.5 cores runs 2 threads
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota (or not Linux): the affinity mask is the limit
+    return max(1, cores)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,8 +16,9 @@ def pytest_configure(config):
     if workers > 1:
         import torch
 
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // workers)
+        from solov2.distributed import usable_cpu_cores
+
+        threads = max(1, usable_cpu_cores() // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # the subprocesses that tests start
         torch.set_num_threads(threads)
 

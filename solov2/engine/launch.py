@@ -95,7 +95,9 @@ def _spawned_worker(rank: int, world: int, opts: dict, stopped_at) -> None:
         if opts["device"] == "cpu":
             # N processes x the default thread count oversubscribe the cores, and OpenMP then slows to a crawl.
             import torch
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+
+            from solov2.distributed import usable_cpu_cores
+            torch.set_num_threads(max(1, usable_cpu_cores() // world))
         try:
             _train_worker(rank, world, opts)
         except TrainingInterrupted as exc:  # every process stopped at the same iteration; rank 0 saved it
