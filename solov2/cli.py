@@ -11,7 +11,7 @@ from solov2.apps.arguments import HelpFormatter
 from solov2.engine.launch import interrupted_message, resume_command, worker_error
 from solov2.errors import one_line
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main", "fit_threads_to_usable_cores"]
 
 # name: (help, add_arguments, run)
 COMMANDS = {
@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fit_threads_to_usable_cores() -> None:
+    """torch starts one thread per core in the affinity mask, which in a container with a CPU quota (``docker
+    --cpus 2`` on a 32-core host) is the host's count: 32 threads then share 2 cores' worth of time and the
+    quota throttles them all. Cap the threads at the usable cores, unless the user set ``OMP_NUM_THREADS``."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    from solov2.distributed import usable_cpu_cores
+    cores = usable_cpu_cores()
+    if torch.get_num_threads() > cores:
+        torch.set_num_threads(cores)
+
+
 def main(argv: list[str] | None = None, resume_hint=None) -> int:
     """Run ``solov2 ARGV``; returns the exit status: 0, 1 for an error (one line on stderr; ``SOLOV2_DEBUG=1``
     shows the traceback), 130 for Ctrl-C. ``resume_hint(checkpoint) -> str``: the command that resumes an
@@ -66,6 +80,7 @@ def main(argv: list[str] | None = None, resume_hint=None) -> int:
     # Errors about the user's input (our own, and missing files or bad values); anything else is a bug and keeps
     # its traceback.
     expected = (SOLOv2Error, FileNotFoundError, ValueError)
+    fit_threads_to_usable_cores()
     try:
         if getattr(args, "cfg_options", None):
             args.cfg_options = parse_overrides(args.cfg_options)  # KEY=VALUE strings -> {key: value}

@@ -5,6 +5,7 @@ environment) each process joins the group torchrun set up, which also covers mul
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -19,18 +20,33 @@ def in_torchrun() -> bool:
 
 
 def usable_cpu_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
-    """How many CPU cores this process may run on: its affinity mask, capped by a cgroup v2 CPU quota
-    (``docker --cpus``, Kubernetes limits). ``os.cpu_count()`` is the host's count in a container, and dividing
-    that among training processes oversubscribes the cores a container really has."""
+    """How many CPU cores this process may run on: its affinity mask, capped by a container's CPU quota
+    (``docker --cpus``, Kubernetes limits; cgroup v2 ``cpu.max`` or v1 ``cpu/cpu.cfs_quota_us``, rounded up).
+    ``os.cpu_count()`` is the host's count in a container, and dividing that among training processes
+    oversubscribes the cores a container really has."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        with open(os.path.join(cgroup_root, "cpu.max")) as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, -(-int(quota) // int(period))))  # a quota of 1.5 cores runs 2 threads
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota (or not Linux): the affinity mask is the limit
+    quota = _cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))  # a quota of 1.5 cores runs 2 threads
     return max(1, cores)
+
+
+def _cgroup_cpu_quota(root: str) -> float | None:
+    """The container's CPU quota in cores, or None where there is none (or no cgroup to read)."""
+    def read(*parts: str) -> str:
+        with open(os.path.join(root, *parts)) as f:
+            return f.read()
+    try:
+        quota, period = read("cpu.max").split()[:2]  # cgroup v2: "max 100000" or "150000 100000"
+    except (OSError, ValueError):
+        try:  # cgroup v1: -1 is no limit
+            quota, period = read("cpu", "cpu.cfs_quota_us").strip(), read("cpu", "cpu.cfs_period_us").strip()
+        except OSError:
+            return None
+    try:
+        return None if quota in ("max", "-1") else int(quota) / int(period)
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 def free_port() -> int:

@@ -168,3 +168,22 @@ def test_several_processes_refuse_one_named_gpu(monkeypatch, capsys):
     monkeypatch.setattr(launch, "resolve_device", lambda device: device)  # as if CUDA were there
     assert main(["train", TINY, "--device", "cuda:1", "--gpus", "2"]) == 1
     assert "CUDA_VISIBLE_DEVICES" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("omp, expected", [(None, 1), ("2", 2)])
+def test_the_command_caps_torch_threads_at_the_usable_cores(monkeypatch, capsys, omp, expected):
+    """In a container whose CPU quota is below the cores torch sees, every command runs as many threads as the
+    quota gives; a user's OMP_NUM_THREADS is left alone."""
+    import solov2.distributed
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(solov2.distributed, "usable_cpu_cores", lambda: 1)
+        if omp is None:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OMP_NUM_THREADS", omp)
+        assert main(["configs"]) == 0
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)

@@ -156,13 +156,18 @@ def test_helpers_alone_and_in_a_one_process_gloo_group(monkeypatch):
 
 
 @pytest.mark.parametrize("cpu_max, expected", [(None, 8), ("max 100000\n", 8), ("150000 100000\n", 2),
-                                                ("100000 100000\n", 1), ("20000 100000\n", 1), ("garbage", 8)])
+                                                ("100000 100000\n", 1), ("20000 100000\n", 1), ("garbage", 8),
+                                                ("v1 -1", 8), ("v1 300000", 3), ("v1 1000000", 8)])
 def test_usable_cores_are_the_affinity_mask_capped_by_a_cgroup_quota(monkeypatch, tmp_path, cpu_max, expected):
     """Each CPU training process gets usable cores // processes threads: in a container that sees the host's
     cores, the affinity mask and the cgroup's CPU quota (rounded up) are what it may use, not os.cpu_count()."""
     from solov2 import distributed
     monkeypatch.setattr(distributed.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setattr(distributed.os, "cpu_count", lambda: 64)
-    if cpu_max is not None:
+    if cpu_max is not None and cpu_max.startswith("v1 "):  # cgroup v1, as on this project's own machines
+        (tmp_path / "cpu").mkdir()
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(cpu_max[3:] + "\n")
+        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    elif cpu_max is not None:
         (tmp_path / "cpu.max").write_text(cpu_max)
     assert distributed.usable_cpu_cores(str(tmp_path)) == expected
