@@ -2,6 +2,8 @@
 
 ``--gpus N`` spawns N local workers; under ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK in the
 environment) each process joins the group torchrun set up, which also covers multi-node runs.
+:func:`usable_cpu_cores` says how many cores a process may use (a container's quota included), which CPU
+processes share as torch threads.
 """
 from __future__ import annotations
 
